@@ -1,0 +1,36 @@
+"""Typed configs: schema dataclasses plus YAML loading, overrides and validation."""
+
+from tfbig.config.loader import (
+    ConfigError,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    dump_config,
+    load_config,
+    replace,
+    save_config,
+)
+from tfbig.config.schema import (
+    MODEL_CONFIGS,
+    CNNConfig,
+    Config,
+    DataConfig,
+    DistributeConfig,
+    EarlyStoppingConfig,
+    GPTConfig,
+    LSTMConfig,
+    MLPConfig,
+    OptimizerConfig,
+    OutputConfig,
+    ScheduleConfig,
+    TrainConfig,
+    TransformerEncoderConfig,
+)
+
+__all__ = [
+    "ConfigError", "apply_overrides", "config_from_dict", "config_to_dict", "dump_config",
+    "load_config", "replace", "save_config", "MODEL_CONFIGS", "CNNConfig", "Config",
+    "DataConfig", "DistributeConfig", "EarlyStoppingConfig", "GPTConfig", "LSTMConfig",
+    "MLPConfig", "OptimizerConfig", "OutputConfig", "ScheduleConfig", "TrainConfig",
+    "TransformerEncoderConfig",
+]

@@ -1,0 +1,226 @@
+"""The typed shape of a tfbig config.
+
+Every section is a frozen dataclass so a resolved config can be passed around
+without anyone mutating it half-way through a run. Field metadata carries the
+allowed range (`min`, `max`) so the loader can say what is allowed when a value
+is wrong. Defaults are chosen so that a config naming only a model and a data
+set trains something sensible on a laptop CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal, Optional, Union
+
+
+def bounded(default, *, min=None, max=None, min_exclusive=False):
+    """A dataclass field whose numeric value must lie in [min, max]."""
+    return dataclasses.field(
+        default=default,
+        metadata={"min": min, "max": max, "min_exclusive": min_exclusive},
+    )
+
+
+def items(*values):
+    """A dataclass field holding a list, with a default copied per instance."""
+    return dataclasses.field(default_factory=lambda: list(values))
+
+
+# --------------------------------------------------------------------- models
+# One dataclass per model family; `name` selects which one a `model:` section is.
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPConfig:
+    name: Literal["mlp"] = "mlp"
+    hidden_units: list[int] = items(256, 256)
+    activation: Literal["relu", "gelu", "tanh", "swish"] = "relu"
+    dropout: float = bounded(0.0, min=0.0, max=0.9)
+
+
+@dataclasses.dataclass(frozen=True)
+class CNNConfig:
+    """A small ResNet: a stem convolution, then stages of residual blocks."""
+
+    name: Literal["cnn"] = "cnn"
+    # One entry per stage; every stage after the first halves the resolution.
+    filters: list[int] = items(32, 64)
+    blocks_per_stage: int = bounded(2, min=1)
+    dropout: float = bounded(0.0, min=0.0, max=0.9)
+
+
+@dataclasses.dataclass(frozen=True)
+class LSTMConfig:
+    """Sequence classifier: (embedding or projection) -> stacked LSTMs -> head."""
+
+    name: Literal["lstm"] = "lstm"
+    units: int = bounded(128, min=1)
+    num_layers: int = bounded(1, min=1)
+    bidirectional: bool = False
+    # Only used when the inputs are integer token ids.
+    embedding_dim: int = bounded(64, min=1)
+    dropout: float = bounded(0.0, min=0.0, max=0.9)
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerEncoderConfig:
+    """Bidirectional encoder classifier, mean-pooled over positions."""
+
+    name: Literal["transformer_encoder"] = "transformer_encoder"
+    d_model: int = bounded(128, min=1)
+    num_layers: int = bounded(2, min=1)
+    num_heads: int = bounded(4, min=1)
+    # 0 means 4 * d_model, the ratio used by BERT and GPT.
+    d_ff: int = bounded(0, min=0)
+    max_len: int = bounded(512, min=1)
+    dropout: float = bounded(0.1, min=0.0, max=0.9)
+
+
+@dataclasses.dataclass(frozen=True)
+class GPTConfig:
+    """Decoder-only language model (GPT-2 layout: pre-LayerNorm, GELU MLP)."""
+
+    name: Literal["gpt"] = "gpt"
+    # 256 = one token per byte, which is what tfbig's text pipeline produces.
+    vocab_size: int = bounded(256, min=2)
+    # Size of the learned position table: the longest context the model accepts.
+    max_len: int = bounded(128, min=1)
+    d_model: int = bounded(128, min=1)
+    num_layers: int = bounded(2, min=1)
+    num_heads: int = bounded(4, min=1)
+    # 0 means 4 * d_model.
+    d_ff: int = bounded(0, min=0)
+    dropout: float = bounded(0.0, min=0.0, max=0.9)
+    tie_embeddings: bool = True
+    layer_norm_epsilon: float = bounded(1e-5, min=0.0, min_exclusive=True)
+
+
+ModelConfig = Union[
+    MLPConfig, CNNConfig, LSTMConfig, TransformerEncoderConfig, GPTConfig
+]
+MODEL_CONFIGS: dict[str, type] = {
+    "mlp": MLPConfig,
+    "cnn": CNNConfig,
+    "lstm": LSTMConfig,
+    "transformer_encoder": TransformerEncoderConfig,
+    "gpt": GPTConfig,
+}
+
+
+# ----------------------------------------------------------------------- data
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where examples come from.
+
+    `text`: byte-level language-model windows from text files (`paths`; empty
+    means CPython's pydoc topics). `digits`: scikit-learn's bundled 8x8 digits.
+    `npz`: a user file with arrays `x`, `y` (and optionally `x_eval`, `y_eval`).
+    `tfrecord`: a directory written by `tfbig.data.write_tfrecords`.
+    """
+
+    name: Literal["text", "digits", "npz", "tfrecord"] = "text"
+    paths: list[str] = items()
+    # Tokens per language-model window (inputs; targets are shifted by one).
+    seq_len: int = bounded(128, min=1)
+    # Fraction held out for evaluation, taken deterministically from the end.
+    eval_fraction: float = bounded(0.1, min=0.0, max=0.9)
+    seed: int = 0
+
+
+# ---------------------------------------------------------------------- train
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    name: Literal["sgd", "adam", "adamw", "adafactor"] = "adamw"
+    learning_rate: float = bounded(1e-3, min=0.0, min_exclusive=True)
+    # Decoupled weight decay (adamw only); never applied to norms or biases.
+    weight_decay: float = bounded(0.01, min=0.0)
+    beta_1: float = bounded(0.9, min=0.0, max=1.0)
+    beta_2: float = bounded(0.999, min=0.0, max=1.0)
+    epsilon: float = bounded(1e-8, min=0.0, min_exclusive=True)
+    momentum: float = bounded(0.9, min=0.0, max=1.0)  # sgd only
+    # Global-norm clipping of the (accumulated, all-reduced) gradient; 0 = off.
+    clip_norm: float = bounded(1.0, min=0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleConfig:
+    """Linear warmup to the peak learning rate, then the named decay."""
+
+    name: Literal["constant", "cosine", "linear", "step"] = "cosine"
+    warmup_steps: int = bounded(0, min=0)
+    # Steps over which cosine/linear decay runs; 0 means train.steps.
+    decay_steps: int = bounded(0, min=0)
+    # Final learning rate as a fraction of the peak (cosine/linear).
+    min_ratio: float = bounded(0.1, min=0.0, max=1.0)
+    # `step`: multiply by `step_factor` at each boundary.
+    step_boundaries: list[int] = items()
+    step_factor: float = bounded(0.1, min=0.0, min_exclusive=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class EarlyStoppingConfig:
+    # Empty metric = off. Names are eval metrics, e.g. `eval_loss`.
+    metric: str = ""
+    mode: Literal["min", "max"] = "min"
+    patience: int = bounded(3, min=1)
+    min_delta: float = bounded(0.0, min=0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    steps: int = bounded(1000, min=1)
+    # Global batch: examples per optimizer step, over all replicas and all
+    # accumulation micro-batches.
+    batch_size: int = bounded(32, min=1)
+    # Steps run inside one tf.function call; larger amortises Python overhead.
+    steps_per_execution: int = bounded(10, min=1)
+    # Split each step's batch into this many micro-batches whose gradients are
+    # summed before one update: same result, 1/k of the activation memory.
+    grad_accum_steps: int = bounded(1, min=1)
+    precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = "float32"
+    jit_compile: bool = False
+    eval_every: int = bounded(200, min=0)  # 0 = only at the end
+    eval_steps: int = bounded(0, min=0)  # 0 = the whole eval split
+    checkpoint_every: int = bounded(200, min=1)
+    keep_checkpoints: int = bounded(3, min=1)
+    log_every: int = bounded(10, min=1)
+    seed: int = 0
+    progress_bar: bool = True
+    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
+    early_stopping: EarlyStoppingConfig = dataclasses.field(
+        default_factory=EarlyStoppingConfig
+    )
+
+
+# ----------------------------------------------------------------- distribute
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributeConfig:
+    strategy: Literal["one_device", "mirrored"] = "one_device"
+    # mirrored without GPUs: split the CPU into this many logical devices.
+    # With GPUs: use this many (0 = all visible GPUs).
+    devices: int = bounded(0, min=0)
+
+
+# --------------------------------------------------------------------- output
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputConfig:
+    # The run directory. Relative paths are taken from the working directory.
+    dir: str = "runs/default"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    model: ModelConfig = dataclasses.field(default_factory=GPTConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    distribute: DistributeConfig = dataclasses.field(default_factory=DistributeConfig)
+    output: OutputConfig = dataclasses.field(default_factory=OutputConfig)
