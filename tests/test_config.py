@@ -1,0 +1,98 @@
+"""Config loading, overrides, validation messages and saving."""
+
+import pytest
+import yaml
+
+from tfbig.config import (
+    ConfigError,
+    GPTConfig,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    replace,
+    save_config,
+)
+
+
+def write_yaml(tmp_path, data, name="c.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_packaged_configs_load():
+    for name in ("gpt_tiny", "digits_cnn", "quickstart"):
+        config = load_config(f"tfbig/configs/{name}.yaml")
+        assert config.output.dir == f"runs/{name}"
+
+
+def test_defaults_and_model_selection():
+    config = config_from_dict({"model": {"name": "gpt", "d_model": 64}})
+    assert isinstance(config.model, GPTConfig)
+    assert config.model.d_model == 64 and config.model.num_layers == 2
+    assert config.train.optimizer.name == "adamw"
+
+
+def test_overrides_are_parsed_as_yaml(tmp_path):
+    path = write_yaml(tmp_path, {"model": {"name": "mlp"}, "data": {"name": "digits"}})
+    config = load_config(path, [
+        "train.steps=100", "train.jit_compile=true", "model.hidden_units=[8, 4]",
+        "train.optimizer.learning_rate=3e-4",
+    ])
+    assert config.train.steps == 100
+    assert config.train.jit_compile is True
+    assert config.model.hidden_units == [8, 4]
+    assert config.train.optimizer.learning_rate == pytest.approx(3e-4)
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"train": {"stepz": 3}}, "train.stepz: unknown key; allowed keys here: steps"),
+    ({"train": {"stepz": 3}}, "did you mean 'steps'?"),
+    ({"train": {"steps": "ten"}}, "train.steps: expected an integer, got 'ten' (str)"),
+    ({"train": {"steps": 0}}, "train.steps: 0 (int) is out of range; expected a value >= 1"),
+    ({"model": {"name": "gtp"}}, "model.name: unknown model 'gtp'; known models: cnn, gpt, lstm, mlp, transformer_encoder (did you mean 'gpt'?)"),
+    ({"train": {"precision": "fp8"}}, "train.precision: 'fp8' (str) is not allowed; choose one of 'float32', 'mixed_bfloat16', 'mixed_float16'"),
+    ({"model": {"name": "gpt", "dropout": 1.5}}, "model.dropout: 1.5 (float) is out of range; expected a value >= 0.0 and <= 0.9"),
+    ({"train": {"optimizer": {"learning_rate": 0}}}, "train.optimizer.learning_rate: 0.0 (float) is out of range; expected a value > 0.0"),
+    ({"model": {"name": "gpt", "d_model": 65}}, "model.d_model: 65 is not divisible by model.num_heads=4"),
+    ({"data": {"seq_len": 256}}, "data.seq_len: 256 is longer than the model's position table (model.max_len=128)"),
+    ({"model": {"name": "cnn"}}, "data.name: 'text' yields language-model windows, which only the gpt model trains on"),
+    ({"train": {"batch_size": 10, "grad_accum_steps": 3}}, "train.batch_size: 10 is not divisible by train.grad_accum_steps=3"),
+    ({"train": {"jit_compile": "yes"}}, "train.jit_compile: expected true or false, got 'yes' (str)"),
+    ({"model": {"name": "mlp", "hidden_units": 8}, "data": {"name": "digits"}}, "model.hidden_units: expected a list, got 8 (int)"),
+    ({"bogus": {}}, "bogus: unknown key; allowed keys here: model, data, train, distribute, output"),
+])
+def test_validation_messages_name_key_value_and_allowed(raw, message):
+    with pytest.raises(ConfigError) as error:
+        config_from_dict(raw)
+    assert message in str(error.value)
+
+
+def test_bad_files_and_overrides(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="must look like key=value"):
+        apply_overrides({}, ["train.steps"])
+    with pytest.raises(ConfigError, match="train.steps is not a section"):
+        apply_overrides({"train": {"steps": 3}}, ["train.steps.x=1"])
+
+
+def test_saved_config_round_trips(tmp_path):
+    config = config_from_dict({"model": {"name": "gpt", "d_model": 32}, "train": {"steps": 7}})
+    path = tmp_path / "run" / "config.yaml"
+    save_config(config, path)
+    assert load_config(path) == config
+    assert [p.name for p in path.parent.iterdir()] == ["config.yaml"]  # no temp files left
+    assert config_to_dict(load_config(path))["train"]["steps"] == 7
+
+
+def test_replace_validates():
+    config = config_from_dict({})
+    assert replace(config, {"train.steps": 5}).train.steps == 5
+    with pytest.raises(ConfigError, match="train.steps"):
+        replace(config, {"train.steps": -1})
