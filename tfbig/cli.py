@@ -1,0 +1,122 @@
+"""The `tfbig` command line: one small function per subcommand.
+
+TensorFlow takes seconds to import, so subcommands import it lazily and
+`tfbig --help` / `tfbig --version` answer at once. Every error a user can
+cause (a bad config, a missing file, an unusable strategy, a diverged run) is
+printed as one line naming the problem, with exit status 2 for bad input and
+1 for a failed run, instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import tfbig
+
+EXAMPLES = """\
+examples:
+  tfbig train tfbig/configs/gpt_tiny.yaml
+  tfbig train tfbig/configs/digits_cnn.yaml --set train.steps=300 --output-dir runs/digits
+  tfbig train runs/digits/config.yaml --set train.steps=600   # continue a run
+  tfbig info tfbig/configs/gpt_tiny.yaml --set model.d_model=1024
+"""
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="YAML config file (or a run's config.yaml)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config value by dotted key, e.g. --set train.steps=100 "
+             "(repeatable; values are parsed as YAML)",
+    )
+
+
+def _load(args):
+    from tfbig.config import load_config
+
+    overrides = list(args.overrides)
+    if getattr(args, "output_dir", None):
+        overrides.append(f"output.dir={args.output_dir}")
+    return load_config(args.config, overrides)
+
+
+def cmd_train(args) -> int:
+    """Train (or resume) the run described by a config."""
+    from tfbig.train import train
+
+    config = _load(args)
+    result = train(config)
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in result.eval_metrics.items())
+    print(f"trained to step {result.step} in {config.output.dir}" + (f": {shown}" if shown else ""))
+    if result.stopped_early:
+        print(f"stopped early: {config.train.early_stopping.metric} stopped improving")
+    return 0
+
+
+def cmd_info(args) -> int:
+    """Size, FLOPs and memory of the configured model, computed without building it."""
+    from tfbig.data import load_data
+    from tfbig.models import format_stats, model_stats
+
+    config = _load(args)
+    spec = load_data(config.data).spec
+    stats = model_stats(
+        config.model, spec, batch_size=config.train.batch_size,
+        precision=config.train.precision, optimizer=config.train.optimizer.name,
+    )
+    print(f"model: {config.model.name}   data: {config.data.name} {spec.input_shape} "
+          f"{spec.input_dtype}   batch: {config.train.batch_size}   "
+          f"precision: {config.train.precision}   optimizer: {config.train.optimizer.name}")
+    print(format_stats(stats))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tfbig",
+        description="Train, compress, export and serve TensorFlow/Keras models from one config.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"tfbig {tfbig.__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = commands.add_parser("train", help=cmd_train.__doc__, description=cmd_train.__doc__)
+    _add_config_arguments(train)
+    train.add_argument("--output-dir", help="run directory (overrides output.dir)")
+    train.set_defaults(handler=cmd_train)
+
+    info = commands.add_parser("info", help=cmd_info.__doc__, description=cmd_info.__doc__)
+    _add_config_arguments(info)
+    info.set_defaults(handler=cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    from tfbig.config import ConfigError
+    from tfbig.data import DataError
+    from tfbig.distribute import StrategyError
+    from tfbig.train import TrainingDivergedError
+
+    try:
+        return args.handler(args)
+    except (ConfigError, DataError) as e:
+        print(f"tfbig {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except (StrategyError, TrainingDivergedError) as e:
+        print(f"tfbig {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"tfbig {args.command}: interrupted; resume from the last checkpoint by "
+              f"running the same command again", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

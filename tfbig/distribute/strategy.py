@@ -1,0 +1,85 @@
+"""Build a `tf.distribute.Strategy` from the `distribute:` config section.
+
+Each strategy kind is one small factory in `_FACTORIES`, so adding a kind
+(multi-worker, parameter server, TPU, DTensor) never touches the Trainer: the
+Trainer only uses `scope()`, `run()`, `num_replicas_in_sync` and the input
+distribution functions, which every kind provides.
+"""
+
+from __future__ import annotations
+
+import tfbig  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+
+import tensorflow as tf
+
+from tfbig.config import DistributeConfig
+
+# Without GPUs, `mirrored` with devices=0 splits the CPU in two: the smallest
+# split that exercises real cross-replica reduction.
+DEFAULT_CPU_REPLICAS = 2
+
+
+class StrategyError(RuntimeError):
+    """The requested strategy cannot be built on this machine or process."""
+
+
+def make_strategy(cfg: DistributeConfig) -> tf.distribute.Strategy:
+    """The strategy named by `cfg.strategy`, placed on GPUs when there are any."""
+    try:
+        factory = _FACTORIES[cfg.strategy]
+    except KeyError:
+        raise StrategyError(
+            f"distribute.strategy: unknown strategy {cfg.strategy!r}; "
+            f"known: {', '.join(sorted(_FACTORIES))}"
+        ) from None
+    return factory(cfg)
+
+
+def _one_device(cfg: DistributeConfig) -> tf.distribute.Strategy:
+    device = "/gpu:0" if tf.config.list_physical_devices("GPU") else "/cpu:0"
+    return tf.distribute.OneDeviceStrategy(device)
+
+
+def _mirrored(cfg: DistributeConfig) -> tf.distribute.Strategy:
+    gpus = tf.config.list_logical_devices("GPU")
+    if gpus:
+        count = cfg.devices or len(gpus)
+        if count > len(gpus):
+            raise StrategyError(
+                f"distribute.devices: {count} GPUs requested but only {len(gpus)} are visible"
+            )
+        return tf.distribute.MirroredStrategy([d.name for d in gpus[:count]])
+    cpus = split_cpu(cfg.devices or DEFAULT_CPU_REPLICAS)
+    return tf.distribute.MirroredStrategy(cpus)
+
+
+def split_cpu(count: int) -> list[str]:
+    """Names of `count` logical CPU devices, creating them if TF allows it still.
+
+    TensorFlow fixes the logical device layout when the runtime starts (the
+    first op). Before that we split the CPU as asked; after it, an existing
+    split with at least `count` devices is reused, anything else is an error
+    that says how to get the layout right.
+    """
+    physical = tf.config.list_physical_devices("CPU")[0]
+    configured = tf.config.get_logical_device_configuration(physical)
+    if not configured or len(configured) < count:
+        try:
+            tf.config.set_logical_device_configuration(
+                physical, [tf.config.LogicalDeviceConfiguration() for _ in range(count)]
+            )
+        except RuntimeError:
+            have = len(tf.config.list_logical_devices("CPU"))
+            raise StrategyError(
+                f"mirrored on CPU needs {count} logical CPU devices, but TensorFlow is "
+                f"already initialized with {have}. Call "
+                f"tfbig.distribute.split_cpu({count}) before running any TensorFlow op, "
+                f"or start a fresh process."
+            ) from None
+    return [d.name for d in tf.config.list_logical_devices("CPU")[:count]]
+
+
+_FACTORIES = {
+    "one_device": _one_device,
+    "mirrored": _mirrored,
+}

@@ -1,0 +1,11 @@
+"""Training: the Orbit-style custom loop, optimizers, checkpoints and run logs."""
+
+from tfbig.train.logging import read_metrics
+from tfbig.train.optim import WarmupDecay, make_optimizer, make_schedule
+from tfbig.train.run import precision_policy, train
+from tfbig.train.trainer import Trainer, TrainingDivergedError, TrainResult
+
+__all__ = [
+    "read_metrics", "WarmupDecay", "make_optimizer", "make_schedule", "precision_policy",
+    "train", "Trainer", "TrainingDivergedError", "TrainResult",
+]
