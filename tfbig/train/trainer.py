@@ -1,6 +1,6 @@
 """The custom training loop, Orbit-style.
 
-Inner loop: `_train_loop(iterator, num_steps)` is one `tf.function` that runs
+Inner loop: `train_steps(iterator, num_steps)` is one `tf.function` that runs
 `num_steps` optimizer steps through `strategy.run` inside a `tf.range` loop.
 `num_steps` is a tensor, so chunks of any length reuse one trace, and Python
 is touched once per chunk rather than once per step.
@@ -148,9 +148,18 @@ class Trainer:
         self.train_accuracy.update_state(accuracy_sum / count, sample_weight=count)
 
     @tf.function
-    def _train_loop(self, iterator, num_steps):
+    def train_steps(self, iterator, num_steps):
+        """Run `num_steps` (a tensor) optimizer steps on batches from `iterator`."""
         for _ in tf.range(num_steps):
             self.strategy.run(self._train_step, args=(next(iterator),))
+
+    def train_iterator(self, *, skip_steps: int = 0):
+        """An iterator over distributed training batches, after `skip_steps` steps."""
+        dataset = tfdata.distribute(
+            self.strategy, self.source.train, global_batch_size=self.config.batch_size,
+            shuffle=True, seed=self.data_seed, repeat=True, skip_steps=skip_steps,
+        )
+        return iter(dataset)
 
     def _eval_step(self, batch):
         inputs, targets = batch
@@ -206,17 +215,13 @@ class Trainer:
         stopped_early = False
         checkpoint = restored
         try:
-            dataset = tfdata.distribute(
-                self.strategy, self.source.train, global_batch_size=cfg.batch_size,
-                shuffle=True, seed=self.data_seed, repeat=True, skip_steps=start,
-            )
-            iterator = iter(dataset)
+            iterator = self.train_iterator(skip_steps=start)
             step = start
             window_start, window_steps = time.perf_counter(), 0
             while step < cfg.steps and not stopped_early:
                 chunk = self._next_boundary(step) - step
                 chunk_start = time.perf_counter()
-                self._train_loop(iterator, tf.constant(chunk, tf.int64))
+                self.train_steps(iterator, tf.constant(chunk, tf.int64))
                 loss = float(self.train_loss.result())
                 if not math.isfinite(loss):
                     raise TrainingDivergedError(

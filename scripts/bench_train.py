@@ -1,0 +1,173 @@
+"""Training throughput: tfbig's Trainer vs plain Keras `fit`, and MFU.
+
+Both train the same GPT (same seed, optimizer, batch, steps_per_execution,
+precision and jit) on the same pydoc-corpus pipeline, in one process, timed in
+alternating repetitions so drift in machine load hits both alike. The dense
+matmul peak is measured in the same run, in the compute dtype of the policy,
+so `peak_fraction` is achieved model FLOP/s over what this machine really
+does, not over a datasheet number.
+
+    python scripts/bench_train.py                       # CPU, float32
+    python scripts/bench_train.py --precision mixed_bfloat16 --jit \\
+        --d-model 1024 --layers 8 --seq-len 512 --batch 32   # GPU
+
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+
+import tfbig  # noqa: F401  (Keras 2 before TensorFlow loads)
+
+import tensorflow as tf
+import tf_keras as keras
+
+from tfbig import data as tfdata
+from tfbig import models
+from tfbig.config import config_from_dict
+from tfbig.distribute import make_strategy
+from tfbig.train import Trainer, make_optimizer, precision_policy
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--d-model", type=int, default=512)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per repetition")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps-per-execution", type=int, default=10)
+    parser.add_argument("--precision", default="float32",
+                        choices=["float32", "mixed_bfloat16", "mixed_float16"])
+    parser.add_argument("--jit", action="store_true", help="XLA-compile the step")
+    parser.add_argument("--strategy", default="one_device", choices=["one_device", "mirrored"])
+    parser.add_argument("--matmul-size", type=int, default=0,
+                        help="side of the peak-measuring matmul (0: 2048 on CPU, 8192 on GPU)")
+    return parser.parse_args()
+
+
+def bench_config(args):
+    return config_from_dict({
+        "model": {"name": "gpt", "max_len": args.seq_len, "d_model": args.d_model,
+                  "num_layers": args.layers, "num_heads": args.heads, "dropout": 0.0},
+        "data": {"name": "text", "seq_len": args.seq_len},
+        "train": {"steps": 10**6, "batch_size": args.batch,
+                  "steps_per_execution": args.steps_per_execution,
+                  "precision": args.precision, "jit_compile": args.jit,
+                  "optimizer": {"name": "adamw", "learning_rate": 1e-4, "clip_norm": 1.0},
+                  "schedule": {"name": "constant"}},
+        "distribute": {"strategy": args.strategy},
+    })
+
+
+def measure_matmul_peak(size: int, dtype: tf.DType, repeats: int = 20) -> float:
+    """Best FLOP/s of a square matmul chain, the machine's practical dense peak."""
+    a = tf.random.normal([size, size], dtype=tf.float32)
+    a = tf.cast(a / size**0.5, dtype)
+
+    @tf.function(jit_compile=True)
+    def chain(x):
+        for _ in tf.range(repeats):
+            x = tf.matmul(x, a)
+        return x
+
+    chain(a).numpy()
+    best = 0.0
+    for _ in range(3):
+        start = time.perf_counter()
+        chain(a).numpy()
+        best = max(best, 2 * size**3 * repeats / (time.perf_counter() - start))
+    return best
+
+
+def time_tfbig(trainer: Trainer, iterator, steps: int) -> float:
+    start = time.perf_counter()
+    trainer.train_steps(iterator, tf.constant(steps, tf.int64))
+    float(trainer.train_loss.result())  # wait for the device
+    return time.perf_counter() - start
+
+
+def time_fit(model: keras.Model, dataset, steps: int) -> float:
+    start = time.perf_counter()
+    model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
+    return time.perf_counter() - start
+
+
+def main():
+    args = parse_args()
+    config = bench_config(args)
+    strategy = make_strategy(config.distribute)
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    with precision_policy(config.train.precision):
+        compute_dtype = tf.as_dtype(keras.mixed_precision.global_policy().compute_dtype)
+        source = tfdata.load_data(config.data)
+        keras.utils.set_random_seed(0)
+        with strategy.scope():
+            tfbig_model = models.build_model(config.model, source.spec)
+            trainer = Trainer(
+                model=tfbig_model, optimizer=make_optimizer(config.train), strategy=strategy,
+                source=source, config=config.train, run_dir=tempfile.mkdtemp(),
+            )
+            keras.utils.set_random_seed(0)
+            fit_model = models.build_model(config.model, source.spec)
+            fit_optimizer = make_optimizer(config.train)
+            fit_optimizer.global_clipnorm = config.train.optimizer.clip_norm
+            fit_model.compile(
+                optimizer=fit_optimizer,
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                steps_per_execution=config.train.steps_per_execution,
+                jit_compile=config.train.jit_compile,
+            )
+        fit_dataset = source.train.make_dataset(
+            batch_size=config.train.batch_size, shuffle=True, seed=0, repeat=True
+        )
+        iterator = trainer.train_iterator()
+        warmup = 2 * config.train.steps_per_execution
+        time_tfbig(trainer, iterator, warmup)
+        time_fit(fit_model, fit_dataset, warmup)
+        tfbig_times, fit_times = [], []
+        for _ in range(args.repeats):
+            tfbig_times.append(time_tfbig(trainer, iterator, args.steps))
+            fit_times.append(time_fit(fit_model, fit_dataset, args.steps))
+        size = args.matmul_size or (8192 if gpu else 2048)
+        peak = measure_matmul_peak(size, compute_dtype)
+
+    stats = models.model_stats(config.model, source.spec, batch_size=args.batch,
+                               precision=args.precision, optimizer="adamw")
+    tokens = args.steps * args.batch * args.seq_len
+    tfbig_tps = tokens / statistics.median(tfbig_times)
+    fit_tps = tokens / statistics.median(fit_times)
+    flops_per_token = stats["train_flops_per_token"]
+    print(json.dumps({
+        "device": "gpu" if gpu else "cpu",
+        "device_name": _device_name(gpu),
+        "strategy": args.strategy, "precision": args.precision, "jit_compile": args.jit,
+        "d_model": args.d_model, "layers": args.layers, "seq_len": args.seq_len,
+        "batch": args.batch, "steps_per_execution": args.steps_per_execution,
+        "parameters": stats["parameters"], "train_flops_per_token": flops_per_token,
+        "tfbig_tokens_per_s": round(tfbig_tps, 1),
+        "keras_fit_tokens_per_s": round(fit_tps, 1),
+        "ratio": round(tfbig_tps / fit_tps, 3),
+        "peak_flops": peak, "peak_matmul": f"{size}x{size} {compute_dtype.name}",
+        "tfbig_flops": tfbig_tps * flops_per_token,
+        "peak_fraction": round(tfbig_tps * flops_per_token / peak, 4),
+        "keras_fit_peak_fraction": round(fit_tps * flops_per_token / peak, 4),
+    }))
+
+
+def _device_name(gpu: bool) -> str:
+    if gpu:
+        details = tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0])
+        return details.get("device_name", "GPU")
+    return "CPU"
+
+
+if __name__ == "__main__":
+    main()

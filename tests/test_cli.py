@@ -1,0 +1,79 @@
+"""The `tfbig` command line and the Keras 2 guard, as a user meets them."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tfbig import __version__
+from tfbig.cli import main
+from tfbig.train import read_metrics
+
+
+def run_cli(*args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "tfbig.cli", *args], capture_output=True, text=True,
+        env={**os.environ, **(env or {})}, timeout=300,
+    )
+
+
+def test_version_and_help_need_no_tensorflow():
+    probe = ("import sys; from tfbig.cli import main\n"
+             "try: main(['--version'])\n"
+             "except SystemExit: pass\n"
+             "print('tensorflow' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.stdout.splitlines() == [f"tfbig {__version__}", "False"]
+    help_text = run_cli("--help").stdout
+    assert "train" in help_text and "info" in help_text and "examples:" in help_text
+
+
+def test_train_then_extend_the_run(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    common = ["--set", "model.hidden_units=[16]", "--set", "train.progress_bar=false",
+              "--set", "train.steps_per_execution=5", "--set", "train.log_every=5"]
+    assert main(["train", "tfbig/configs/digits_cnn.yaml", "--set", "model={name: mlp}",
+                 *common, "--set", "train.steps=10", "--output-dir", str(run_dir)]) == 0
+    assert f"trained to step 10 in {run_dir}" in capsys.readouterr().out
+    # The saved config reproduces the run; a larger train.steps continues it.
+    assert main(["train", str(run_dir / "config.yaml"), "--set", "train.steps=20"]) == 0
+    assert [r["step"] for r in read_metrics(run_dir) if "loss" in r] == [5, 10, 15, 20]
+
+
+def test_info_prints_size_flops_and_memory(capsys):
+    assert main(["info", "tfbig/configs/gpt_tiny.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert "model: gpt" in out and "parameters" in out.lower() and "flops" in out.lower()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "missing.yaml"], "config file 'missing.yaml' does not exist"),
+    (["train", "tfbig/configs/gpt_tiny.yaml", "--set", "train.steps=-1"],
+     "train.steps: -1 (int) is out of range"),
+    (["info", "tfbig/configs/gpt_tiny.yaml", "--set", "model.name=bert"],
+     "model.name: unknown model 'bert'"),
+])
+def test_bad_input_is_one_clear_line(args, message, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_importing_tfbig_after_keras_3_fails_clearly():
+    probe = ("import os; os.environ['TF_USE_LEGACY_KERAS'] = '0'\n"
+             "import tensorflow as tf; tf.keras.layers\n"
+             "import tfbig")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            env={**os.environ, "TF_USE_LEGACY_KERAS": "0"}, timeout=120)
+    assert result.returncode != 0
+    assert "tfbig needs Keras 2 (tf_keras)" in result.stderr
+    assert "set TF_USE_LEGACY_KERAS=1" in result.stderr
+
+
+def test_importing_tfbig_first_makes_tf_keras_keras_2():
+    probe = "import tfbig, tensorflow as tf, tf_keras; print(tf.keras.layers.Dense is tf_keras.layers.Dense)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            env={k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"},
+                            timeout=120)
+    assert result.stdout.strip() == "True", result.stderr
