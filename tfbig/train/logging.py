@@ -62,14 +62,14 @@ class RunLog:
     def write(self, step: int, metrics: dict, *, kind: str) -> None:
         """Append one record; `kind` is "train" or "eval" (keys already prefixed)."""
         record = {"step": step, "time": round(time.time(), 3)}
-        record.update({k: _plain(v) for k, v in metrics.items()})
+        record.update({k: _json_number(v) for k, v in metrics.items()})
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         with self._writers[kind].as_default(step=step):
             for name, value in metrics.items():
                 tf.summary.scalar(name.removeprefix("eval_"), value)
         if kind == "eval":
-            shown = ", ".join(f"{k}={_plain(v):.4g}" for k, v in metrics.items())
+            shown = ", ".join(f"{k}={float(v):.4g}" for k, v in metrics.items())
             self._bar.write(f"step {step}: {shown}")
 
     def close(self) -> None:
@@ -79,9 +79,10 @@ class RunLog:
             writer.close()
 
 
-def _plain(value) -> float:
+def _json_number(value) -> float | None:
+    """A float for JSON; NaN and infinities (not valid JSON) become null."""
     value = float(value)
-    return value if math.isfinite(value) else float("nan")
+    return value if math.isfinite(value) else None
 
 
 def read_metrics(run_dir: str) -> list[dict]:
