@@ -1,0 +1,44 @@
+"""Decoder-only language model in the GPT-2 layout.
+
+Token embedding + learned positions, `num_layers` pre-LN causal transformer
+blocks, a final LayerNorm, and a vocabulary head that is either the token
+embedding transposed (`tie_embeddings`, GPT-2's choice) or its own Dense.
+The two non-stock layers this needs are in `tfbig.models.layers`; why they
+exist is explained there.
+"""
+
+from __future__ import annotations
+
+import tfbig  # noqa: F401
+
+from tf_keras import layers
+
+from tfbig.config import GPTConfig
+from tfbig.data.spec import DataSpec
+from tfbig.models.layers import ReversibleEmbedding
+from tfbig.models.transformer import embed_with_positions, transformer_block
+
+
+def build_gpt(cfg: GPTConfig, spec: DataSpec, inputs):
+    """Logits (batch, seq, vocab) in float32 for int32 token ids (batch, seq)."""
+    if spec.task != "lm":
+        raise ValueError(f"the gpt model trains on language-model data; got a "
+                         f"{spec.task!r} data set")
+    if spec.input_shape[0] > cfg.max_len:
+        raise ValueError(f"model.max_len={cfg.max_len} is shorter than the input windows "
+                         f"({spec.input_shape[0]} tokens); raise model.max_len")
+    embedding = ReversibleEmbedding(
+        cfg.vocab_size, cfg.d_model, name="token_embedding",
+        embeddings_initializer="random_normal",
+    )
+    h = embed_with_positions(inputs, embedding, cfg.max_len, cfg.dropout)
+    for i in range(cfg.num_layers):
+        h = transformer_block(h, d_model=cfg.d_model, num_heads=cfg.num_heads, d_ff=cfg.d_ff,
+                              dropout=cfg.dropout, causal=True, epsilon=cfg.layer_norm_epsilon,
+                              name=f"block{i}")
+    h = layers.LayerNormalization(epsilon=cfg.layer_norm_epsilon, name="final_ln")(h)
+    if cfg.tie_embeddings:
+        h = embedding(h, reverse=True)
+        # The logits leave the model in float32 whatever the compute policy.
+        return layers.Activation("linear", dtype="float32", name="logits")(h)
+    return layers.Dense(cfg.vocab_size, use_bias=False, dtype="float32", name="logits")(h)
