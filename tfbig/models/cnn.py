@@ -13,11 +13,16 @@ from tf_keras import layers
 from tfbig.config import CNNConfig
 from tfbig.data.spec import DataSpec
 
+# Keras's default 0.99 leaves the moving statistics ~8% short of the data
+# after 250 steps, which wrecks eval accuracy of short runs while train
+# accuracy looks perfect; 0.9 (PyTorch's default) converges in tens of steps.
+BN_MOMENTUM = 0.9
+
 
 def conv_bn(x, filters: int, *, kernel: int, stride: int, relu: bool, name: str):
     x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False,
                       name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x) if relu else x
 
 
