@@ -36,7 +36,9 @@ def build_model(model_cfg, spec: DataSpec, *, name: str | None = None) -> keras.
     legacy ops) so the Trainer can checkpoint it and resume exactly.
     """
     keras.backend.experimental.enable_tf_random_generator()
-    inputs = keras.Input(shape=spec.input_shape, dtype=spec.input_dtype, name="inputs")
+    # Language models take any length up to max_len (decoding grows the input).
+    shape = (None,) if spec.task == "lm" else spec.input_shape
+    inputs = keras.Input(shape=shape, dtype=spec.input_dtype, name="inputs")
     if model_cfg.name == "gpt":
         outputs = build_gpt(model_cfg, spec, inputs)
     elif model_cfg.name in CLASSIFIER_BODIES:
