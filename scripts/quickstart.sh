@@ -4,12 +4,7 @@
 # then evaluate it. Extra arguments go to `tfbig train`, e.g. --set train.steps=100.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON="${PYTHON:-python3}"
-if [ ! -x .venv/bin/python ]; then
-    "$PYTHON" -m venv .venv
-fi
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e .
+source scripts/venv.sh
 RUN_DIR="${RUN_DIR:-runs/quickstart}"
 .venv/bin/tfbig info tfbig/configs/quickstart.yaml
 .venv/bin/tfbig train tfbig/configs/quickstart.yaml --output-dir "$RUN_DIR" "$@"
