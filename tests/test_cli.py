@@ -77,3 +77,14 @@ def test_importing_tfbig_first_makes_tf_keras_keras_2():
                             env={k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"},
                             timeout=120)
     assert result.stdout.strip() == "True", result.stderr
+
+
+def test_mirrored_training_from_a_fresh_process_splits_the_cpu(tmp_path):
+    # A fresh process, as a user runs it: the CPU split must happen before
+    # anything starts TensorFlow's runtime (the test session pre-splits it).
+    result = run_cli("train", "tfbig/configs/quickstart.yaml", "--output-dir", str(tmp_path),
+                     "--set", "train.steps=4", "--set", "train.steps_per_execution=2",
+                     "--set", "train.log_every=2", "--set", "train.eval_steps=1",
+                     "--set", "train.progress_bar=false")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"trained to step 4 in {tmp_path}" in result.stdout

@@ -41,16 +41,17 @@ def _one_device(cfg: DistributeConfig) -> tf.distribute.Strategy:
 
 
 def _mirrored(cfg: DistributeConfig) -> tf.distribute.Strategy:
+    # Physical first: listing *logical* devices starts the runtime, after
+    # which the CPU can no longer be split.
+    if not tf.config.list_physical_devices("GPU"):
+        return tf.distribute.MirroredStrategy(split_cpu(cfg.devices or DEFAULT_CPU_REPLICAS))
     gpus = tf.config.list_logical_devices("GPU")
-    if gpus:
-        count = cfg.devices or len(gpus)
-        if count > len(gpus):
-            raise StrategyError(
-                f"distribute.devices: {count} GPUs requested but only {len(gpus)} are visible"
-            )
-        return tf.distribute.MirroredStrategy([d.name for d in gpus[:count]])
-    cpus = split_cpu(cfg.devices or DEFAULT_CPU_REPLICAS)
-    return tf.distribute.MirroredStrategy(cpus)
+    count = cfg.devices or len(gpus)
+    if count > len(gpus):
+        raise StrategyError(
+            f"distribute.devices: {count} GPUs requested but only {len(gpus)} are visible"
+        )
+    return tf.distribute.MirroredStrategy([d.name for d in gpus[:count]])
 
 
 def split_cpu(count: int) -> list[str]:
