@@ -10,7 +10,7 @@ set trains something sensible on a laptop CPU.
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal, Optional, Union
+from typing import Literal, Union
 
 
 def bounded(default, *, min=None, max=None, min_exclusive=False):

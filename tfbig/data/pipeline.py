@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-import tfbig  # noqa: F401
-
 import tensorflow as tf
 
 

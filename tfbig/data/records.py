@@ -17,8 +17,6 @@ import tempfile
 
 import numpy as np
 
-import tfbig  # noqa: F401
-
 import tensorflow as tf
 
 from tfbig.config import DataConfig

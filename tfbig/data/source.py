@@ -13,8 +13,6 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-import tfbig  # noqa: F401
-
 import tensorflow as tf
 
 from tfbig.data.pipeline import index_pipeline

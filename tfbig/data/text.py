@@ -12,8 +12,6 @@ import os
 
 import numpy as np
 
-import tfbig  # noqa: F401
-
 import tensorflow as tf
 
 from tfbig.config import DataConfig

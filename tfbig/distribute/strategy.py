@@ -8,8 +8,6 @@ distribution functions, which every kind provides.
 
 from __future__ import annotations
 
-import tfbig  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-
 import tensorflow as tf
 
 from tfbig.config import DistributeConfig

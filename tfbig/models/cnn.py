@@ -6,8 +6,6 @@ redundant. A rank-2 input such as the 8x8 digits gets a channel axis.
 
 from __future__ import annotations
 
-import tfbig  # noqa: F401
-
 from tf_keras import layers
 
 from tfbig.config import CNNConfig

@@ -9,8 +9,6 @@ exist is explained there.
 
 from __future__ import annotations
 
-import tfbig  # noqa: F401
-
 from tf_keras import layers
 
 from tfbig.config import GPTConfig

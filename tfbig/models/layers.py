@@ -10,8 +10,6 @@ loads with `tf.saved_model.load` without any tfbig code at all.
 
 from __future__ import annotations
 
-import tfbig  # noqa: F401
-
 import tensorflow as tf
 import tf_keras as keras
 

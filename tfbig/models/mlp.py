@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import tfbig  # noqa: F401
-
 from tf_keras import layers
 
 from tfbig.config import MLPConfig

@@ -6,8 +6,6 @@ Every model has one input named `inputs` and one float32 output named
 
 from __future__ import annotations
 
-import tfbig  # noqa: F401
-
 import tf_keras as keras
 from tf_keras import layers
 

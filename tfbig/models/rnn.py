@@ -6,8 +6,6 @@ float inputs (timesteps, features) go to the LSTM as they are.
 
 from __future__ import annotations
 
-import tfbig  # noqa: F401
-
 from tf_keras import layers
 
 from tfbig.config import LSTMConfig

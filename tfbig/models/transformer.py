@@ -7,8 +7,6 @@ without learning-rate warmup tricks and is what GPT-2 and most large models use.
 
 from __future__ import annotations
 
-import tfbig  # noqa: F401
-
 import tf_keras as keras
 from tf_keras import layers
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import os
 
-import tfbig  # noqa: F401
-
 import tensorflow as tf
 
 

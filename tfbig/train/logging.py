@@ -13,8 +13,6 @@ import os
 import tempfile
 import time
 
-import tfbig  # noqa: F401
-
 import tensorflow as tf
 from tqdm.auto import tqdm
 

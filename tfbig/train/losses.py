@@ -7,8 +7,6 @@ accumulated micro-batches of b/k, give exactly the update of one batch of b.
 
 from __future__ import annotations
 
-import tfbig  # noqa: F401
-
 import tensorflow as tf
 
 

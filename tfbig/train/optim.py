@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import math
 
-import tfbig  # noqa: F401
-
 import tensorflow as tf
 import tf_keras as keras
 

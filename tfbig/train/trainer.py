@@ -17,8 +17,6 @@ import math
 import os
 import time
 
-import tfbig  # noqa: F401
-
 import tensorflow as tf
 import tf_keras as keras
 
