@@ -53,8 +53,15 @@ def test_info_prints_size_flops_and_memory(capsys):
      "train.steps: -1 (int) is out of range"),
     (["info", "tfbig/configs/gpt_tiny.yaml", "--set", "model.name=bert"],
      "model.name: unknown model 'bert'"),
+    (["train", "tfbig/configs/digits_cnn.yaml", "--set", "train.batch_size=9",
+      "--set", "distribute.strategy=mirrored"],
+     "train.batch_size: 9 cannot be split into 2 replica(s) x 1 accumulation micro-batch(es)"),
+    (["train", "tfbig/configs/digits_cnn.yaml", "--set",
+      "model={name: transformer_encoder, d_model: 16, max_len: 4}"],
+     "model.max_len=4 is shorter than the inputs (8 positions)"),
 ])
-def test_bad_input_is_one_clear_line(args, message, capsys):
+def test_bad_input_is_one_clear_line(args, message, capsys, tmp_path):
+    args = args + ["--output-dir", str(tmp_path)] if args[0] == "train" else args
     assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err

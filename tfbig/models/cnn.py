@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from tf_keras import layers
 
-from tfbig.config import CNNConfig
+from tfbig.config import CNNConfig, ConfigError
 from tfbig.data.spec import DataSpec
 
 # Keras's default 0.99 leaves the moving statistics ~8% short of the data
@@ -40,7 +40,7 @@ def image_input(inputs, spec: DataSpec):
         return inputs
     if len(spec.input_shape) == 2:
         return layers.Reshape(spec.input_shape + (1,), name="add_channel")(inputs)
-    raise ValueError(f"cnn takes images (H, W) or (H, W, C); got inputs of shape "
+    raise ConfigError(f"cnn takes images (H, W) or (H, W, C); got inputs of shape "
                      f"{spec.input_shape}")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from tf_keras import layers
 
-from tfbig.config import GPTConfig
+from tfbig.config import ConfigError, GPTConfig
 from tfbig.data.spec import DataSpec
 from tfbig.models.layers import ReversibleEmbedding
 from tfbig.models.transformer import embed_with_positions, transformer_block
@@ -20,10 +20,10 @@ from tfbig.models.transformer import embed_with_positions, transformer_block
 def build_gpt(cfg: GPTConfig, spec: DataSpec, inputs):
     """Logits (batch, seq, vocab) in float32 for int32 token ids (batch, seq)."""
     if spec.task != "lm":
-        raise ValueError(f"the gpt model trains on language-model data; got a "
+        raise ConfigError(f"model.name: the gpt model trains on language-model data; got a "
                          f"{spec.task!r} data set")
     if spec.input_shape[0] > cfg.max_len:
-        raise ValueError(f"model.max_len={cfg.max_len} is shorter than the input windows "
+        raise ConfigError(f"model.max_len={cfg.max_len} is shorter than the input windows "
                          f"({spec.input_shape[0]} tokens); raise model.max_len")
     embedding = ReversibleEmbedding(
         cfg.vocab_size, cfg.d_model, name="token_embedding",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import tf_keras as keras
 from tf_keras import layers
 
+from tfbig.config import ConfigError
 from tfbig.data.spec import DataSpec
 from tfbig.models.cnn import build_cnn
 from tfbig.models.gpt import build_gpt
@@ -41,11 +42,11 @@ def build_model(model_cfg, spec: DataSpec, *, name: str | None = None) -> keras.
         outputs = build_gpt(model_cfg, spec, inputs)
     elif model_cfg.name in CLASSIFIER_BODIES:
         if spec.task != "classification":
-            raise ValueError(f"the {model_cfg.name} model is a classifier; got a "
+            raise ConfigError(f"model.name: the {model_cfg.name} model is a classifier; got a "
                              f"{spec.task!r} data set")
         features = CLASSIFIER_BODIES[model_cfg.name](model_cfg, spec, inputs)
         outputs = layers.Dense(spec.num_classes, dtype="float32", name="logits")(features)
     else:
-        raise ValueError(f"unknown model {model_cfg.name!r}; known models: "
+        raise ConfigError(f"unknown model {model_cfg.name!r}; known models: "
                          f"{', '.join(MODEL_NAMES)}")
     return keras.Model(inputs, outputs, name=name or model_cfg.name)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from tf_keras import layers
 
-from tfbig.config import LSTMConfig
+from tfbig.config import ConfigError, LSTMConfig
 from tfbig.data.spec import DataSpec
 from tfbig.models.transformer import TOKEN_VOCAB
 
@@ -19,7 +19,7 @@ def build_lstm(cfg: LSTMConfig, spec: DataSpec, inputs):
     elif len(spec.input_shape) == 2:
         h = inputs
     else:
-        raise ValueError(f"lstm takes token ids (seq_len,) or feature sequences "
+        raise ConfigError(f"lstm takes token ids (seq_len,) or feature sequences "
                          f"(timesteps, features); got inputs of shape {spec.input_shape}")
     for i in range(cfg.num_layers):
         lstm = layers.LSTM(cfg.units, return_sequences=i < cfg.num_layers - 1, name=f"lstm{i}")

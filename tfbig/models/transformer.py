@@ -10,7 +10,7 @@ from __future__ import annotations
 import tf_keras as keras
 from tf_keras import layers
 
-from tfbig.config import TransformerEncoderConfig
+from tfbig.config import ConfigError, TransformerEncoderConfig
 from tfbig.data.spec import DataSpec
 from tfbig.models.layers import PositionEmbedding
 
@@ -54,12 +54,12 @@ def build_transformer_encoder(cfg: TransformerEncoderConfig, spec: DataSpec,
     elif len(spec.input_shape) == 2:
         embedding = layers.Dense(cfg.d_model, name="feature_projection")
     else:
-        raise ValueError(
+        raise ConfigError(
             f"transformer_encoder takes token ids (seq_len,) or feature sequences "
             f"(timesteps, features); got inputs of shape {spec.input_shape}"
         )
     if spec.input_shape[0] > cfg.max_len:
-        raise ValueError(f"model.max_len={cfg.max_len} is shorter than the inputs "
+        raise ConfigError(f"model.max_len={cfg.max_len} is shorter than the inputs "
                          f"({spec.input_shape[0]} positions); raise model.max_len")
     h = embed_with_positions(inputs, embedding, cfg.max_len, cfg.dropout)
     for i in range(cfg.num_layers):

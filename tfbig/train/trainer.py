@@ -21,7 +21,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfbig import data as tfdata
-from tfbig.config import TrainConfig
+from tfbig.config import ConfigError, TrainConfig
 from tfbig.train import losses
 from tfbig.train.checkpoint import Checkpointer, dropout_generators
 from tfbig.train.logging import RunLog
@@ -87,7 +87,7 @@ class Trainer:
         replicas = self.strategy.num_replicas_in_sync
         parts = replicas * self.config.grad_accum_steps
         if self.config.batch_size % parts:
-            raise ValueError(
+            raise ConfigError(
                 f"train.batch_size: {self.config.batch_size} cannot be split into "
                 f"{replicas} replica(s) x {self.config.grad_accum_steps} accumulation "
                 f"micro-batch(es); use a multiple of {parts}"
@@ -280,7 +280,7 @@ class Trainer:
         if not rule.metric:
             return False
         if rule.metric not in eval_metrics:
-            raise ValueError(
+            raise ConfigError(
                 f"train.early_stopping.metric: {rule.metric!r} is not computed for this "
                 f"task; available: {', '.join(eval_metrics)}"
             )
