@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/venv.sh
+ensure_venv
 RUN_DIR="${RUN_DIR:-runs/quickstart}"
 .venv/bin/tfbig info tfbig/configs/quickstart.yaml
 .venv/bin/tfbig train tfbig/configs/quickstart.yaml --output-dir "$RUN_DIR" "$@"

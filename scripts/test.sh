@@ -3,5 +3,6 @@
 # Extra arguments go to pytest, e.g. `scripts/test.sh -k config -x`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/venv.sh test
+source scripts/venv.sh
+ensure_venv test
 exec .venv/bin/python -m pytest "$@"
