@@ -31,7 +31,8 @@ from tfbig import data as tfdata
 from tfbig import models
 from tfbig.config import config_from_dict
 from tfbig.distribute import make_strategy
-from tfbig.train import Trainer, make_optimizer, precision_policy
+from tfbig.models import precision_policy
+from tfbig.train import Trainer, make_optimizer
 
 
 def parse_args():

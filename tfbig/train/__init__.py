@@ -2,10 +2,10 @@
 
 from tfbig.train.logging import read_metrics
 from tfbig.train.optim import WarmupDecay, make_optimizer, make_schedule
-from tfbig.train.run import precision_policy, train
+from tfbig.train.run import train
 from tfbig.train.trainer import Trainer, TrainingDivergedError, TrainResult
 
 __all__ = [
-    "read_metrics", "WarmupDecay", "make_optimizer", "make_schedule", "precision_policy",
+    "read_metrics", "WarmupDecay", "make_optimizer", "make_schedule",
     "train", "Trainer", "TrainingDivergedError", "TrainResult",
 ]

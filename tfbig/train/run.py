@@ -8,7 +8,6 @@ is how a run is extended), otherwise we refuse rather than mix two runs.
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 import tf_keras as keras
@@ -18,6 +17,7 @@ from tfbig import data as tfdata
 from tfbig import models
 from tfbig.config import Config, ConfigError, config_to_dict, save_config
 from tfbig.distribute import make_strategy
+from tfbig.models import precision_policy
 from tfbig.train.optim import make_optimizer
 from tfbig.train.trainer import Trainer, TrainResult
 
@@ -46,21 +46,6 @@ def train(config: Config) -> TrainResult:
             config=config.train, run_dir=run_dir, data_seed=config.data.seed,
         )
         return trainer.fit()
-
-
-@contextlib.contextmanager
-def precision_policy(name: str):
-    """Set Keras's global dtype policy for the duration of a run.
-
-    The policy must be in force while layers are built; restoring it after
-    keeps one run from changing the dtype of models built later in-process.
-    """
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(name)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
 
 
 def _check_resumable(config: Config, run_dir: str) -> None:
