@@ -20,6 +20,7 @@ examples:
   tfbig train tfbig/configs/digits_cnn.yaml --set train.steps=300 --output-dir runs/digits
   tfbig train runs/digits/config.yaml --set train.steps=600   # continue a run
   tfbig info tfbig/configs/gpt_tiny.yaml --set model.d_model=1024
+  tfbig export runs/digits --model-base-path models/digits --onnx --tflite float32,int8
 """
 
 
@@ -72,6 +73,27 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    """Export a trained run as a new version of a TF Serving model base path."""
+    from tfbig.export import export_run
+
+    result = export_run(
+        args.run_dir, args.model_base_path, version=args.version, overwrite=args.overwrite,
+        onnx=args.onnx, onnx_opset=args.onnx_opset, tflite=tuple(args.tflite),
+        checkpoint=args.checkpoint,
+    )
+    print(f"exported version {result.version} to {result.path}")
+    print(f"  signatures: {', '.join(result.signatures)}")
+    for artifact, report in result.parity.items():
+        shown = ", ".join(f"{k}={v:.3g}" for k, v in report.items())
+        print(f"  parity {artifact}: {shown}")
+    return 0
+
+
+def _variant_list(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tfbig",
@@ -90,6 +112,20 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help=cmd_info.__doc__, description=cmd_info.__doc__)
     _add_config_arguments(info)
     info.set_defaults(handler=cmd_info)
+
+    export = commands.add_parser("export", help=cmd_export.__doc__, description=cmd_export.__doc__)
+    export.add_argument("run_dir", help="a trained run directory (tfbig train --output-dir)")
+    export.add_argument("--model-base-path", help="the model's directory of integer versions, "
+                        "as tensorflow_model_server --model_base_path (default RUN_DIR/export)")
+    export.add_argument("--version", type=int, help="version number (default: next integer)")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    export.add_argument("--checkpoint", help="checkpoint to export (default: the latest)")
+    export.add_argument("--onnx", action="store_true", help="also write model.onnx (tf2onnx)")
+    export.add_argument("--onnx-opset", type=int, default=17, help="ONNX opset (default 17)")
+    export.add_argument("--tflite", type=_variant_list, default=[], metavar="VARIANTS",
+                        help="comma-separated TFLite variants: float32, float16, "
+                             "dynamic_range, int8")
+    export.set_defaults(handler=cmd_export)
     return parser
 
 
@@ -102,16 +138,17 @@ def main(argv: list[str] | None = None) -> int:
     from tfbig.config import ConfigError
     from tfbig.data import DataError
     from tfbig.distribute import StrategyError
+    from tfbig.export import ExportError, ParityError
     from tfbig.train import TrainingDivergedError
 
     try:
         return args.handler(args)
-    except (ConfigError, DataError) as e:
-        print(f"tfbig {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except (StrategyError, TrainingDivergedError) as e:
+    except (StrategyError, TrainingDivergedError, ParityError) as e:
         print(f"tfbig {args.command}: error: {e}", file=sys.stderr)
         return 1
+    except (ConfigError, DataError, ExportError) as e:
+        print(f"tfbig {args.command}: error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"tfbig {args.command}: interrupted; resume from the last checkpoint by "
               f"running the same command again", file=sys.stderr)

@@ -1,0 +1,199 @@
+"""`tfbig export`: a trained run -> one verified version in a TF Serving model base path.
+
+The version directory holds the SavedModel (signatures with TF Serving's
+method names), `assets.extra/tf_serving_warmup_requests`, optional ONNX and
+TFLite artifacts under `assets.extra/`, and `assets.extra/tfbig_manifest.json`.
+Everything is written into a hidden staging directory and checked there:
+the SavedModel is reloaded and every signature, and every artifact, must
+reproduce the in-memory model on real examples; only then does the staging
+directory become `BASE/VERSION`. A failure at any point leaves no version.
+
+The SavedModel's root is a bare `tf.Module` holding the variables, not the
+Keras model: it loads with `tf.saved_model.load` and serves from
+`tensorflow_model_server` with no tfbig code and no custom objects, and
+saving skips tracing every Keras layer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+
+import numpy as np
+import tensorflow as tf
+
+import tfbig
+from tfbig.config import config_to_dict
+from tfbig.export import signatures as sig
+from tfbig.export.errors import ExportError
+from tfbig.export.generate import make_generate
+from tfbig.export.manifest import write_manifest
+from tfbig.export.onnx import DEFAULT_OPSET, ONNX_FILE, OnnxRunner, export_onnx
+from tfbig.export.parity import check_parity
+from tfbig.export.restore import TrainedModel, restore_run
+from tfbig.export.tflite import VARIANTS, TFLiteRunner, convert_tflite, tflite_file
+from tfbig.export.versions import next_version, staged_version
+from tfbig.export.warmup import warmup_logs, write_warmup
+
+ARTIFACT_DIR = "assets.extra"
+SAMPLE_BATCH = 8
+GENERATE_SAMPLE_TOKENS = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportResult:
+    path: str
+    version: int
+    signatures: tuple[str, ...]
+    artifacts: dict[str, str]  # kind -> path relative to `path`
+    parity: dict[str, dict]  # artifact -> its agreement with the in-memory model
+
+
+def export_run(run_dir: str, model_base_path: str | None = None, *, version: int | None = None,
+               overwrite: bool = False, onnx: bool = False, onnx_opset: int = DEFAULT_OPSET,
+               tflite: tuple[str, ...] = (), checkpoint: str | None = None) -> ExportResult:
+    """Export the latest (or given) checkpoint of `run_dir` as a new version.
+
+    `model_base_path` defaults to `RUN_DIR/export`; `version` to the next
+    integer there. See `export_model` for the rest.
+    """
+    _check_options(tflite, onnx_opset)
+    trained = restore_run(run_dir, checkpoint)
+    return export_model(
+        trained, model_base_path or os.path.join(run_dir, "export"), version=version,
+        overwrite=overwrite, onnx=onnx, onnx_opset=onnx_opset, tflite=tflite,
+    )
+
+
+def export_model(trained: TrainedModel, model_base_path: str, *, version: int | None = None,
+                 overwrite: bool = False, onnx: bool = False, onnx_opset: int = DEFAULT_OPSET,
+                 tflite: tuple[str, ...] = ()) -> ExportResult:
+    """Write `trained` as `model_base_path/VERSION`, verified, atomically."""
+    _check_options(tflite, onnx_opset)
+    version = next_version(model_base_path) if version is None else version
+    functions = serving_functions(trained)
+    samples = sample_inputs(trained)
+    expected = {name: _numpy(functions[name](**_tensors(samples[name]))) for name in functions}
+    with staged_version(model_base_path, version, overwrite=overwrite) as staging:
+        holder = tf.Module()
+        holder.model_variables = list(trained.model.variables)
+        tf.saved_model.save(holder, staging, signatures=functions)
+        sig.set_method_names(staging, {name: sig.METHOD_NAMES[name] for name in functions})
+        write_warmup(staging, warmup_logs(samples))
+        parity, specs = _check_saved_model(staging, samples, expected)
+        artifacts = {}
+        predict_inputs = samples[sig.PREDICT][sig.INPUT_KEY]
+        predict_logits = expected[sig.PREDICT]["logits"]
+        if onnx:
+            relative = os.path.join(ARTIFACT_DIR, ONNX_FILE)
+            export_onnx(functions[sig.PREDICT], os.path.join(staging, relative), opset=onnx_opset)
+            outputs = OnnxRunner(os.path.join(staging, relative))(predict_inputs)
+            parity["onnx"] = check_parity(relative, outputs, predict_logits, kind="onnx")
+            artifacts["onnx"] = relative
+        for variant in tflite:
+            kind = f"tflite_{variant}"
+            relative = os.path.join(ARTIFACT_DIR, tflite_file(variant))
+            convert_tflite(staging, variant, os.path.join(staging, relative),
+                           calibration=_calibration_examples(trained))
+            outputs = TFLiteRunner(os.path.join(staging, relative))(predict_inputs)
+            parity[kind] = check_parity(relative, outputs, predict_logits, kind=kind)
+            artifacts[kind] = relative
+        write_manifest(staging, {
+            "format": "tfbig-export/1",
+            "tfbig_version": tfbig.__version__,
+            "tensorflow_version": tf.__version__,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "config": config_to_dict(trained.config),
+            "training": {"step": trained.step, "checkpoint": trained.checkpoint,
+                         "eval_metrics": trained.eval_metrics},
+            "signatures": specs,
+            "artifacts": artifacts,
+            "parity": parity,
+        })
+    return ExportResult(
+        path=os.path.join(model_base_path, str(version)), version=version,
+        signatures=tuple(functions), artifacts=artifacts, parity=parity,
+    )
+
+
+def _check_options(tflite, onnx_opset: int) -> None:
+    unknown = [v for v in tflite if v not in VARIANTS]
+    if unknown:
+        raise ExportError(f"unknown TFLite variant(s) {', '.join(map(repr, unknown))}; "
+                          f"known: {', '.join(VARIANTS)}")
+    if not 9 <= onnx_opset <= 18:
+        raise ExportError(f"onnx opset {onnx_opset} is outside what tf2onnx 1.17 writes (9-18)")
+
+
+def serving_functions(trained: TrainedModel) -> dict:
+    """Signature name -> tf.function, by what the model is."""
+    model, spec = trained.model, trained.source.spec
+    functions = {sig.PREDICT: sig.predict_function(model, spec)}
+    if spec.task == "classification":
+        functions[sig.CLASSIFY] = sig.classify_function(model, spec)
+        functions[sig.REGRESS] = sig.regress_function(model, spec)
+    if trained.config.model.name == "gpt":
+        functions[sig.GENERATE] = make_generate(model, trained.config.model)
+    return functions
+
+
+def sample_inputs(trained: TrainedModel) -> dict[str, dict[str, np.ndarray]]:
+    """Real eval examples as each signature's named inputs (for warmup and parity)."""
+    dataset = trained.source.eval.make_dataset(
+        batch_size=SAMPLE_BATCH, shuffle=False, seed=0, repeat=False, drop_remainder=False)
+    inputs = next(iter(dataset))[0].numpy()
+    samples = {sig.PREDICT: {sig.INPUT_KEY: inputs}}
+    if trained.source.spec.task == "classification":
+        examples = np.array(sig.serialize_examples(inputs), dtype=object)
+        samples[sig.CLASSIFY] = {sig.INPUT_KEY: examples}
+        samples[sig.REGRESS] = {sig.INPUT_KEY: examples}
+    if trained.config.model.name == "gpt":
+        # Prompts of different lengths, so the warmup covers the mixed-length path.
+        longest = trained.config.model.max_len - GENERATE_SAMPLE_TOKENS
+        prompts = [bytes(row[: min(longest, 8 * (i + 1))].astype(np.uint8))
+                   for i, row in enumerate(inputs[:3])]
+        samples[sig.GENERATE] = {
+            "text": np.array(prompts, dtype=object),
+            "max_new_tokens": np.array(GENERATE_SAMPLE_TOKENS, np.int32),
+            "temperature": np.array(0.0, np.float32),
+            "top_k": np.array(0, np.int32),
+            "seed": np.array(0, np.int64),
+        }
+    return samples
+
+
+def _calibration_examples(trained: TrainedModel, count: int = 64) -> np.ndarray:
+    dataset = trained.source.train.make_dataset(
+        batch_size=count, shuffle=True, seed=0, repeat=False, drop_remainder=False)
+    return next(iter(dataset))[0].numpy()
+
+
+def _check_saved_model(export_dir: str, samples: dict, expected: dict):
+    """Reload the SavedModel; compare every signature; describe their specs."""
+    loaded = tf.saved_model.load(export_dir)
+    parity, specs = {}, {}
+    for name, function in loaded.signatures.items():
+        outputs = _numpy(function(**_tensors(samples[name])))
+        for key, value in expected[name].items():
+            artifact = f"saved_model signature {name!r} output {key!r}"
+            parity[f"saved_model:{name}:{key}"] = check_parity(
+                artifact, outputs[key], value, kind="saved_model")
+        specs[name] = {
+            "method_name": sig.METHOD_NAMES[name],
+            "inputs": {k: _spec(v) for k, v in function.structured_input_signature[1].items()},
+            "outputs": {k: _spec(v) for k, v in function.structured_outputs.items()},
+        }
+    return parity, specs
+
+
+def _spec(tensor) -> dict:
+    return {"dtype": tensor.dtype.name, "shape": tensor.shape.as_list()}
+
+
+def _tensors(inputs: dict) -> dict:
+    return {k: tf.constant(v) for k, v in inputs.items()}
+
+
+def _numpy(outputs: dict) -> dict:
+    return {k: v.numpy() for k, v in outputs.items()}

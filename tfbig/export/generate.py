@@ -1,0 +1,189 @@
+"""Text-in, text-out generation for a tfbig GPT, as one traceable tf.function.
+
+The exported `generate` signature takes a batch of prompts (UTF-8 strings;
+the byte tokenizer runs inside the graph) and `max_new_tokens`,
+`temperature`, `top_k` and `seed` scalars, and returns the continuation of
+each prompt as `text` (string) and `tokens` (int32, one row per prompt).
+
+With the key/value cache each new token costs one position: every
+attention layer keeps the keys and values of all positions so far in a
+(batch, max_len, heads, head_dim) buffer and only the newest position runs
+through the network. The arithmetic is the model's own layers (its
+projections, `MultiHeadAttention._compute_attention`, LayerNorms, MLP), so
+greedy output equals step-by-step argmax decoding of the full model.
+`use_cache=False` recomputes the whole prefix per token instead; it exists to
+measure what the cache saves (scripts/bench_export.py).
+
+Prompts of different lengths share one loop: the common prefix (the
+shortest prompt) is run in one pass, after which each row takes its own
+prompt bytes until they run out and its sampled tokens from then on.
+temperature <= 0 means greedy; top_k <= 0 means no top-k filter; sampling is
+stateless, so the same seed gives the same text.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from tfbig.models.transformer import TOKEN_VOCAB
+
+# Byte value -> one-byte string, to turn token ids back into text in-graph.
+_BYTE_STRINGS = [bytes([i]) for i in range(TOKEN_VOCAB)]
+
+
+def encode_bytes(text: tf.Tensor):
+    """(batch,) strings -> int32 ids (batch, longest) zero-padded, and lengths."""
+    pieces = tf.strings.bytes_split(text)
+    ids = tf.cast(tf.io.decode_raw(pieces.flat_values, tf.uint8), tf.int32)
+    ragged = pieces.with_flat_values(tf.reshape(ids, [-1]))
+    return ragged.to_tensor(0), tf.cast(ragged.row_lengths(), tf.int32)
+
+
+def decode_bytes(ids: tf.Tensor) -> tf.Tensor:
+    """int32 ids (batch, n) -> (batch,) strings."""
+    return tf.strings.reduce_join(tf.gather(tf.constant(_BYTE_STRINGS), ids), axis=-1)
+
+
+class GPTDecoder:
+    """The GPT's forward pass split into prefill and one-position steps over a cache."""
+
+    def __init__(self, model, gpt_config):
+        self.max_len = gpt_config.max_len
+        self.tied = gpt_config.tie_embeddings
+        self.embedding = model.get_layer("token_embedding")
+        self.positions = model.get_layer("position_embedding")
+        self.blocks = [
+            {part: model.get_layer(f"block{i}_{part}")
+             for part in ("ln1", "attention", "ln2", "mlp_in", "mlp_out")}
+            for i in range(gpt_config.num_layers)
+        ]
+        self.final_ln = model.get_layer("final_ln")
+        self.head = model.get_layer("logits")
+
+    def empty_cache(self, batch_size) -> list:
+        attention = self.blocks[0]["attention"]
+        shape = [batch_size, self.max_len, attention._num_heads, attention._key_dim]
+        dtype = attention.compute_dtype
+        return [(tf.zeros(shape, dtype), tf.zeros(shape, dtype)) for _ in self.blocks]
+
+    def forward(self, tokens, start, cache):
+        """Logits of the last of `tokens` (batch, T) at positions start..start+T-1.
+
+        Their keys and values are written into `cache`, which also supplies
+        those of all earlier positions. Returns (logits, new cache).
+        """
+        length = tf.shape(tokens)[1]
+        h = self.embedding(tokens)
+        positions = tf.cast(self.positions.embeddings[start:start + length], h.dtype)
+        h = h + positions[None]
+        # Query position start+t may attend to key positions 0..start+t.
+        query_positions = start + tf.range(length)
+        mask = query_positions[:, None] >= tf.range(self.max_len)[None, :]
+        mask = tf.broadcast_to(mask[None], [tf.shape(tokens)[0], length, self.max_len])
+        new_cache = []
+        for block, (keys, values) in zip(self.blocks, cache):
+            attention = block["attention"]
+            x = block["ln1"](h)
+            keys = _write(keys, attention._key_dense(x), start)
+            values = _write(values, attention._value_dense(x), start)
+            new_cache.append((keys, values))
+            context, _ = attention._compute_attention(
+                attention._query_dense(x), keys, values, mask, training=False)
+            h = h + attention._output_dense(context)
+            h = h + block["mlp_out"](block["mlp_in"](block["ln2"](h)))
+        last = self.final_ln(h[:, -1:])
+        # Tied: the embedding projects back, and `logits` is a float32 cast.
+        logits = self.head(self.embedding(last, reverse=True) if self.tied else last)
+        return tf.cast(logits[:, 0], tf.float32), new_cache
+
+
+def _write(buffer, block, start):
+    """`buffer` (batch, max_len, ...) with positions start.. replaced by `block`."""
+    length = tf.shape(block)[1]
+    after = tf.shape(buffer)[1] - start - length
+    padding = [[0, 0], [start, after], [0, 0], [0, 0]]
+    inside = tf.pad(tf.ones_like(block), padding)
+    return buffer * (1 - inside) + tf.pad(block, padding)
+
+
+def _next_token(logits, temperature, top_k, seed, position):
+    """Sample (or argmax) one byte id per row from float32 logits (batch, vocab)."""
+    logits = logits[:, :TOKEN_VOCAB]  # only byte ids can become text
+
+    def sample():
+        scaled = logits / temperature
+        k = tf.minimum(top_k, TOKEN_VOCAB)
+        kth = tf.math.top_k(scaled, k=tf.maximum(k, 1)).values[:, -1:]
+        filtered = tf.where((k > 0) & (scaled < kth), tf.float32.min, scaled)
+        seeds = tf.stack([seed, tf.cast(position, tf.int64)])
+        return tf.random.stateless_categorical(filtered, 1, seed=seeds, dtype=tf.int32)[:, 0]
+
+    def greedy():
+        return tf.argmax(logits, axis=-1, output_type=tf.int32)
+
+    return tf.cond(temperature > 0, sample, greedy)
+
+
+def make_generate(model, gpt_config, *, use_cache: bool = True):
+    """The `generate` tf.function for a tfbig GPT (see the module docstring)."""
+    decoder = GPTDecoder(model, gpt_config)
+    max_len = gpt_config.max_len
+
+    def uncached_forward(tokens, end):
+        return tf.cast(model(tokens[:, :end], training=False)[:, -1], tf.float32)
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None], tf.string, name="text"),
+        tf.TensorSpec([], tf.int32, name="max_new_tokens"),
+        tf.TensorSpec([], tf.float32, name="temperature"),
+        tf.TensorSpec([], tf.int32, name="top_k"),
+        tf.TensorSpec([], tf.int64, name="seed"),
+    ])
+    def generate(text, max_new_tokens, temperature, top_k, seed):
+        prompts, lengths = encode_bytes(text)
+        batch = tf.shape(prompts)[0]
+        shortest = tf.reduce_min(lengths)
+        end = tf.reduce_max(lengths) + max_new_tokens
+        checks = [
+            tf.debugging.assert_positive(shortest, message="generate: every prompt needs at "
+                                         "least one byte"),
+            tf.debugging.assert_positive(max_new_tokens, message="generate: max_new_tokens "
+                                         "must be at least 1"),
+            tf.debugging.assert_less_equal(end, max_len, message=(
+                f"generate: longest prompt (bytes) + max_new_tokens must be <= the "
+                f"model's max_len {max_len}")),
+        ]
+        with tf.control_dependencies(checks):
+            tokens = tf.pad(prompts, [[0, 0], [0, max_len - tf.shape(prompts)[1]]])
+        if use_cache:
+            cache = decoder.empty_cache(batch)
+            logits, cache = decoder.forward(tokens[:, :shortest], 0, cache)
+        else:
+            cache = []
+            logits = uncached_forward(tokens, shortest)
+
+        def choose(position, logits, tokens):
+            sampled = _next_token(logits, temperature, top_k, seed, position)
+            chosen = tf.where(position < lengths, tokens[:, position], sampled)
+            column = tf.one_hot(position, max_len, on_value=1, off_value=0, dtype=tf.int32)
+            return tokens * (1 - column) + chosen[:, None] * column, chosen
+
+        def body(position, logits, tokens, cache):
+            tokens, chosen = choose(position, logits, tokens)
+            if use_cache:
+                logits, cache = decoder.forward(chosen[:, None], position, cache)
+            else:
+                logits = uncached_forward(tokens, position + 1)
+            return position + 1, logits, tokens, cache
+
+        position, logits, tokens, cache = tf.while_loop(
+            lambda position, *_: position < end - 1, body,
+            (shortest, logits, tokens, cache),
+        )
+        tokens, _ = choose(position, logits, tokens)
+        # Row b's continuation is tokens[b, lengths[b] : lengths[b] + max_new_tokens].
+        index = lengths[:, None] + tf.range(max_new_tokens)[None, :]
+        new_tokens = tf.gather(tokens, index, batch_dims=1)
+        return {"text": decode_bytes(new_tokens), "tokens": new_tokens}
+
+    return generate

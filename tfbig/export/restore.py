@@ -1,0 +1,70 @@
+"""A trained run directory back in memory: config, data, model weights, metrics.
+
+Export needs the model exactly as training left it, plus what the manifest
+records about it (step, eval metrics) and real examples for warmup and parity
+checks, all of which the run directory holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import tensorflow as tf
+import tf_keras as keras
+
+from tfbig import data as tfdata
+from tfbig import models
+from tfbig.config import Config, load_config
+from tfbig.export.errors import ExportError
+from tfbig.train import read_metrics
+
+CONFIG_FILE = "config.yaml"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedModel:
+    config: Config
+    source: tfdata.DataSource
+    model: keras.Model
+    step: int
+    checkpoint: str
+    eval_metrics: dict
+
+
+def restore_run(run_dir: str, checkpoint: str | None = None) -> TrainedModel:
+    """Rebuild the model of `run_dir` and load its latest (or the given) checkpoint."""
+    config_path = os.path.join(run_dir, CONFIG_FILE)
+    if not os.path.isfile(config_path):
+        raise ExportError(f"{run_dir!r} is not a tfbig run directory: {config_path} is missing "
+                          f"(train one with `tfbig train CONFIG --output-dir {run_dir}`)")
+    config = load_config(config_path)
+    checkpoint = checkpoint or tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+    if not checkpoint:
+        raise ExportError(f"{run_dir!r} has no checkpoint yet; train it first")
+    if not tf.io.gfile.exists(checkpoint + ".index"):
+        raise ExportError(f"checkpoint {checkpoint!r} does not exist")
+    with models.precision_policy(config.train.precision):
+        source = tfdata.load_data(config.data)
+        model = models.build_model(config.model, source.spec)
+    step = tf.Variable(0, dtype=tf.int64)
+    # Only the model and the step: optimizer slots and RNG state stay behind.
+    status = tf.train.Checkpoint(model=model, step=step).restore(checkpoint)
+    status.expect_partial().assert_existing_objects_matched()
+    return TrainedModel(
+        config=config, source=source, model=model, step=int(step.numpy()),
+        checkpoint=checkpoint, eval_metrics=_last_eval_metrics(run_dir, int(step.numpy())),
+    )
+
+
+def _last_eval_metrics(run_dir: str, step: int) -> dict:
+    """The newest eval record at or before `step` (the checkpoint exported)."""
+    try:
+        records = read_metrics(run_dir)
+    except FileNotFoundError:
+        return {}
+    evals = [r for r in records if r["step"] <= step and any(k.startswith("eval_") for k in r)]
+    if not evals:
+        return {}
+    last = evals[-1]
+    return {"step": last["step"], **{k: v for k, v in last.items() if k.startswith("eval_")}}

@@ -1,0 +1,50 @@
+"""TFLite variants of the predict signature, run in the LiteRT interpreter.
+
+float32: plain conversion. float16: weights stored as float16. dynamic_range:
+weights int8, activations float. int8: weights and activations int8,
+calibrated on real training examples, with float fallback for ops that have
+no int8 kernel; inputs and outputs stay float/int32 so every variant is
+called alike. (Models compressed by `tfbig compress` convert the same way.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
+
+from tfbig.export.signatures import INPUT_KEY, PREDICT
+
+VARIANTS = ("float32", "float16", "dynamic_range", "int8")
+
+
+def tflite_file(variant: str) -> str:
+    return f"model_{variant}.tflite"
+
+
+def convert_tflite(saved_model_dir: str, variant: str, path: str, *,
+                   calibration: np.ndarray | None = None) -> str:
+    """Convert the SavedModel's predict signature to the TFLite `variant` at `path`."""
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=[PREDICT])
+    if variant != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if variant == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif variant == "int8":
+        if calibration is None:
+            raise ValueError("int8 TFLite conversion needs calibration examples")
+        converter.representative_dataset = lambda: ([row[None]] for row in calibration)
+    with open(path, "wb") as f:
+        f.write(converter.convert())
+    return path
+
+
+class TFLiteRunner:
+    """inputs (numpy) -> logits (numpy) through the predict signature's runner."""
+
+    def __init__(self, path: str, *, num_threads: int | None = None):
+        interpreter = Interpreter(model_path=path, num_threads=num_threads)
+        self.runner = interpreter.get_signature_runner(PREDICT)
+
+    def __call__(self, inputs: np.ndarray) -> np.ndarray:
+        return self.runner(**{INPUT_KEY: inputs})["logits"]

@@ -1,0 +1,72 @@
+"""TF Serving's model base path: integer version directories, written atomically.
+
+`tensorflow_model_server --model_base_path=DIR` serves the integer-named
+subdirectories of DIR and ignores everything else. A version is built in a
+hidden temporary directory inside DIR (same filesystem, so `os.rename` is
+atomic) and renamed to its number only once complete: a server polling DIR
+never sees a half-written version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+
+from tfbig.export.errors import ExportError
+
+
+def existing_versions(base_path: str) -> list[int]:
+    if not os.path.isdir(base_path):
+        return []
+    return sorted(int(name) for name in os.listdir(base_path)
+                  if name.isdigit() and os.path.isdir(os.path.join(base_path, name)))
+
+
+def next_version(base_path: str) -> int:
+    versions = existing_versions(base_path)
+    return versions[-1] + 1 if versions else 1
+
+
+@contextlib.contextmanager
+def staged_version(base_path: str, version: int, *, overwrite: bool = False):
+    """Yield a temporary directory that becomes `base_path/version` if the block succeeds.
+
+    On any exception the temporary directory is removed and no version
+    appears. With `overwrite`, an existing version is swapped out (renamed
+    aside, then deleted) only after the new one is complete.
+    """
+    if version < 1:
+        raise ExportError(f"version must be a positive integer, got {version}")
+    final = os.path.join(base_path, str(version))
+    if os.path.exists(final) and not overwrite:
+        raise ExportError(f"version {version} already exists in {base_path!r}; pass another "
+                          f"version, or overwrite=True (--overwrite) to replace it")
+    os.makedirs(base_path, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=base_path)
+    try:
+        # mkdtemp makes it private (0700); a version must be readable like any
+        # directory the user creates, e.g. by a server running as another user.
+        os.chmod(staging, 0o777 & ~_umask())
+        yield staging
+        _publish(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publish(staging: str, final: str) -> None:
+    if not os.path.exists(final):
+        os.rename(staging, final)
+        return
+    retired = tempfile.mkdtemp(prefix=".retired-", dir=os.path.dirname(final))
+    os.rename(final, os.path.join(retired, "old"))
+    os.rename(staging, final)
+    shutil.rmtree(retired, ignore_errors=True)
