@@ -267,6 +267,17 @@ def test_onnx_and_tflite_artifacts_match_the_model(cnn_export, cnn_trained, gpt_
     assert int8["top1_agreement"] >= 0.85 and int8["max_abs_error"] > 0
 
 
+def test_a_mixed_bfloat16_run_exports_float32_onnx_and_tflite(tmp_path):
+    # tf2onnx writes mismatched float16/bfloat16 types for a mixed graph; the
+    # portable artifacts come from a float32 twin with the same weights.
+    run_dir = tmp_path / "bf16"
+    train(make_config(run_dir, steps=10, checkpoint_every=10, precision="mixed_bfloat16"))
+    result = export_run(str(run_dir), str(tmp_path / "m"), onnx=True, tflite=("float32",))
+    assert result.parity["onnx"]["max_abs_error"] < 1e-4
+    assert result.parity["tflite_float32"]["max_abs_error"] < 1e-4
+    assert read_manifest(result.path)["config"]["train"]["precision"] == "mixed_bfloat16"
+
+
 def test_parity_failure_names_the_artifact_and_error():
     expected = np.array([[0.0, 2.0], [1.0, 0.0]])
     with pytest.raises(ParityError, match=r"model\.onnx: max abs error 0\.5"):
@@ -316,6 +327,22 @@ def test_a_parity_failure_leaves_no_version(cnn_run, tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------- CLI
+
+
+def test_cli_a_failed_conversion_is_one_line_exit_1_and_no_version(cnn_run, tmp_path, capsys,
+                                                                   monkeypatch):
+    from tfbig.export import exporter
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("converter crashed\n  deep TF detail")
+
+    monkeypatch.setattr(exporter, "convert_tflite", broken)
+    base = tmp_path / "m"
+    assert cli.main(["export", cnn_run, "--model-base-path", str(base), "--tflite", "float16"]) == 1
+    err = capsys.readouterr().err
+    assert err == ("tfbig export: error: assets.extra/model_float16.tflite: conversion failed: "
+                   "converter crashed\n")
+    assert os.listdir(base) == []
 
 
 def test_cli_export(cnn_run, tmp_path, capsys):

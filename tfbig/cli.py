@@ -138,12 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     from tfbig.config import ConfigError
     from tfbig.data import DataError
     from tfbig.distribute import StrategyError
-    from tfbig.export import ExportError, ParityError
+    from tfbig.export import ArtifactError, ExportError
     from tfbig.train import TrainingDivergedError
 
     try:
         return args.handler(args)
-    except (StrategyError, TrainingDivergedError, ParityError) as e:
+    except (StrategyError, TrainingDivergedError, ArtifactError) as e:
         print(f"tfbig {args.command}: error: {e}", file=sys.stderr)
         return 1
     except (ConfigError, DataError, ExportError) as e:

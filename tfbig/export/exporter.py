@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import os
 
 import numpy as np
@@ -26,12 +27,12 @@ import tensorflow as tf
 import tfbig
 from tfbig.config import config_to_dict
 from tfbig.export import signatures as sig
-from tfbig.export.errors import ExportError
+from tfbig.export.errors import ArtifactError, ExportError
 from tfbig.export.generate import make_generate
 from tfbig.export.manifest import write_manifest
 from tfbig.export.onnx import DEFAULT_OPSET, ONNX_FILE, OnnxRunner, export_onnx
 from tfbig.export.parity import check_parity
-from tfbig.export.restore import TrainedModel, restore_run
+from tfbig.export.restore import TrainedModel, float32_model, restore_run
 from tfbig.export.tflite import VARIANTS, TFLiteRunner, convert_tflite, tflite_file
 from tfbig.export.versions import next_version, staged_version
 from tfbig.export.warmup import warmup_logs, write_warmup
@@ -83,22 +84,24 @@ def export_model(trained: TrainedModel, model_base_path: str, *, version: int | 
         write_warmup(staging, warmup_logs(samples))
         parity, specs = _check_saved_model(staging, samples, expected)
         artifacts = {}
-        predict_inputs = samples[sig.PREDICT][sig.INPUT_KEY]
-        predict_logits = expected[sig.PREDICT]["logits"]
+        portable = float32_model(trained)
+        portable_predict = sig.predict_function(portable, trained.source.spec)
+        inputs = samples[sig.PREDICT][sig.INPUT_KEY]
+        check = functools.partial(_write_artifact, staging, inputs=inputs,
+                                  expected=portable_predict(tf.constant(inputs))["logits"].numpy())
         if onnx:
-            relative = os.path.join(ARTIFACT_DIR, ONNX_FILE)
-            export_onnx(functions[sig.PREDICT], os.path.join(staging, relative), opset=onnx_opset)
-            outputs = OnnxRunner(os.path.join(staging, relative))(predict_inputs)
-            parity["onnx"] = check_parity(relative, outputs, predict_logits, kind="onnx")
-            artifacts["onnx"] = relative
+            artifacts["onnx"] = os.path.join(ARTIFACT_DIR, ONNX_FILE)
+            parity["onnx"] = check(
+                artifacts["onnx"], "onnx", OnnxRunner,
+                lambda path: export_onnx(portable_predict, path, opset=onnx_opset))
+        calibration = _calibration_examples(trained) if "int8" in tflite else None
         for variant in tflite:
             kind = f"tflite_{variant}"
-            relative = os.path.join(ARTIFACT_DIR, tflite_file(variant))
-            convert_tflite(staging, variant, os.path.join(staging, relative),
-                           calibration=_calibration_examples(trained))
-            outputs = TFLiteRunner(os.path.join(staging, relative))(predict_inputs)
-            parity[kind] = check_parity(relative, outputs, predict_logits, kind=kind)
-            artifacts[kind] = relative
+            artifacts[kind] = os.path.join(ARTIFACT_DIR, tflite_file(variant))
+            parity[kind] = check(
+                artifacts[kind], kind, TFLiteRunner,
+                lambda path, v=variant: convert_tflite(portable_predict, portable, v, path,
+                                                       calibration=calibration))
         write_manifest(staging, {
             "format": "tfbig-export/1",
             "tfbig_version": tfbig.__version__,
@@ -115,6 +118,31 @@ def export_model(trained: TrainedModel, model_base_path: str, *, version: int | 
         path=os.path.join(model_base_path, str(version)), version=version,
         signatures=tuple(functions), artifacts=artifacts, parity=parity,
     )
+
+
+def _write_artifact(staging: str, relative: str, kind: str, runner, convert, *,
+                    inputs, expected) -> dict:
+    """Convert one artifact into `staging/relative`, run it, and check its parity."""
+    path = os.path.join(staging, relative)
+    try:
+        convert(path)
+        outputs = runner(path)(inputs)
+    except Exception as e:  # converters fail deep inside TF/tf2onnx: name what failed
+        raise ArtifactError(f"{relative}: conversion failed: {_reason(e)}") from e
+    return check_parity(relative, outputs, expected, kind=kind)
+
+
+def _reason(error: Exception) -> str:
+    """The informative line of a converter error.
+
+    The TFLite converter reports MLIR errors as many `loc(...): error: ...`
+    lines of call sites; its last `error:` line says what went wrong.
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    errors = [line.split("error: ", 1)[1] for line in lines if "error: " in line]
+    if errors:
+        return errors[-1]
+    return lines[0] if lines else type(error).__name__
 
 
 def _check_options(tflite, onnx_opset: int) -> None:

@@ -57,6 +57,21 @@ def restore_run(run_dir: str, checkpoint: str | None = None) -> TrainedModel:
     )
 
 
+def float32_model(trained: TrainedModel) -> keras.Model:
+    """`trained.model`, or a float32 twin with its weights if it was trained in mixed precision.
+
+    ONNX Runtime and TFLite run CPU graphs best (or only) in float32: tf2onnx
+    emits mismatched float16/bfloat16 types for a mixed_bfloat16 graph.
+    Mixed-precision variables are float32 already, so the twin is exact.
+    """
+    if trained.config.train.precision == "float32":
+        return trained.model
+    with models.precision_policy("float32"):
+        twin = models.build_model(trained.config.model, trained.source.spec)
+    twin.set_weights(trained.model.get_weights())
+    return twin
+
+
 def _last_eval_metrics(run_dir: str, step: int) -> dict:
     """The newest eval record at or before `step` (the checkpoint exported)."""
     try:

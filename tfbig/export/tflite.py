@@ -22,10 +22,14 @@ def tflite_file(variant: str) -> str:
     return f"model_{variant}.tflite"
 
 
-def convert_tflite(saved_model_dir: str, variant: str, path: str, *,
+def convert_tflite(predict, model, variant: str, path: str, *,
                    calibration: np.ndarray | None = None) -> str:
-    """Convert the SavedModel's predict signature to the TFLite `variant` at `path`."""
-    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=[PREDICT])
+    """Convert the `predict` tf.function of `model` to the TFLite `variant` at `path`.
+
+    The converter names the single signature `serving_default`, as in the SavedModel.
+    """
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [predict.get_concrete_function()], model)
     if variant != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if variant == "float16":
