@@ -83,25 +83,10 @@ def export_model(trained: TrainedModel, model_base_path: str, *, version: int | 
         sig.set_method_names(staging, {name: sig.METHOD_NAMES[name] for name in functions})
         write_warmup(staging, warmup_logs(samples))
         parity, specs = _check_saved_model(staging, samples, expected)
-        artifacts = {}
-        portable = float32_model(trained)
-        portable_predict = sig.predict_function(portable, trained.source.spec)
-        inputs = samples[sig.PREDICT][sig.INPUT_KEY]
-        check = functools.partial(_write_artifact, staging, inputs=inputs,
-                                  expected=portable_predict(tf.constant(inputs))["logits"].numpy())
-        if onnx:
-            artifacts["onnx"] = os.path.join(ARTIFACT_DIR, ONNX_FILE)
-            parity["onnx"] = check(
-                artifacts["onnx"], "onnx", OnnxRunner,
-                lambda path: export_onnx(portable_predict, path, opset=onnx_opset))
-        calibration = _calibration_examples(trained) if "int8" in tflite else None
-        for variant in tflite:
-            kind = f"tflite_{variant}"
-            artifacts[kind] = os.path.join(ARTIFACT_DIR, tflite_file(variant))
-            parity[kind] = check(
-                artifacts[kind], kind, TFLiteRunner,
-                lambda path, v=variant: convert_tflite(portable_predict, portable, v, path,
-                                                       calibration=calibration))
+        artifacts, artifact_parity = _write_artifacts(
+            staging, trained, samples[sig.PREDICT][sig.INPUT_KEY], onnx=onnx,
+            onnx_opset=onnx_opset, tflite=tflite)
+        parity.update(artifact_parity)
         write_manifest(staging, {
             "format": "tfbig-export/1",
             "tfbig_version": tfbig.__version__,
@@ -118,6 +103,29 @@ def export_model(trained: TrainedModel, model_base_path: str, *, version: int | 
         path=os.path.join(model_base_path, str(version)), version=version,
         signatures=tuple(functions), artifacts=artifacts, parity=parity,
     )
+
+
+def _write_artifacts(staging: str, trained: TrainedModel, inputs: np.ndarray, *, onnx: bool,
+                     onnx_opset: int, tflite: tuple[str, ...]):
+    """The ONNX/TFLite files asked for, each checked; (kind -> relative path, kind -> parity)."""
+    artifacts, parity = {}, {}
+    portable = float32_model(trained)
+    predict = sig.predict_function(portable, trained.source.spec)
+    check = functools.partial(_write_artifact, staging, inputs=inputs,
+                              expected=predict(tf.constant(inputs))["logits"].numpy())
+    if onnx:
+        artifacts["onnx"] = os.path.join(ARTIFACT_DIR, ONNX_FILE)
+        parity["onnx"] = check(artifacts["onnx"], "onnx", OnnxRunner,
+                               lambda path: export_onnx(predict, path, opset=onnx_opset))
+    calibration = _calibration_examples(trained) if "int8" in tflite else None
+    for variant in tflite:
+        kind = f"tflite_{variant}"
+        artifacts[kind] = os.path.join(ARTIFACT_DIR, tflite_file(variant))
+        parity[kind] = check(
+            artifacts[kind], kind, TFLiteRunner,
+            lambda path, v=variant: convert_tflite(predict, portable, v, path,
+                                                   calibration=calibration))
+    return artifacts, parity
 
 
 def _write_artifact(staging: str, relative: str, kind: str, runner, convert, *,
