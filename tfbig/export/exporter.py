@@ -34,7 +34,7 @@ from tfbig.export.onnx import DEFAULT_OPSET, ONNX_FILE, OnnxRunner, export_onnx
 from tfbig.export.parity import check_parity
 from tfbig.export.restore import TrainedModel, float32_model, restore_run
 from tfbig.export.tflite import VARIANTS, TFLiteRunner, convert_tflite, tflite_file
-from tfbig.export.versions import next_version, staged_version
+from tfbig.export.versions import check_version, next_version, staged_version
 from tfbig.export.warmup import warmup_logs, write_warmup
 
 ARTIFACT_DIR = "assets.extra"
@@ -60,10 +60,13 @@ def export_run(run_dir: str, model_base_path: str | None = None, *, version: int
     integer there. See `export_model` for the rest.
     """
     _check_options(tflite, onnx_opset)
+    model_base_path = model_base_path or os.path.join(run_dir, "export")
+    if version is not None:  # refuse before the slow part, not after it
+        check_version(model_base_path, version, overwrite=overwrite)
     trained = restore_run(run_dir, checkpoint)
     return export_model(
-        trained, model_base_path or os.path.join(run_dir, "export"), version=version,
-        overwrite=overwrite, onnx=onnx, onnx_opset=onnx_opset, tflite=tflite,
+        trained, model_base_path, version=version, overwrite=overwrite, onnx=onnx,
+        onnx_opset=onnx_opset, tflite=tflite,
     )
 
 
@@ -73,6 +76,7 @@ def export_model(trained: TrainedModel, model_base_path: str, *, version: int | 
     """Write `trained` as `model_base_path/VERSION`, verified, atomically."""
     _check_options(tflite, onnx_opset)
     version = next_version(model_base_path) if version is None else version
+    check_version(model_base_path, version, overwrite=overwrite)
     functions = serving_functions(trained)
     samples = sample_inputs(trained)
     expected = {name: _numpy(functions[name](**_tensors(samples[name]))) for name in functions}

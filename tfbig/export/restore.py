@@ -18,8 +18,7 @@ from tfbig import models
 from tfbig.config import Config, load_config
 from tfbig.export.errors import ExportError
 from tfbig.train import read_metrics
-
-CONFIG_FILE = "config.yaml"
+from tfbig.train.run import CONFIG_FILE
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,6 +29,15 @@ def next_version(base_path: str) -> int:
     return versions[-1] + 1 if versions else 1
 
 
+def check_version(base_path: str, version: int, *, overwrite: bool = False) -> None:
+    """Raise ExportError unless `version` may be written into `base_path`."""
+    if version < 1:
+        raise ExportError(f"version must be a positive integer, got {version}")
+    if os.path.exists(os.path.join(base_path, str(version))) and not overwrite:
+        raise ExportError(f"version {version} already exists in {base_path!r}; pass another "
+                          f"version, or overwrite=True (--overwrite) to replace it")
+
+
 @contextlib.contextmanager
 def staged_version(base_path: str, version: int, *, overwrite: bool = False):
     """Yield a temporary directory that becomes `base_path/version` if the block succeeds.
@@ -37,12 +46,8 @@ def staged_version(base_path: str, version: int, *, overwrite: bool = False):
     appears. With `overwrite`, an existing version is swapped out (renamed
     aside, then deleted) only after the new one is complete.
     """
-    if version < 1:
-        raise ExportError(f"version must be a positive integer, got {version}")
+    check_version(base_path, version, overwrite=overwrite)
     final = os.path.join(base_path, str(version))
-    if os.path.exists(final) and not overwrite:
-        raise ExportError(f"version {version} already exists in {base_path!r}; pass another "
-                          f"version, or overwrite=True (--overwrite) to replace it")
     os.makedirs(base_path, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=base_path)
     try:
