@@ -150,8 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tfbig {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"tfbig {args.command}: interrupted; resume from the last checkpoint by "
-              f"running the same command again", file=sys.stderr)
+        # An interrupted export leaves no version (it is staged); a run resumes.
+        hint = ("; resume from the last checkpoint by running the same command again"
+                if args.command == "train" else "; nothing was written")
+        print(f"tfbig {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
 
 
