@@ -34,10 +34,9 @@ from tfbig.export.onnx import DEFAULT_OPSET, ONNX_FILE, OnnxRunner, export_onnx
 from tfbig.export.parity import check_parity
 from tfbig.export.restore import TrainedModel, float32_model, restore_run
 from tfbig.export.tflite import VARIANTS, TFLiteRunner, convert_tflite, tflite_file
-from tfbig.export.versions import check_version, next_version, staged_version
+from tfbig.export.versions import ASSETS_EXTRA, check_version, next_version, staged_version
 from tfbig.export.warmup import warmup_logs, write_warmup
 
-ARTIFACT_DIR = "assets.extra"
 SAMPLE_BATCH = 8
 GENERATE_SAMPLE_TOKENS = 8
 
@@ -118,13 +117,13 @@ def _write_artifacts(staging: str, trained: TrainedModel, inputs: np.ndarray, *,
     check = functools.partial(_write_artifact, staging, inputs=inputs,
                               expected=predict(tf.constant(inputs))["logits"].numpy())
     if onnx:
-        artifacts["onnx"] = os.path.join(ARTIFACT_DIR, ONNX_FILE)
+        artifacts["onnx"] = os.path.join(ASSETS_EXTRA, ONNX_FILE)
         parity["onnx"] = check(artifacts["onnx"], "onnx", OnnxRunner,
                                lambda path: export_onnx(predict, path, opset=onnx_opset))
     calibration = _calibration_examples(trained) if "int8" in tflite else None
     for variant in tflite:
         kind = f"tflite_{variant}"
-        artifacts[kind] = os.path.join(ARTIFACT_DIR, tflite_file(variant))
+        artifacts[kind] = os.path.join(ASSETS_EXTRA, tflite_file(variant))
         parity[kind] = check(
             artifacts[kind], kind, TFLiteRunner,
             lambda path, v=variant: convert_tflite(predict, portable, v, path,

@@ -13,7 +13,9 @@ import hashlib
 import json
 import os
 
-MANIFEST_FILE = os.path.join("assets.extra", "tfbig_manifest.json")
+from tfbig.export.versions import ASSETS_EXTRA
+
+MANIFEST_FILE = os.path.join(ASSETS_EXTRA, "tfbig_manifest.json")
 
 
 def file_digests(export_dir: str) -> dict[str, str]:

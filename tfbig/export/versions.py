@@ -16,6 +16,10 @@ import tempfile
 
 from tfbig.export.errors import ExportError
 
+# The folder of a version that TF Serving leaves alone: warmup requests,
+# tfbig's manifest and the ONNX/TFLite artifacts live there.
+ASSETS_EXTRA = "assets.extra"
+
 
 def existing_versions(base_path: str) -> list[int]:
     if not os.path.isdir(base_path):

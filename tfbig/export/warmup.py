@@ -16,8 +16,9 @@ from tensorflow_serving.apis import (
 )
 
 from tfbig.export import signatures as sig
+from tfbig.export.versions import ASSETS_EXTRA
 
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+WARMUP_FILE = os.path.join(ASSETS_EXTRA, "tf_serving_warmup_requests")
 
 
 def predict_log(signature: str, inputs: dict) -> prediction_log_pb2.PredictionLog:
