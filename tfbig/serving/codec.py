@@ -1,0 +1,251 @@
+"""Tensors and examples in TF Serving's wire formats: TensorProto and REST JSON.
+
+Shared by the client and the embedded server so that both sides agree on
+every rule, and both follow TF Serving's util/json_tensor.cc: row (`instances`)
+and columnar (`inputs`) requests, `{"b64": ...}` for binary strings, string
+outputs written as base64 only when the output's name ends in `_bytes`, and
+JSON examples whose integers become int64 features and decimals float ones.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import types_pb2
+
+from tfbig.serving.errors import invalid_argument
+
+B64_KEY = "b64"
+BYTES_SUFFIX = "_bytes"
+
+
+# --- TensorProto ------------------------------------------------------------
+
+def to_tensor_proto(value) -> tf.compat.v1.TensorProto:
+    array = np.asarray(value)
+    if array.dtype.kind == "U":
+        array = np.char.encode(array, "utf-8")
+    return tf.make_tensor_proto(array)
+
+
+def from_tensor_proto(proto) -> np.ndarray:
+    return tf.make_ndarray(proto)
+
+
+def numpy_dtype(dtype_enum: int) -> np.dtype:
+    """The numpy dtype of a TF DataType enum (strings are object arrays of bytes)."""
+    if dtype_enum == types_pb2.DT_STRING:
+        return np.dtype(object)
+    return np.dtype(tf.dtypes.as_dtype(dtype_enum).as_numpy_dtype)
+
+
+def dtype_name(dtype_enum: int) -> str:
+    return tf.dtypes.as_dtype(dtype_enum).name
+
+
+# --- JSON values -> numpy ---------------------------------------------------
+
+def is_b64(value) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get(B64_KEY), str)
+
+
+def _decode_b64(value) -> bytes:
+    try:
+        return base64.b64decode(value[B64_KEY], validate=True)
+    except ValueError:
+        raise invalid_argument("Unable to base64 decode") from None
+
+
+def _shape_of(value) -> list[int]:
+    shape = []
+    while isinstance(value, list):
+        shape.append(len(value))
+        if not value:
+            break
+        value = value[0]
+    return shape
+
+
+def _flatten(value, shape: list[int], level: int, out: list) -> None:
+    if not isinstance(value, list):
+        if level != len(shape):
+            raise invalid_argument(
+                f"JSON Value: {value!r} found at incorrect level: {level + 1} in the JSON DOM. "
+                f"Expected at level: {len(shape)}")
+        out.append(value)
+        return
+    if level >= len(shape):
+        raise invalid_argument(f"Encountered list at unexpected level: {level} expected < {len(shape)}")
+    if len(value) != shape[level]:
+        raise invalid_argument(
+            f"Encountered list at unexpected size: {len(value)} at level: {level} "
+            f"expected size: {shape[level]}")
+    for item in value:
+        _flatten(item, shape, level + 1, out)
+
+
+def _type_error(value, dtype_enum: int):
+    return invalid_argument(
+        f"JSON Value: {value!r} is not of expected type: {dtype_name(dtype_enum)}")
+
+
+def _leaf(value, dtype_enum: int, kind: str):
+    if kind == "O":
+        if is_b64(value):
+            return _decode_b64(value)
+        if isinstance(value, str):
+            return value.encode("utf-8")
+        raise _type_error(value, dtype_enum)
+    if kind == "b":
+        if isinstance(value, bool):
+            return value
+        raise _type_error(value, dtype_enum)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _type_error(value, dtype_enum)
+    if kind in "iu" and not isinstance(value, int):
+        raise _type_error(value, dtype_enum)
+    return value
+
+
+def json_to_array(value, dtype_enum: int) -> np.ndarray:
+    """A JSON value (scalar or nested lists) as an array of the signature's dtype."""
+    dtype = numpy_dtype(dtype_enum)
+    shape = _shape_of(value)
+    leaves: list = []
+    _flatten(value, shape, 0, leaves)
+    values = [_leaf(v, dtype_enum, dtype.kind) for v in leaves]
+    try:
+        array = np.array(values, dtype=dtype)
+    except OverflowError:
+        raise invalid_argument(f"a value does not fit {dtype_name(dtype_enum)}") from None
+    return array.reshape(shape)
+
+
+# --- numpy -> JSON ------------------------------------------------------------
+
+def _json_string(value: bytes, as_b64: bool):
+    if as_b64:
+        return {B64_KEY: base64.b64encode(value).decode("ascii")}
+    return value.decode("utf-8", errors="replace")
+
+
+def array_to_json(array: np.ndarray, *, strings_as_b64: bool):
+    """A numpy array as JSON values; byte strings as text or `{"b64": ...}`."""
+    array = np.asarray(array)
+    if array.dtype.kind in "OSU":
+        encode = np.frompyfunc(
+            lambda v: _json_string(v.encode("utf-8") if isinstance(v, str) else bytes(v),
+                                   strings_as_b64), 1, 1)
+        return encode(array).tolist() if array.ndim else encode(array.item())
+    return array.tolist()
+
+
+def output_to_json(name: str, array: np.ndarray):
+    return array_to_json(array, strings_as_b64=name.endswith(BYTES_SUFFIX))
+
+
+def rows_to_json(outputs: dict[str, np.ndarray]) -> list:
+    """TF Serving's row format: one entry per example, a dict when there are several outputs."""
+    sizes = set()
+    for name, array in outputs.items():
+        if np.ndim(array) == 0:
+            raise invalid_argument(f"Tensor name: {name} has no shape information ")
+        sizes.add(np.shape(array)[0])
+    if len(sizes) > 1:
+        raise invalid_argument(f"Tensors have inconsistent batch sizes {sorted(sizes)}; "
+                               "use the columnar 'inputs' format for this signature")
+    columns = {name: output_to_json(name, array) for name, array in outputs.items()}
+    if len(columns) == 1:
+        return next(iter(columns.values()))
+    size = sizes.pop()
+    return [{name: column[i] for name, column in columns.items()} for i in range(size)]
+
+
+def columns_to_json(outputs: dict[str, np.ndarray]):
+    if len(outputs) == 1:
+        name, array = next(iter(outputs.items()))
+        return output_to_json(name, array)
+    return {name: output_to_json(name, array) for name, array in outputs.items()}
+
+
+def json_to_output(value, dtype_enum: int) -> np.ndarray:
+    """Client side: a JSON output back to a numpy array of the signature's dtype."""
+    dtype = numpy_dtype(dtype_enum)
+    if dtype.kind != "O":
+        return np.asarray(value, dtype=dtype)
+    decode = np.frompyfunc(
+        lambda v: _decode_b64(v) if is_b64(v) else str(v).encode("utf-8"), 1, 1)
+    shape = _shape_of(value)
+    leaves: list = []
+    _flatten(value, shape, 0, leaves)
+    out = np.empty(len(leaves), dtype=object)
+    out[:] = [decode(v) for v in leaves]
+    return out.reshape(shape)
+
+
+# --- tf.train.Example <-> JSON -------------------------------------------------
+
+def _feature_from_json(name: str, content) -> tf.train.Feature:
+    values = content if isinstance(content, list) else [content]
+    kinds = set()
+    for value in values:
+        if value is None or isinstance(value, list) or (isinstance(value, dict) and not is_b64(value)):
+            raise invalid_argument(
+                f"Feature: {name} has element with unexpected JSON type: {type(value).__name__}")
+        kinds.add("bytes" if isinstance(value, (str, dict)) else
+                  "float" if isinstance(value, float) else "int64")
+    if len(kinds) > 1:
+        raise invalid_argument(f"Unexpected element type in feature: {name} "
+                               f"mixes {' and '.join(sorted(kinds))} values")
+    kind = kinds.pop() if kinds else "float"
+    if kind == "bytes":
+        data = [_decode_b64(v) if isinstance(v, dict) else v.encode("utf-8") for v in values]
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=data))
+    if kind == "float":
+        return tf.train.Feature(float_list=tf.train.FloatList(value=values))
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
+
+
+def example_from_json(value) -> tf.train.Example:
+    if not isinstance(value, dict):
+        raise invalid_argument(f"Example must be JSON object but got JSON {type(value).__name__}")
+    example = tf.train.Example()
+    for name, content in value.items():
+        example.features.feature[name].CopyFrom(_feature_from_json(name, content))
+    return example
+
+
+def example_to_json(example: tf.train.Example) -> dict:
+    out = {}
+    for name, feature in example.features.feature.items():
+        kind = feature.WhichOneof("kind")
+        if kind == "bytes_list":
+            out[name] = [{B64_KEY: base64.b64encode(v).decode("ascii")} for v in feature.bytes_list.value]
+        elif kind == "float_list":
+            # json writes Python floats with a decimal point (2.0), so they stay floats.
+            out[name] = list(feature.float_list.value)
+        elif kind == "int64_list":
+            out[name] = list(feature.int64_list.value)
+    return out
+
+
+def example_from_features(features) -> tf.train.Example:
+    """A dict of feature name -> values (numbers, strings, bytes) as a tf.train.Example."""
+    if isinstance(features, tf.train.Example):
+        return features
+    example = tf.train.Example()
+    for name, values in features.items():
+        array = np.asarray(values).reshape(-1)
+        feature = example.features.feature[name]
+        if array.dtype.kind in "OSU":
+            feature.bytes_list.value.extend(
+                v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in array.tolist())
+        elif array.dtype.kind == "f":
+            feature.float_list.value.extend(array.tolist())
+        elif array.dtype.kind in "iub":
+            feature.int64_list.value.extend(int(v) for v in array.tolist())
+        else:
+            raise invalid_argument(f"feature {name!r} has unsupported dtype {array.dtype}")
+    return example

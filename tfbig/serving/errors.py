@@ -1,0 +1,67 @@
+"""One error type for everything a TF Serving server can answer with.
+
+TF Serving reports failures as a canonical status code plus a message; gRPC
+carries them as a `grpc.StatusCode`, REST as an HTTP status and a body
+`{"error": message}`. The client raises, and the embedded server produces,
+`ServingError(code, message)` so callers handle both protocols the same way.
+The HTTP mapping is TF Serving's own (model_servers/http_server.cc).
+"""
+
+from __future__ import annotations
+
+import grpc
+
+HTTP_STATUS = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DATA_LOSS: 500,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+}
+
+# An HTTP status seen by the client maps back to the code that most likely
+# produced it (400 is shared by three codes; INVALID_ARGUMENT is the usual one).
+_CODE_FOR_HTTP = {status: code for code, status in reversed(HTTP_STATUS.items())}
+_CODE_FOR_HTTP.update({400: grpc.StatusCode.INVALID_ARGUMENT, 413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+                       500: grpc.StatusCode.INTERNAL, 409: grpc.StatusCode.ABORTED})
+
+
+class ServingError(Exception):
+    """A request failed: `code` is a `grpc.StatusCode`, `message` the server's words."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+
+    @property
+    def http_status(self) -> int:
+        return HTTP_STATUS.get(self.code, 500)
+
+    @classmethod
+    def from_http(cls, status: int, message: str) -> "ServingError":
+        return cls(_CODE_FOR_HTTP.get(status, grpc.StatusCode.UNKNOWN), message)
+
+    @classmethod
+    def from_rpc(cls, error: grpc.RpcError) -> "ServingError":
+        return cls(error.code(), error.details() or "")
+
+
+def invalid_argument(message: str) -> ServingError:
+    return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def not_found(message: str) -> ServingError:
+    return ServingError(grpc.StatusCode.NOT_FOUND, message)
