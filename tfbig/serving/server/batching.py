@@ -1,0 +1,162 @@
+"""Server-side dynamic batching, after TF Serving's BasicBatchScheduler.
+
+Concurrent requests for the same signature are joined along the first
+dimension into one call, which is where batching's throughput comes from:
+one matmul over 32 rows costs far less than 32 over one. A batch is closed
+when it is full (`max_batch_size` rows) or when a batch thread is free and the
+oldest request has waited `batch_timeout_micros`; with timeout 0 batches form
+only while every thread is busy, so an idle server adds no delay. Batches are
+padded (repeating their first row) up to the next `allowed_batch_sizes` entry
+so the model sees few distinct shapes. When `max_enqueued_batches` batches are
+already waiting, new requests are refused with RESOURCE_EXHAUSTED (HTTP 429)
+instead of queueing without bound.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import os
+import threading
+import time
+
+import grpc
+import numpy as np
+
+from tfbig.serving.errors import ServingError, invalid_argument
+
+# TF Serving's defaults for fields a BatchingParameters file leaves out.
+DEFAULT_MAX_BATCH_SIZE = 1000
+DEFAULT_MAX_ENQUEUED_BATCHES = 10
+
+
+def _value(params, field: str, default):
+    return getattr(params, field).value if params.HasField(field) else default
+
+
+class _Batch:
+    def __init__(self, signature: str):
+        self.signature = signature
+        self.created = time.monotonic()
+        self.tasks: list[tuple[dict[str, np.ndarray], concurrent.futures.Future]] = []
+        self.rows = 0
+
+
+def rows_of(inputs: dict[str, np.ndarray]) -> int | None:
+    """The shared first dimension of all inputs, or None when they do not share one."""
+    sizes = {value.shape[0] if value.ndim else None for value in inputs.values()}
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+class Batcher:
+    """Batches `run(signature, inputs)` calls of one servable across threads."""
+
+    def __init__(self, run, params, *, on_batch=None):
+        self._run = run
+        self._on_batch = on_batch  # called with each batch's padded size
+        self.max_batch_size = _value(params, "max_batch_size", DEFAULT_MAX_BATCH_SIZE)
+        self._timeout = _value(params, "batch_timeout_micros", 0) / 1e6
+        self._max_enqueued = _value(params, "max_enqueued_batches", DEFAULT_MAX_ENQUEUED_BATCHES)
+        self._allowed_sizes = sorted(params.allowed_batch_sizes)
+        self._cond = threading.Condition()
+        self._open: dict[tuple, _Batch] = {}
+        self._ready: collections.deque[_Batch] = collections.deque()
+        self._stopping = False
+        threads = _value(params, "num_batch_threads", os.cpu_count() or 1)
+        self._threads = [threading.Thread(target=self._work, name=f"batch-{i}", daemon=True)
+                         for i in range(max(1, threads))]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, signature: str, inputs: dict[str, np.ndarray]) -> concurrent.futures.Future:
+        rows = rows_of(inputs)
+        if rows is None:
+            raise invalid_argument("batched signatures need every input to share its first dimension")
+        if rows > self.max_batch_size:
+            raise invalid_argument(
+                f"Task size {rows} is larger than maximum input batch size {self.max_batch_size}")
+        # Requests join only requests whose inputs can be concatenated with theirs.
+        key = (signature,) + tuple(sorted((n, v.dtype.str, v.shape[1:]) for n, v in inputs.items()))
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self._cond:
+            if self._stopping:
+                raise ServingError(grpc.StatusCode.UNAVAILABLE, "the batch scheduler is shutting down")
+            batch = self._open.get(key)
+            if batch is not None and batch.rows + rows > self.max_batch_size:
+                self._ready.append(self._open.pop(key))
+                batch = None
+            if batch is None:
+                if len(self._ready) + len(self._open) >= self._max_enqueued:
+                    raise ServingError(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"The batch scheduling queue to which this task was submitted is full "
+                        f"({self._max_enqueued} batches waiting)")
+                batch = self._open[key] = _Batch(signature)
+            batch.tasks.append((inputs, future))
+            batch.rows += rows
+            if batch.rows == self.max_batch_size:
+                self._ready.append(self._open.pop(key))
+            self._cond.notify()
+        return future
+
+    def stop(self) -> None:
+        """Finish every queued request, then end the batch threads."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join()
+
+    def _next_batch(self) -> _Batch | None:
+        with self._cond:
+            while True:
+                if self._ready:
+                    return self._ready.popleft()
+                if self._open:
+                    key, oldest = min(self._open.items(), key=lambda item: item[1].created)
+                    wait = oldest.created + self._timeout - time.monotonic()
+                    if wait <= 0 or self._stopping:
+                        return self._open.pop(key)
+                elif self._stopping:
+                    return None
+                else:
+                    wait = None
+                self._cond.wait(wait)
+
+    def _work(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            self._process(batch)
+
+    def _padded_size(self, rows: int) -> int:
+        return next((size for size in self._allowed_sizes if size >= rows), rows)
+
+    def _process(self, batch: _Batch) -> None:
+        tasks = [(inputs, future) for inputs, future in batch.tasks if future.set_running_or_notify_cancel()]
+        if not tasks:
+            return
+        padding = self._padded_size(batch.rows) - batch.rows
+        joined = {}
+        for name in tasks[0][0]:
+            parts = [inputs[name] for inputs, _ in tasks]
+            if padding:
+                parts.append(np.repeat(parts[0][:1], padding, axis=0))
+            joined[name] = np.concatenate(parts)
+        if self._on_batch is not None:
+            self._on_batch(batch.rows + padding)
+        try:
+            outputs = self._run(batch.signature, joined)
+            for name, value in outputs.items():
+                if np.ndim(value) == 0 or value.shape[0] != batch.rows + padding:
+                    raise ServingError(
+                        grpc.StatusCode.INTERNAL,
+                        f"output '{name}' does not have the batch as its first dimension, so "
+                        f"this signature cannot be batched; serve it without --enable_batching")
+        except Exception as error:  # every waiting request gets the failure, no thread dies
+            for _, future in tasks:
+                future.set_exception(error)
+            return
+        start = 0
+        for inputs, future in tasks:
+            rows = rows_of(inputs)
+            future.set_result({name: value[start:start + rows] for name, value in outputs.items()})
+            start += rows

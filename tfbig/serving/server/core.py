@@ -1,0 +1,234 @@
+"""The embedded server's request handling, on TF Serving's protos.
+
+gRPC and REST both end here, as in TF Serving (its REST handler builds the
+same PredictRequest/ClassificationRequest protos and calls the same code), so
+the two protocols cannot drift apart in behaviour or error codes.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+
+import grpc
+import numpy as np
+from google.protobuf import any_pb2
+from tensorflow.core.protobuf import meta_graph_pb2
+from tensorflow_serving.apis import (
+    classification_pb2, get_model_metadata_pb2, get_model_status_pb2, inference_pb2, model_management_pb2,
+    model_pb2, predict_pb2, regression_pb2, status_pb2,
+)
+
+from tfbig.export.warmup import WARMUP_FILE, read_warmup
+from tfbig.serving import codec
+from tfbig.serving.errors import ServingError, invalid_argument
+from tfbig.serving.server.models import ModelManager
+from tfbig.serving.server.servable import (
+    DEFAULT_SIGNATURE, Servable, classification_result, regression_result,
+)
+
+SIGNATURE_DEF_FIELD = "signature_def"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
+
+
+def serialized_examples(request_input) -> np.ndarray:
+    """Examples as serialized strings; context features are merged in the way TF Serving
+    does it: a context's bytes followed by an example's parse as their merge, the
+    example's own features winning."""
+    kind = request_input.WhichOneof("kind")
+    if kind == "example_list":
+        serialized = [e.SerializeToString() for e in request_input.example_list.examples]
+    elif kind == "example_list_with_context":
+        context = request_input.example_list_with_context.context.SerializeToString()
+        serialized = [context + e.SerializeToString()
+                      for e in request_input.example_list_with_context.examples]
+    else:
+        raise invalid_argument("Input is empty")
+    if not serialized:
+        raise invalid_argument("Input is empty")
+    array = np.empty(len(serialized), dtype=object)
+    array[:] = serialized
+    return array
+
+
+def _batchable(signature: meta_graph_pb2.SignatureDef) -> bool:
+    """Batching needs every input to have an open first (batch) dimension."""
+    return all(not info.tensor_shape.unknown_rank and info.tensor_shape.dim
+               and info.tensor_shape.dim[0].size == -1 for info in signature.inputs.values())
+
+
+def _response_spec(spec: model_pb2.ModelSpec, version: int, signature: str) -> model_pb2.ModelSpec:
+    out = model_pb2.ModelSpec(name=spec.name, signature_name=signature or DEFAULT_SIGNATURE)
+    out.version.value = version
+    return out
+
+
+class ServingCore:
+    """Predict, Classify, Regress, MultiInference, metadata, status and config reload."""
+
+    def __init__(self, manager: ModelManager, *, warmup_iterations: int = 1):
+        self.manager = manager
+        self._warmup_iterations = warmup_iterations
+
+    # --- running signatures ----------------------------------------------------
+
+    @staticmethod
+    def _run(servable: Servable, batcher, signature: str, inputs: dict, timeout: float | None) -> dict:
+        servable.check_inputs(signature, inputs)
+        if batcher is None or not _batchable(servable.signature_def(signature)):
+            return servable.run(signature, inputs)
+        future = batcher.submit(signature or DEFAULT_SIGNATURE, inputs)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+
+    def run_predict(self, spec: model_pb2.ModelSpec, inputs: dict[str, np.ndarray], *,
+                    output_filter=(), timeout: float | None = None):
+        """Returns (response model spec, outputs) for named numpy inputs."""
+        with self.manager.acquire(spec) as entry:
+            outputs = self._run(entry.servable, entry.batcher, spec.signature_name, inputs, timeout)
+            version = entry.version
+        if output_filter:
+            missing = [name for name in output_filter if name not in outputs]
+            if missing:
+                raise invalid_argument(f"output tensor alias not found in signature: {missing[0]}")
+            outputs = {name: outputs[name] for name in output_filter}
+        return _response_spec(spec, version, spec.signature_name), outputs
+
+    def signature_inputs(self, spec: model_pb2.ModelSpec, signature: str):
+        """The input TensorInfos of a signature (what REST needs to parse JSON)."""
+        with self.manager.acquire(spec) as entry:
+            name = signature or DEFAULT_SIGNATURE
+            if name not in entry.servable.signature_defs:
+                raise invalid_argument(f"Serving signature name: \"{name}\" not found in signature def")
+            return entry.servable.signature_defs[name].inputs
+
+    def predict(self, request: predict_pb2.PredictRequest, timeout: float | None = None):
+        inputs = {name: codec.from_tensor_proto(proto) for name, proto in request.inputs.items()}
+        spec, outputs = self.run_predict(request.model_spec, inputs,
+                                         output_filter=list(request.output_filter), timeout=timeout)
+        response = predict_pb2.PredictResponse(model_spec=spec)
+        for name, value in outputs.items():
+            response.outputs[name].CopyFrom(codec.to_tensor_proto(value))
+        return response
+
+    def _examples_output(self, servable: Servable, batcher, signature: str, request_input, timeout):
+        examples = serialized_examples(request_input)
+        signature_def = servable.signature_def(signature)
+        if len(signature_def.inputs) != 1:
+            raise invalid_argument(f"signature '{signature or DEFAULT_SIGNATURE}' takes "
+                                   f"{len(signature_def.inputs)} inputs; classify and regress need one")
+        name = next(iter(signature_def.inputs))
+        return self._run(servable, batcher, signature, {name: examples}, timeout), len(examples)
+
+    def _classify_on(self, servable, batcher, request, timeout=None):
+        outputs, rows = self._examples_output(servable, batcher, request.model_spec.signature_name,
+                                              request.input, timeout)
+        return classification_result(outputs, rows)
+
+    def _regress_on(self, servable, batcher, request, timeout=None):
+        outputs, rows = self._examples_output(servable, batcher, request.model_spec.signature_name,
+                                              request.input, timeout)
+        return regression_result(outputs, rows)
+
+    def classify(self, request: classification_pb2.ClassificationRequest, timeout: float | None = None):
+        with self.manager.acquire(request.model_spec) as entry:
+            result = self._classify_on(entry.servable, entry.batcher, request, timeout)
+            spec = _response_spec(request.model_spec, entry.version, request.model_spec.signature_name)
+        return classification_pb2.ClassificationResponse(model_spec=spec, result=result)
+
+    def regress(self, request: regression_pb2.RegressionRequest, timeout: float | None = None):
+        with self.manager.acquire(request.model_spec) as entry:
+            result = self._regress_on(entry.servable, entry.batcher, request, timeout)
+            spec = _response_spec(request.model_spec, entry.version, request.model_spec.signature_name)
+        return regression_pb2.RegressionResponse(model_spec=spec, result=result)
+
+    def _multi_inference_on(self, servable, batcher, request, timeout=None):
+        if not request.tasks:
+            raise invalid_argument("MultiInferenceRequest must have at least one task")
+        names = {task.model_spec.name for task in request.tasks}
+        if len(names) != 1:
+            raise invalid_argument("All tasks of a MultiInferenceRequest must use the same model")
+        response = inference_pb2.MultiInferenceResponse()
+        for task in request.tasks:
+            result = response.results.add()
+            result.model_spec.CopyFrom(_response_spec(task.model_spec, servable.version,
+                                                      task.model_spec.signature_name))
+            if task.method_name == CLASSIFY_METHOD:
+                sub = classification_pb2.ClassificationRequest(model_spec=task.model_spec, input=request.input)
+                result.classification_result.CopyFrom(self._classify_on(servable, batcher, sub, timeout))
+            elif task.method_name == REGRESS_METHOD:
+                sub = regression_pb2.RegressionRequest(model_spec=task.model_spec, input=request.input)
+                result.regression_result.CopyFrom(self._regress_on(servable, batcher, sub, timeout))
+            else:
+                raise invalid_argument(f"Unsupported signature method_name: {task.method_name}")
+        return response
+
+    def multi_inference(self, request: inference_pb2.MultiInferenceRequest, timeout: float | None = None):
+        spec = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
+        with self.manager.acquire(spec) as entry:
+            return self._multi_inference_on(entry.servable, entry.batcher, request, timeout)
+
+    # --- warmup ----------------------------------------------------------------
+
+    def warmup(self, servable: Servable) -> None:
+        """Replay the version's warmup records before it is made AVAILABLE, as TF Serving does."""
+        path = os.path.join(servable.path, WARMUP_FILE)
+        if not os.path.exists(path) or self._warmup_iterations <= 0:
+            return
+        for log in read_warmup(path):
+            kind = log.WhichOneof("log_type")
+            for _ in range(self._warmup_iterations):
+                if kind == "predict_log":
+                    request = log.predict_log.request
+                    inputs = {n: codec.from_tensor_proto(p) for n, p in request.inputs.items()}
+                    self._run(servable, None, request.model_spec.signature_name, inputs, None)
+                elif kind == "classify_log":
+                    self._classify_on(servable, None, log.classify_log.request)
+                elif kind == "regress_log":
+                    self._regress_on(servable, None, log.regress_log.request)
+                elif kind == "multi_inference_log":
+                    self._multi_inference_on(servable, None, log.multi_inference_log.request)
+                else:
+                    raise invalid_argument(f"unsupported warmup record type {kind!r} in {path}")
+
+    # --- model service ---------------------------------------------------------
+
+    def metadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest):
+        if not request.metadata_field:
+            raise invalid_argument("GetModelMetadataRequest must specify at least one metadata_field")
+        for field in request.metadata_field:
+            if field != SIGNATURE_DEF_FIELD:
+                raise invalid_argument(f"Metadata field {field} is not supported")
+        with self.manager.acquire(request.model_spec) as entry:
+            signatures = get_model_metadata_pb2.SignatureDefMap(signature_def=entry.servable.signature_defs)
+            version = entry.version
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        response.model_spec.name = request.model_spec.name
+        response.model_spec.version.value = version
+        packed = any_pb2.Any()
+        packed.Pack(signatures)
+        response.metadata[SIGNATURE_DEF_FIELD].CopyFrom(packed)
+        return response
+
+    def status(self, request: get_model_status_pb2.GetModelStatusRequest):
+        if not request.model_spec.name:
+            raise invalid_argument("Missing ModelSpec")
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for entry in self.manager.status(request.model_spec):
+            status = response.model_version_status.add(version=entry.version, state=entry.state)
+            status.status.SetInParent()  # TF Serving always reports a status, OK included
+            if entry.error is not None:
+                status.status.error_code = entry.error.code.value[0]
+                status.status.error_message = entry.error.message
+        return response
+
+    def reload_config(self, request: model_management_pb2.ReloadConfigRequest):
+        if request.config.WhichOneof("config") != "model_config_list":
+            raise invalid_argument("ServerModelConfig type not supported by HandleReloadConfigRequest. "
+                                   "Only ModelConfigList is currently supported")
+        self.manager.apply_config(request.config)
+        return model_management_pb2.ReloadConfigResponse(status=status_pb2.StatusProto())

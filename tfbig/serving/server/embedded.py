@@ -1,0 +1,219 @@
+"""tfbig's embedded model server: TF Serving's gRPC and REST APIs in one process.
+
+Started with the same ServeOptions as `tensorflow_model_server` flags. The
+gRPC server (grpcio) answers on its own thread pool; the REST server
+(aiohttp) runs its event loop on a background thread; both hand requests to
+one ServingCore. A poll thread rescans model base paths (and the model config
+file) so versions hot-load and unload. `stop()` drains: readiness goes false,
+listeners close, in-flight requests get `drain_seconds` to finish, then
+models unload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import threading
+import time
+
+import grpc
+import tensorflow as tf
+from aiohttp import web
+from google.protobuf import text_format
+
+from tfbig.serving import config_files
+from tfbig.serving.errors import ServingError
+from tfbig.serving.options import ServeOptions
+from tfbig.serving.server.core import ServingCore
+from tfbig.serving.server.grpc_api import add_services
+from tfbig.serving.server.metrics import ServerMetrics
+from tfbig.serving.server.models import ModelManager
+from tfbig.serving.server.rest_api import RestApi
+
+log = logging.getLogger("tfbig.serving")
+# Requests wait in these pools while a batch forms, so they must exceed the
+# concurrency at which batching pays off (TF Serving's default gRPC pool is larger still).
+REQUEST_THREADS = 64
+
+
+def _channel_arguments(text: str) -> list[tuple[str, object]]:
+    """TF Serving's --grpc_channel_arguments: comma-separated key=value pairs."""
+    arguments = []
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        arguments.append((key.strip(), int(value) if value.strip().lstrip("-").isdigit() else value.strip()))
+    return arguments
+
+
+def _server_credentials(ssl_config) -> grpc.ServerCredentials:
+    return grpc.ssl_server_credentials(
+        [(ssl_config.server_key.encode(), ssl_config.server_cert.encode())],
+        root_certificates=ssl_config.custom_ca.encode() or None,
+        require_client_auth=ssl_config.client_verify)
+
+
+class EmbeddedServer:
+    """Serve the models described by `options` until `stop()`."""
+
+    def __init__(self, options: ServeOptions):
+        self.options = options
+        self._model_config = config_files.model_server_config(options)
+        self._batching = config_files.batching_parameters(options)
+        self._monitoring = config_files.monitoring_config(options)
+        self._ssl = config_files.ssl_config(options)
+        self.metrics = ServerMetrics()
+        self.manager = ModelManager(
+            self._model_config, batching=self._batching,
+            warmup=self._warmup if options.enable_model_warmup else None,
+            max_request_batch_size=options.max_request_batch_size,
+            allow_labels_for_unavailable=options.allow_version_labels_for_unavailable_models,
+            on_batch=self.metrics.record_batch)
+        self.core = ServingCore(self.manager, warmup_iterations=options.num_request_iterations_for_warmup)
+        self.grpc_port: int | None = None
+        self.rest_port: int | None = None
+        self._draining = False
+        self._stop_polling = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._executor = concurrent.futures.ThreadPoolExecutor(REQUEST_THREADS, thread_name_prefix="rest")
+        self._grpc: grpc.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+
+    def _warmup(self, servable) -> None:
+        self.core.warmup(servable)
+
+    def ready(self) -> bool:
+        return not self._draining and self.manager.ready()
+
+    # --- start -----------------------------------------------------------------
+
+    def start(self) -> "EmbeddedServer":
+        """Load every model, then open the ports; returns once both accept requests."""
+        if self.options.tensorflow_intra_op_parallelism > 0:
+            tf.config.threading.set_intra_op_parallelism_threads(self.options.tensorflow_intra_op_parallelism)
+        if self.options.tensorflow_inter_op_parallelism > 0:
+            tf.config.threading.set_inter_op_parallelism_threads(self.options.tensorflow_inter_op_parallelism)
+        self.manager.reconcile()
+        try:
+            self.manager.check_labels()
+        except ServingError as error:
+            raise config_files.ServeConfigError(error.message) from None
+        self._start_grpc()
+        if self.options.rest_api_port:
+            self._start_rest()
+        self._start_polling()
+        return self
+
+    def _start_grpc(self) -> None:
+        options = [("grpc.max_receive_message_length", self.options.max_request_bytes),
+                   ("grpc.max_send_message_length", -1)]
+        options += _channel_arguments(self.options.grpc_channel_arguments)
+        self._grpc = grpc.server(concurrent.futures.ThreadPoolExecutor(REQUEST_THREADS, thread_name_prefix="grpc"),
+                                 options=options)
+        add_services(self._grpc, self.core, self.metrics)
+        address = f"{self.options.host}:{self.options.port}"
+        if self._ssl is not None:
+            self.grpc_port = self._grpc.add_secure_port(address, _server_credentials(self._ssl))
+        else:
+            self.grpc_port = self._grpc.add_insecure_port(address)
+        if not self.grpc_port:
+            raise config_files.ServeConfigError(f"cannot listen for gRPC on {address}: is the port in use?")
+        self._grpc.start()
+
+    def _start_rest(self) -> None:
+        prometheus = self._monitoring.prometheus_config
+        api = RestApi(self.core, self.metrics, executor=self._executor,
+                      timeout_s=self.options.rest_api_timeout_in_ms / 1000,
+                      max_request_bytes=self.options.max_request_bytes,
+                      prometheus_path=prometheus.path if prometheus.enable else None,
+                      cors=self.options.rest_api_enable_cors_support, is_ready=self.ready)
+        started = concurrent.futures.Future()
+        self._loop = asyncio.new_event_loop()
+
+        async def open_site():
+            self._runner = web.AppRunner(api.app(), access_log=None, shutdown_timeout=self.options.drain_seconds)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, self.options.host, self.options.rest_api_port)
+            await site.start()
+            return site._server.sockets[0].getsockname()[1]
+
+        def run_loop():
+            asyncio.set_event_loop(self._loop)
+            try:
+                started.set_result(self._loop.run_until_complete(open_site()))
+            except Exception as error:
+                started.set_exception(error)
+                return
+            self._loop.run_forever()
+
+        thread = threading.Thread(target=run_loop, name="rest-loop", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        try:
+            self.rest_port = started.result()
+        except OSError as error:
+            raise config_files.ServeConfigError(
+                f"cannot listen for REST on {self.options.host}:{self.options.rest_api_port}: "
+                f"{error.strerror}") from None
+
+    def _start_polling(self) -> None:
+        fs_every = self.options.file_system_poll_wait_seconds
+        config_every = self.options.model_config_file_poll_wait_seconds if self.options.model_config_file else 0
+        if fs_every <= 0 and config_every <= 0:
+            return
+        thread = threading.Thread(target=self._poll, args=(fs_every, config_every), name="poll", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _poll(self, fs_every: float, config_every: float) -> None:
+        tick = min(p for p in (fs_every, config_every) if p > 0)
+        next_fs = next_config = time.monotonic()
+        while not self._stop_polling.wait(tick):
+            now = time.monotonic()
+            try:
+                if config_every > 0 and now >= next_config + config_every:
+                    next_config = now
+                    self._reload_config_file()
+                if fs_every > 0 and now >= next_fs + fs_every:
+                    next_fs = now
+                    self.manager.reconcile()
+            except Exception:  # polling must survive a bad file; the next pass retries
+                log.exception("polling the model base paths failed")
+
+    def _reload_config_file(self) -> None:
+        config = config_files.read_text_proto(
+            self.options.model_config_file, type(self._model_config)(), "model_config_file")
+        if text_format.MessageToString(config) != text_format.MessageToString(self.manager.config):
+            log.info("model config file changed: reloading %s", self.options.model_config_file)
+            self.manager.apply_config(config)
+
+    # --- stop ------------------------------------------------------------------
+
+    def stop(self, grace: float | None = None) -> None:
+        """Drain: refuse new work, let in-flight requests finish, then unload models."""
+        grace = self.options.drain_seconds if grace is None else grace
+        self._draining = True
+        self._stop_polling.set()
+        if self._grpc is not None:
+            self._grpc.stop(grace).wait()
+        if self._loop is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result()
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        for thread in self._threads:
+            thread.join()
+        self._executor.shutdown(wait=True)
+        self.manager.unload_all()
+
+    def __enter__(self) -> "EmbeddedServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def describe(server: EmbeddedServer) -> str:
+    names = ", ".join(server.manager.model_names())
+    rest = f", REST :{server.rest_port}" if server.rest_port else ""
+    return f"serving {names} with tfbig's embedded server on gRPC :{server.grpc_port}{rest} (pid {os.getpid()})"

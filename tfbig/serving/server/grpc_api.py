@@ -1,0 +1,78 @@
+"""TF Serving's gRPC services (PredictionService, ModelService) over grpcio.
+
+The servicers are thin: each RPC is handed to the shared ServingCore with the
+client's remaining deadline, and a ServingError becomes the same status code
+and message TF Serving would send.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import grpc
+from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+from tfbig.serving.errors import ServingError
+from tfbig.serving.server.core import ServingCore
+from tfbig.serving.server.metrics import ServerMetrics
+
+log = logging.getLogger("tfbig.serving")
+
+
+class _Handler:
+    def __init__(self, core: ServingCore, metrics: ServerMetrics):
+        self._core = core
+        self._metrics = metrics
+
+    def _call(self, api: str, model_name: str, context: grpc.ServicerContext, function, *args):
+        start = time.perf_counter()
+        code, message = grpc.StatusCode.OK, ""
+        try:
+            return function(*args)
+        except ServingError as error:
+            code, message = error.code, error.message
+        except Exception as error:  # a bug must answer INTERNAL, not drop the connection
+            log.exception("%s failed", api)
+            code, message = grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}"
+        finally:
+            self._metrics.record(model_name, api, "GRPC", code, time.perf_counter() - start)
+        context.abort(code, message)
+
+
+class PredictionService(_Handler, prediction_service_pb2_grpc.PredictionServiceServicer):
+    def Predict(self, request, context):
+        return self._call("predict", request.model_spec.name, context, self._core.predict,
+                          request, context.time_remaining())
+
+    def Classify(self, request, context):
+        return self._call("classify", request.model_spec.name, context, self._core.classify,
+                          request, context.time_remaining())
+
+    def Regress(self, request, context):
+        return self._call("regress", request.model_spec.name, context, self._core.regress,
+                          request, context.time_remaining())
+
+    def MultiInference(self, request, context):
+        name = request.tasks[0].model_spec.name if request.tasks else ""
+        return self._call("multi_inference", name, context, self._core.multi_inference,
+                          request, context.time_remaining())
+
+    def GetModelMetadata(self, request, context):
+        return self._call("get_model_metadata", request.model_spec.name, context,
+                          self._core.metadata, request)
+
+
+class ModelService(_Handler, model_service_pb2_grpc.ModelServiceServicer):
+    def GetModelStatus(self, request, context):
+        return self._call("get_model_status", request.model_spec.name, context,
+                          self._core.status, request)
+
+    def HandleReloadConfigRequest(self, request, context):
+        return self._call("reload_config", "", context, self._core.reload_config, request)
+
+
+def add_services(server: grpc.Server, core: ServingCore, metrics: ServerMetrics) -> None:
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionService(core, metrics), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core, metrics), server)

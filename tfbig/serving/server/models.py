@@ -1,0 +1,267 @@
+"""Which versions of which models are loaded, and the lifecycle of each.
+
+The embedded server's counterpart of TF Serving's ServerCore + AspiredVersions
+manager. Each model's base path is scanned for integer subdirectories; the
+version policy (latest N / all / specific) decides which should be served;
+new ones are loaded, checked against their tfbig manifest, warmed up and only
+then made AVAILABLE, and versions that fall out of the policy are unloaded
+after the requests holding them have finished. Loading a new version before
+unloading the old one, and counting in-flight requests per version, is what
+lets a version roll over under load without a failed request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import threading
+
+import grpc
+from tensorflow_serving.apis import get_model_status_pb2, model_pb2
+from tensorflow_serving.config import model_server_config_pb2
+
+from tfbig.export.manifest import MANIFEST_FILE, verify_manifest
+from tfbig.serving.config_files import check_models
+from tfbig.serving.errors import ServingError, invalid_argument, not_found
+from tfbig.serving.server.batching import Batcher
+from tfbig.serving.server.servable import Servable
+
+State = get_model_status_pb2.ModelVersionStatus.State
+log = logging.getLogger("tfbig.serving")
+
+
+@dataclasses.dataclass
+class LoadedVersion:
+    """One version's state; `servable` is set while it is AVAILABLE."""
+
+    version: int
+    state: int = State.START
+    error: ServingError | None = None
+    servable: Servable | None = None
+    batcher: Batcher | None = None
+    in_flight: int = 0
+
+
+def version_dirs(base_path: str) -> dict[int, str]:
+    """Integer subdirectories of a base path that really lie inside it."""
+    try:
+        names = os.listdir(base_path)
+    except OSError:
+        return {}
+    root = os.path.realpath(base_path)
+    versions = {}
+    for name in names:
+        path = os.path.join(base_path, name)
+        if name.isdigit() and os.path.isdir(path) and os.path.dirname(os.path.realpath(path)) == root:
+            versions[int(name)] = path
+    return versions
+
+
+def aspired_versions(model: model_server_config_pb2.ModelConfig, found: list[int]) -> set[int]:
+    policy = model.model_version_policy
+    kind = policy.WhichOneof("policy_choice")
+    if kind == "all":
+        return set(found)
+    if kind == "specific":
+        return set(policy.specific.versions) & set(found)
+    count = policy.latest.num_versions if kind == "latest" else 1
+    return set(sorted(found)[-count:])
+
+
+def spec_text(spec: model_pb2.ModelSpec) -> str:
+    """How TF Serving names a request in its errors: Latest(name) / Specific(name, 3)."""
+    if spec.HasField("version"):
+        return f"Specific({spec.name}, {spec.version.value})"
+    return f"Latest({spec.name})"
+
+
+class ModelManager:
+    """Loads, serves and unloads model versions according to a ModelServerConfig."""
+
+    def __init__(self, config: model_server_config_pb2.ModelServerConfig, *, batching=None,
+                 warmup=None, max_request_batch_size: int = 0,
+                 allow_labels_for_unavailable: bool = False, on_batch=None):
+        self._config = config
+        self._on_batch = on_batch  # (model name, batch size) of every batch run
+        self._batching = batching
+        self._warmup = warmup
+        self._max_rows = max_request_batch_size
+        self._allow_unavailable_labels = allow_labels_for_unavailable
+        self._lock = threading.Condition()
+        self._reconcile_lock = threading.Lock()
+        self._versions: dict[str, dict[int, LoadedVersion]] = {}
+
+    # --- configuration ---------------------------------------------------------
+
+    @property
+    def config(self) -> model_server_config_pb2.ModelServerConfig:
+        return self._config
+
+    def model_names(self) -> list[str]:
+        return [m.name for m in self._config.model_config_list.config]
+
+    def apply_config(self, config: model_server_config_pb2.ModelServerConfig) -> None:
+        """Serve exactly the models of `config` (HandleReloadConfigRequest's semantics)."""
+        try:
+            check_models(config)
+        except ValueError as error:
+            raise invalid_argument(str(error)) from None
+        with self._reconcile_lock:
+            previous, self._config = self._config, config
+            self._reconcile_locked()
+            try:
+                self.check_labels()
+            except ServingError:
+                self._config = previous
+                self._reconcile_locked()
+                raise
+
+    def check_labels(self) -> None:
+        for model in self._config.model_config_list.config:
+            for label, version in model.version_labels.items():
+                entry = self._versions.get(model.name, {}).get(version)
+                if not self._allow_unavailable_labels and (entry is None or entry.state != State.AVAILABLE):
+                    raise ServingError(
+                        grpc.StatusCode.FAILED_PRECONDITION,
+                        f"Request to assign label to version {version} of model {model.name}, "
+                        f"which is not currently available for inference")
+
+    # --- loading ---------------------------------------------------------------
+
+    def reconcile(self) -> None:
+        """One pass over every base path: load what the policies want, unload the rest."""
+        with self._reconcile_lock:
+            self._reconcile_locked()
+
+    def _reconcile_locked(self) -> None:
+        wanted_models = {m.name: m for m in self._config.model_config_list.config}
+        for name in list(self._versions):
+            if name not in wanted_models:
+                for version in list(self._versions[name]):
+                    self._unload(name, version)
+        for name, model in wanted_models.items():
+            found = version_dirs(model.base_path)
+            aspired = aspired_versions(model, list(found))
+            current = self._versions.setdefault(name, {})
+            for version in sorted(aspired):
+                entry = current.get(version)
+                if entry is None or entry.state == State.END and entry.error is None:
+                    self._load(name, version, found[version])
+            # Availability first: keep old versions until an aspired one is serving
+            # (a new version that fails to load does not take the model down).
+            if any(current[v].state == State.AVAILABLE for v in aspired if v in current):
+                for version, entry in list(current.items()):
+                    if version not in aspired and entry.state == State.AVAILABLE:
+                        self._unload(name, version)
+
+    def _load(self, name: str, version: int, path: str) -> None:
+        entry = LoadedVersion(version, State.LOADING)
+        with self._lock:
+            self._versions[name][version] = entry
+        try:
+            if os.path.exists(os.path.join(path, MANIFEST_FILE)):
+                problems = verify_manifest(path)
+                if problems:
+                    raise ServingError(grpc.StatusCode.DATA_LOSS,
+                                       f"version {version} of model {name} does not match its "
+                                       f"manifest: {'; '.join(problems)}")
+            servable = Servable(name, version, path, max_request_batch_size=self._max_rows)
+            batcher = None
+            if self._batching is not None:
+                observe = (lambda size: self._on_batch(name, size)) if self._on_batch else None
+                batcher = Batcher(servable.run, self._batching, on_batch=observe)
+            if self._warmup is not None:
+                self._warmup(servable)
+        except Exception as error:  # a broken version must not take the server down
+            code = error.code if isinstance(error, ServingError) else grpc.StatusCode.UNKNOWN
+            message = error.message if isinstance(error, ServingError) else f"{type(error).__name__}: {error}"
+            log.error("failed to load version %d of model %s: %s", version, name, message)
+            with self._lock:
+                entry.state, entry.error = State.END, ServingError(code, message)
+            return
+        with self._lock:
+            entry.servable, entry.batcher, entry.state = servable, batcher, State.AVAILABLE
+        log.info("model %s version %d is AVAILABLE", name, version)
+
+    def _unload(self, name: str, version: int) -> None:
+        with self._lock:
+            entry = self._versions[name][version]
+            if entry.state != State.AVAILABLE:
+                return
+            entry.state = State.UNLOADING
+            self._lock.wait_for(lambda: entry.in_flight == 0)
+        if entry.batcher is not None:
+            entry.batcher.stop()
+        with self._lock:
+            entry.state, entry.servable, entry.batcher = State.END, None, None
+        log.info("model %s version %d unloaded", name, version)
+
+    def unload_all(self) -> None:
+        with self._reconcile_lock:
+            for name in list(self._versions):
+                for version in list(self._versions[name]):
+                    self._unload(name, version)
+
+    # --- serving ---------------------------------------------------------------
+
+    def _resolve(self, spec: model_pb2.ModelSpec) -> LoadedVersion:
+        versions = self._versions.get(spec.name, {})
+        if spec.HasField("version") and spec.version_label:
+            raise invalid_argument(f"Both model version ({spec.version.value}) and model version "
+                                   f"label ({spec.version_label}) cannot be supplied.")
+        if spec.version_label:
+            labels = next((m.version_labels for m in self._config.model_config_list.config
+                           if m.name == spec.name), {})
+            if spec.version_label not in labels:
+                raise invalid_argument(f"Unrecognized servable version label: {spec.version_label}")
+            entry = versions.get(labels[spec.version_label])
+        elif spec.HasField("version"):
+            entry = versions.get(spec.version.value)
+        else:
+            available = [v for v, e in versions.items() if e.state == State.AVAILABLE]
+            entry = versions[max(available)] if available else None
+        if entry is None or entry.state != State.AVAILABLE:
+            raise not_found(f"Servable not found for request: {spec_text(spec)}")
+        return entry
+
+    @contextlib.contextmanager
+    def acquire(self, spec: model_pb2.ModelSpec):
+        """Hold a version for one request; it is not unloaded until every holder is done."""
+        with self._lock:
+            entry = self._resolve(spec)
+            entry.in_flight += 1
+        try:
+            yield entry
+        finally:
+            with self._lock:
+                entry.in_flight -= 1
+                self._lock.notify_all()
+
+    def status(self, spec: model_pb2.ModelSpec) -> list[LoadedVersion]:
+        """Versions matching `spec` with their states, newest first, as GetModelStatus reports."""
+        with self._lock:
+            versions = dict(self._versions.get(spec.name, {}))
+            if spec.version_label:
+                labels = next((m.version_labels for m in self._config.model_config_list.config
+                               if m.name == spec.name), {})
+                if spec.version_label not in labels:
+                    raise invalid_argument(f"Unrecognized servable version label: {spec.version_label}")
+                wanted = labels[spec.version_label]
+                if wanted not in versions:
+                    raise not_found(f"Could not find version {wanted} of model {spec.name}")
+                return [dataclasses.replace(versions[wanted])]
+            if spec.HasField("version"):
+                if spec.version.value not in versions:
+                    raise not_found(f"Could not find version {spec.version.value} of model {spec.name}")
+                return [dataclasses.replace(versions[spec.version.value])]
+            if not versions:
+                raise not_found(f"Could not find any versions of model {spec.name}")
+            return [dataclasses.replace(versions[v]) for v in sorted(versions, reverse=True)]
+
+    def ready(self) -> bool:
+        """Every configured model has an AVAILABLE version."""
+        with self._lock:
+            return all(any(e.state == State.AVAILABLE for e in self._versions.get(name, {}).values())
+                       for name in self.model_names())

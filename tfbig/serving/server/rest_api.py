@@ -1,0 +1,287 @@
+"""TF Serving's REST API (`/v1/models/...`) on aiohttp.
+
+URL parsing, JSON formats, error bodies `{"error": ...}` and HTTP statuses
+follow TF Serving's http_rest_api_handler.cc and util/json_tensor.cc: the JSON
+is turned into the same protos the gRPC API takes and handed to the shared
+ServingCore. Work runs on a thread pool so the event loop only moves bytes.
+tfbig adds what TF Serving users ask for: `GET /v1/models` lists the models,
+`/healthz` answers while the process lives, `/readyz` while every model has an
+AVAILABLE version and the server is not draining.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+import urllib.parse
+
+import grpc
+import numpy as np
+from aiohttp import web
+from google.protobuf import json_format
+from tensorflow_serving.apis import (
+    classification_pb2, get_model_metadata_pb2, get_model_status_pb2, input_pb2, model_pb2,
+    regression_pb2,
+)
+
+from tfbig.serving import codec
+from tfbig.serving.errors import ServingError, invalid_argument
+from tfbig.serving.server.core import SIGNATURE_DEF_FIELD, ServingCore
+from tfbig.serving.server.metrics import ServerMetrics
+
+# TF Serving's own patterns (model_servers/http_rest_api_util.cc).
+PREDICTION_PATH = re.compile(
+    r"(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)")
+STATUS_PATH = re.compile(
+    r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?")
+API_PREFIX = re.compile(r"(?i)/v1/")
+_JSON_OPTIONS = {"always_print_fields_with_no_presence": True}
+
+
+def _model_spec(name: str, version: str | None, label: str | None) -> model_pb2.ModelSpec:
+    spec = model_pb2.ModelSpec(name=urllib.parse.unquote(name))
+    if version:
+        spec.version.value = int(version)
+    if label:
+        spec.version_label = urllib.parse.unquote(label)
+    return spec
+
+
+def parse_json(body: bytes) -> dict:
+    if not body.strip():
+        raise invalid_argument("JSON Parse error: The document is empty")
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise invalid_argument(f"JSON Parse error: {error}") from None
+    if not isinstance(doc, dict):
+        raise invalid_argument(f"JSON Value: {body[:100]!r} Is not object")
+    signature = doc.get("signature_name", "")
+    if not isinstance(signature, str):
+        raise invalid_argument("'signature_name' key must be a string value.")
+    return doc
+
+
+def _instance_item(value, name: str, info, shapes: dict) -> np.ndarray:
+    array = codec.json_to_array(value, info.dtype)
+    if shapes.setdefault(name, array.shape) != array.shape:
+        raise invalid_argument(f"Expecting shape {list(shapes[name])} but got: {list(array.shape)}")
+    return array
+
+
+def instances_to_inputs(instances: list, infos) -> dict[str, np.ndarray]:
+    """Row format: one entry per example, objects keyed by input name when there are several."""
+    names = sorted(infos)
+    as_objects = isinstance(instances[0], dict) and not codec.is_b64(instances[0])
+    if not as_objects and len(names) > 1:
+        raise invalid_argument("instances is a plain list, but expecting list of objects as multiple "
+                               "input tensors required as per tensorinfo_map")
+    columns: dict[str, list] = {name: [] for name in names}
+    shapes: dict = {}
+    for index, item in enumerate(instances):
+        is_object = isinstance(item, dict) and not codec.is_b64(item)
+        try:
+            if as_objects != is_object:
+                raise invalid_argument(f"Expecting {'object' if as_objects else 'value/list'} but got "
+                                       f"{'object' if is_object else 'list'} at item {index} of input list")
+            if as_objects:
+                if set(item) != set(names):
+                    raise invalid_argument(f"JSON object keys {sorted(item)} must be equal to: {','.join(names)}")
+                for name in names:
+                    columns[name].append(_instance_item(item[name], name, infos[name], shapes))
+            else:
+                columns[names[0]].append(_instance_item(item, names[0], infos[names[0]], shapes))
+        except ServingError as error:
+            raise invalid_argument(f"Failed to process element: {index} of 'instances' list. "
+                                   f"Error: {error.message}") from None
+    return {name: np.stack(values) for name, values in columns.items()}
+
+
+def columns_to_inputs(value, infos) -> dict[str, np.ndarray]:
+    """Columnar format: one value per input (just the value when there is one input)."""
+    if not isinstance(value, dict) or codec.is_b64(value):
+        if len(infos) > 1:
+            raise invalid_argument("inputs is a plain value/list, but expecting an object as multiple "
+                                   "input tensors required as per tensorinfo_map")
+        name = next(iter(infos))
+        return {name: codec.json_to_array(value, infos[name].dtype)}
+    inputs = {}
+    for name, info in infos.items():
+        if name not in value:
+            raise invalid_argument(f"Missing named input: {name} in 'inputs' object.")
+        inputs[name] = codec.json_to_array(value[name], info.dtype)
+    return inputs
+
+
+def examples_input(doc: dict, method: str):
+    """A classify/regress request's `examples` (and optional `context`) as an Input proto."""
+    request_input = input_pb2.Input()
+    examples = doc.get("examples")
+    if examples is None:
+        raise invalid_argument(f"When method is {method}, key 'examples' is expected and was not found")
+    if not isinstance(examples, list):
+        raise invalid_argument("Expecting 'examples' value to be an list/array")
+    if not examples:
+        raise invalid_argument("'examples' value is an empty array")
+    if "context" in doc:
+        target = request_input.example_list_with_context
+        target.context.CopyFrom(codec.example_from_json(doc["context"]))
+    else:
+        target = request_input.example_list
+    target.examples.extend(codec.example_from_json(example) for example in examples)
+    return request_input
+
+
+class RestApi:
+    """The request handlers; `app()` wires them into an aiohttp application."""
+
+    def __init__(self, core: ServingCore, metrics: ServerMetrics, *, executor, timeout_s: float,
+                 max_request_bytes: int, prometheus_path: str | None, cors: bool, is_ready):
+        self._core = core
+        self._metrics = metrics
+        self._executor = executor
+        self._timeout = timeout_s if timeout_s > 0 else None
+        self._max_bytes = max_request_bytes
+        self._prometheus_path = prometheus_path
+        self._cors = cors
+        self._is_ready = is_ready
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self._max_bytes)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        if self._prometheus_path:
+            app.router.add_get(self._prometheus_path, self._prometheus)
+        app.router.add_route("*", "/{path:.*}", self._v1)
+        return app
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "alive"})
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        ready = self._is_ready()
+        return web.json_response({"ready": ready}, status=200 if ready else 503)
+
+    async def _prometheus(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._metrics.exposition(), content_type="text/plain")
+
+    async def _v1(self, request: web.Request) -> web.Response:
+        start = time.perf_counter()
+        if not API_PREFIX.match(request.path):
+            return self._reply(404, {"error": f"Not found: {request.method} {request.path}"})
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return self._reply(413, {"error": f"Request body is larger than the {self._max_bytes} "
+                                              f"bytes this server accepts (--max_request_bytes)"})
+        loop = asyncio.get_running_loop()
+        # The undecoded path, as TF Serving matches it: %2F inside a model name stays in the name.
+        path = request.rel_url.raw_path
+        work = loop.run_in_executor(self._executor, self._process, request.method, path, body)
+        try:
+            model_name, api, payload = await asyncio.wait_for(work, self._timeout)
+            code = grpc.StatusCode.OK
+        except asyncio.TimeoutError:
+            model_name, api, code = "", "", grpc.StatusCode.DEADLINE_EXCEEDED
+            payload = ServingError(code, "Deadline Exceeded")
+        if isinstance(payload, ServingError):
+            code = payload.code
+            response = self._reply(payload.http_status, {"error": payload.message})
+        else:
+            response = self._reply(200, payload)
+        self._metrics.record(model_name, api, "REST", code, time.perf_counter() - start)
+        return response
+
+    def _reply(self, status: int, payload) -> web.Response:
+        headers = {}
+        if self._cors:
+            headers = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "POST, GET",
+                       "Access-Control-Allow-Headers": "Content-Type"}
+        return web.Response(text=json.dumps(payload), status=status, headers=headers,
+                            content_type="application/json")
+
+    def _process(self, method: str, path: str, body: bytes):
+        """Returns (model name, api, JSON payload or ServingError); runs on the executor."""
+        model_name, api = "", ""
+        try:
+            if method == "POST" and (match := PREDICTION_PATH.fullmatch(path)):
+                name, version, label, api = match.groups()
+                spec = _model_spec(name, version, label)
+                model_name = spec.name
+                return model_name, api, self._post(api.lower(), spec, body)
+            if method == "GET" and (match := STATUS_PATH.fullmatch(path)):
+                name, version, label, metadata = match.groups()
+                if name is None and not (version or label or metadata):
+                    return "", "list_models", self._list_models()
+                if name is None:
+                    raise invalid_argument("Missing model name in request.")
+                spec = _model_spec(name, version, label)
+                model_name, api = spec.name, "metadata" if metadata else "status"
+                return model_name, api, self._metadata(spec) if metadata else self._status(spec)
+            raise invalid_argument(f"Malformed request: {method} {path}")
+        except ServingError as error:
+            return model_name, api, error
+        except Exception as error:  # a bug answers 500 with its message; the server lives on
+            return model_name, api, ServingError(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
+
+    def _post(self, method: str, spec: model_pb2.ModelSpec, body: bytes):
+        if spec.HasField("version") and spec.version_label:
+            raise invalid_argument("Both model version and model version label cannot be supplied.")
+        doc = parse_json(body)
+        spec.signature_name = doc.get("signature_name", "")
+        if method == "classify":
+            request = classification_pb2.ClassificationRequest(model_spec=spec, input=examples_input(doc, method))
+            result = self._core.classify(request, self._timeout).result
+            return {"result": [[[c.label, c.score] for c in item.classes] for item in result.classifications]}
+        if method == "regress":
+            request = regression_pb2.RegressionRequest(model_spec=spec, input=examples_input(doc, method))
+            result = self._core.regress(request, self._timeout).result
+            return {"result": [r.value for r in result.regressions]}
+        return self._predict(spec, doc)
+
+    def _predict(self, spec: model_pb2.ModelSpec, doc: dict):
+        infos = self._core.signature_inputs(spec, spec.signature_name)
+        if "instances" in doc and "inputs" in doc:
+            raise invalid_argument("Not formatted correctly expecting only one of 'inputs' or "
+                                   "'instances' keys to exist")
+        if "instances" in doc:
+            instances = doc["instances"]
+            if not isinstance(instances, list):
+                raise invalid_argument("Expecting 'instances' to be an list/array")
+            if not instances:
+                raise invalid_argument("No values in 'instances' array")
+            inputs = instances_to_inputs(instances, infos)
+        elif "inputs" in doc:
+            inputs = columns_to_inputs(doc["inputs"], infos)
+        else:
+            raise invalid_argument("Missing 'inputs' or 'instances' key")
+        _, outputs = self._core.run_predict(spec, inputs, timeout=self._timeout)
+        if "instances" in doc:
+            return {"predictions": codec.rows_to_json(outputs)}
+        return {"outputs": codec.columns_to_json(outputs)}
+
+    def _status(self, spec: model_pb2.ModelSpec) -> dict:
+        response = self._core.status(get_model_status_pb2.GetModelStatusRequest(model_spec=spec))
+        return json_format.MessageToDict(response, **_JSON_OPTIONS)
+
+    def _metadata(self, spec: model_pb2.ModelSpec) -> dict:
+        request = get_model_metadata_pb2.GetModelMetadataRequest(
+            model_spec=spec, metadata_field=[SIGNATURE_DEF_FIELD])
+        response = self._core.metadata(request)
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata[SIGNATURE_DEF_FIELD].Unpack(signatures)
+        options = dict(_JSON_OPTIONS, preserving_proto_field_name=True)
+        return {"model_spec": json_format.MessageToDict(response.model_spec, **options),
+                "metadata": {SIGNATURE_DEF_FIELD: json_format.MessageToDict(signatures, **options)}}
+
+    def _list_models(self) -> dict:
+        models = []
+        for name in self._core.manager.model_names():
+            try:
+                status = self._status(model_pb2.ModelSpec(name=name))
+            except ServingError:
+                status = {"model_version_status": []}
+            models.append({"name": name, **status})
+        return {"models": models}

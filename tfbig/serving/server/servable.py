@@ -1,0 +1,134 @@
+"""One loaded version of one model: its SignatureDefs and how to run them.
+
+Requests are checked against the SignatureDef before TensorFlow sees them, so
+a wrong input name, dtype or shape comes back as INVALID_ARGUMENT naming the
+input, as TF Serving does, instead of an error from deep inside a graph.
+"""
+
+from __future__ import annotations
+
+import os
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+from tensorflow_serving.apis import classification_pb2, regression_pb2
+
+from tfbig.serving import codec
+from tfbig.serving.errors import ServingError, invalid_argument
+
+DEFAULT_SIGNATURE = "serving_default"
+SERVE_TAG = "serve"
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def read_signature_defs(path: str) -> dict[str, meta_graph_pb2.SignatureDef]:
+    """The `serve` MetaGraph's SignatureDefs, as TF Serving's metadata API reports them."""
+    saved_model = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+        saved_model.ParseFromString(f.read())
+    for meta_graph in saved_model.meta_graphs:
+        if SERVE_TAG in meta_graph.meta_info_def.tags:
+            return dict(meta_graph.signature_def)
+    raise ValueError(f"{path} has no MetaGraph tagged '{SERVE_TAG}'")
+
+
+def _shape_matches(shape: tuple, expected: meta_graph_pb2.TensorInfo) -> bool:
+    proto = expected.tensor_shape
+    if proto.unknown_rank:
+        return True
+    dims = [d.size for d in proto.dim]
+    return len(dims) == len(shape) and all(d < 0 or d == s for d, s in zip(dims, shape))
+
+
+def _shape_text(info: meta_graph_pb2.TensorInfo) -> str:
+    if info.tensor_shape.unknown_rank:
+        return "any shape"
+    return "[" + ", ".join("?" if d.size < 0 else str(d.size) for d in info.tensor_shape.dim) + "]"
+
+
+class Servable:
+    """A SavedModel version loaded for serving."""
+
+    def __init__(self, name: str, version: int, path: str, *, max_request_batch_size: int = 0):
+        self.name = name
+        self.version = version
+        self.path = path
+        self.signature_defs = read_signature_defs(path)
+        self._max_rows = max_request_batch_size
+        loaded = tf.saved_model.load(path, tags=[SERVE_TAG])
+        self._loaded = loaded  # keeps the functions' variables alive
+        self._functions = dict(loaded.signatures)
+
+    def signature_def(self, signature_name: str) -> meta_graph_pb2.SignatureDef:
+        name = signature_name or DEFAULT_SIGNATURE
+        if name not in self._functions:
+            raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
+                               f"Serving signature key \"{name}\" not found.")
+        return self.signature_defs[name]
+
+    def check_inputs(self, signature_name: str, inputs: dict[str, np.ndarray]) -> None:
+        signature = self.signature_def(signature_name)
+        expected, sent = set(signature.inputs), set(inputs)
+        if expected != sent:
+            raise invalid_argument(
+                f"input size does not match signature: {len(sent)}!={len(expected)} "
+                f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(expected))}}}). "
+                f"Sent extra: {{{','.join(sorted(sent - expected))}}}. "
+                f"Missing but required: {{{','.join(sorted(expected - sent))}}}.")
+        for name, value in inputs.items():
+            info = signature.inputs[name]
+            want = codec.numpy_dtype(info.dtype)
+            if (want.kind == "O") != (value.dtype.kind in "OSU") or (want.kind != "O" and value.dtype != want):
+                raise invalid_argument(
+                    f"input '{name}' is {value.dtype.name if value.dtype.kind != 'O' else 'string'} but "
+                    f"signature '{signature_name or DEFAULT_SIGNATURE}' expects {codec.dtype_name(info.dtype)}")
+            if not _shape_matches(value.shape, info):
+                raise invalid_argument(
+                    f"input '{name}' has shape {list(value.shape)} but signature "
+                    f"'{signature_name or DEFAULT_SIGNATURE}' expects {_shape_text(info)}")
+            if self._max_rows and value.ndim and value.shape[0] > self._max_rows:
+                raise invalid_argument(
+                    f"input '{name}' has {value.shape[0]} rows; this server accepts at most "
+                    f"{self._max_rows} per request (--max_request_batch_size)")
+
+    def run(self, signature_name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run a signature on already-checked inputs."""
+        function = self._functions[signature_name or DEFAULT_SIGNATURE]
+        try:
+            outputs = function(**{name: tf.constant(value) for name, value in inputs.items()})
+        except tf.errors.OpError as error:
+            raise ServingError(_CODES.get(error.error_code, grpc.StatusCode.UNKNOWN),
+                               error.message.split("\n")[0]) from None
+        return {name: value.numpy() for name, value in outputs.items()}
+
+
+def classification_result(outputs: dict[str, np.ndarray], rows: int) -> classification_pb2.ClassificationResult:
+    """TF Serving's classify semantics: `classes` (labels) and/or `scores`, one column per class."""
+    classes, scores = outputs.get("classes"), outputs.get("scores")
+    if classes is None and scores is None:
+        raise invalid_argument("classify signature has neither a 'classes' nor a 'scores' output")
+    result = classification_pb2.ClassificationResult()
+    columns = (classes if classes is not None else scores).reshape(rows, -1).shape[1]
+    for row in range(rows):
+        classifications = result.classifications.add()
+        for column in range(columns):
+            entry = classifications.classes.add()
+            if classes is not None:
+                entry.label = classes.reshape(rows, -1)[row, column].decode("utf-8", "replace")
+            if scores is not None:
+                entry.score = float(scores.reshape(rows, -1)[row, column])
+    return result
+
+
+def regression_result(outputs: dict[str, np.ndarray], rows: int) -> regression_pb2.RegressionResult:
+    if "outputs" not in outputs:
+        raise invalid_argument("regress signature has no 'outputs' output")
+    values = outputs["outputs"].reshape(rows, -1)
+    if values.shape[1] != 1:
+        raise invalid_argument(f"regress 'outputs' must hold one value per example, got {values.shape[1]}")
+    result = regression_pb2.RegressionResult()
+    for value in values[:, 0]:
+        result.regressions.add(value=float(value))
+    return result
