@@ -1,0 +1,158 @@
+"""`AsyncClient`: the asyncio twin of `Client`, for many requests in flight at once.
+
+One grpc.aio channel or one aiohttp session multiplexes any number of
+concurrent calls, so `asyncio.gather` over hundreds of requests needs no
+threads. Requests and results are built by the same `wire` functions as the
+blocking client, so both return identical values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import grpc
+from tensorflow_serving.apis import (
+    classification_pb2, get_model_status_pb2, model_service_pb2_grpc, prediction_service_pb2_grpc,
+    regression_pb2,
+)
+
+from tfbig.serving.client import wire
+from tfbig.serving.client.sync import (
+    MAX_MESSAGE_BYTES, PROTOCOLS, backoff, grpc_credentials, grpc_options,
+)
+from tfbig.serving.errors import ServingError
+
+
+class AsyncClient:
+    """Same arguments and methods as `Client`, awaited. Use inside a running event loop."""
+
+    def __init__(self, target: str, protocol: str = "grpc", *, timeout: float = 30.0,
+                 max_retries: int = 3, backoff_s: float = 0.05,
+                 max_message_bytes: int = MAX_MESSAGE_BYTES, root_certificates: bytes | None = None,
+                 private_key: bytes | None = None, certificate_chain: bytes | None = None):
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+        self.protocol = protocol
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self._signatures: dict[tuple, dict] = {}
+        if protocol == "grpc":
+            options = grpc_options(max_message_bytes)
+            if root_certificates is not None:
+                credentials = grpc_credentials(root_certificates, private_key, certificate_chain)
+                self._channel = grpc.aio.secure_channel(target, credentials, options=options)
+            else:
+                self._channel = grpc.aio.insecure_channel(target, options=options)
+            self._prediction = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+            self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
+        else:
+            self._base_url = target if "://" in target else f"http://{target}"
+            self._session = aiohttp.ClientSession()
+
+    async def _retrying(self, call):
+        for attempt in range(self.max_retries + 1):
+            try:
+                return await call()
+            except ServingError as error:
+                if error.code != grpc.StatusCode.UNAVAILABLE or attempt == self.max_retries:
+                    raise
+                await asyncio.sleep(backoff(self.backoff_s, attempt))
+
+    async def _rpc(self, method, request, timeout):
+        async def call():
+            try:
+                return await method(request, timeout=timeout or self.timeout)
+            except grpc.RpcError as error:
+                raise ServingError.from_rpc(error) from None
+        return await self._retrying(call)
+
+    async def _http(self, method: str, path: str, timeout, body=None) -> dict:
+        async def call():
+            try:
+                async with self._session.request(
+                        method, self._base_url + path, json=body,
+                        timeout=aiohttp.ClientTimeout(total=timeout or self.timeout)) as response:
+                    return wire.rest_result(response.status, await response.text())
+            except asyncio.TimeoutError:
+                raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+            except aiohttp.ClientConnectionError as error:
+                raise ServingError(grpc.StatusCode.UNAVAILABLE, f"cannot reach {self._base_url}: {error}") from None
+        return await self._retrying(call)
+
+    async def _signature(self, spec, timeout=None):
+        key = (spec.name, spec.version.value if spec.HasField("version") else None, spec.version_label)
+        if key not in self._signatures:
+            self._signatures[key] = await self.metadata(spec.name, version=key[1], label=key[2] or None,
+                                                        timeout=timeout)
+        name = spec.signature_name or wire.DEFAULT_SIGNATURE
+        if name not in self._signatures[key]:
+            raise ServingError(grpc.StatusCode.FAILED_PRECONDITION, f"Serving signature key \"{name}\" not found.")
+        return self._signatures[key][name]
+
+    async def predict(self, model: str, inputs, signature: str | None = None, version: int | None = None,
+                      label: str | None = None, timeout: float | None = None):
+        spec = wire.model_spec(model, signature, version, label)
+        inputs = wire.conform_inputs(inputs, await self._signature(spec, timeout), spec)
+        if self.protocol == "grpc":
+            response = await self._rpc(self._prediction.Predict, wire.predict_request(spec, inputs), timeout)
+            return wire.tensor_outputs(response)
+        doc = await self._http("POST", wire.rest_path(spec, ":predict"), timeout, wire.predict_body(spec, inputs))
+        return wire.rest_outputs(doc, await self._signature(spec))
+
+    async def classify(self, model: str, examples, context=None, signature: str | None = None,
+                       version: int | None = None, label: str | None = None, timeout: float | None = None):
+        spec = wire.model_spec(model, signature, version, label)
+        request_input = wire.examples_input(examples, context)
+        if self.protocol == "grpc":
+            request = classification_pb2.ClassificationRequest(model_spec=spec, input=request_input)
+            result = (await self._rpc(self._prediction.Classify, request, timeout)).result
+        else:
+            doc = await self._http("POST", wire.rest_path(spec, ":classify"), timeout,
+                                   wire.examples_body(spec, request_input))
+            result = wire.classification_from_json(doc)
+        return wire.classify_outputs(result)
+
+    async def regress(self, model: str, examples, context=None, signature: str | None = None,
+                      version: int | None = None, label: str | None = None, timeout: float | None = None):
+        spec = wire.model_spec(model, signature, version, label)
+        request_input = wire.examples_input(examples, context)
+        if self.protocol == "grpc":
+            request = regression_pb2.RegressionRequest(model_spec=spec, input=request_input)
+            result = (await self._rpc(self._prediction.Regress, request, timeout)).result
+        else:
+            doc = await self._http("POST", wire.rest_path(spec, ":regress"), timeout,
+                                   wire.examples_body(spec, request_input))
+            result = wire.regression_from_json(doc)
+        return wire.regress_outputs(result)
+
+    async def metadata(self, model: str, version: int | None = None, label: str | None = None,
+                       timeout: float | None = None) -> dict:
+        spec = wire.model_spec(model, None, version, label)
+        if self.protocol == "grpc":
+            response = await self._rpc(self._prediction.GetModelMetadata, wire.metadata_request(spec), timeout)
+            return wire.signatures_from_metadata(response)
+        return wire.signatures_from_json(await self._http("GET", wire.rest_path(spec, "/metadata"), timeout))
+
+    async def status(self, model: str, version: int | None = None, label: str | None = None,
+                     timeout: float | None = None) -> list[dict]:
+        spec = wire.model_spec(model, None, version, label)
+        if self.protocol == "grpc":
+            request = get_model_status_pb2.GetModelStatusRequest(model_spec=spec)
+            response = await self._rpc(self._models.GetModelStatus, request, timeout)
+        else:
+            response = wire.status_from_json(await self._http("GET", wire.rest_path(spec), timeout))
+        return wire.status_entries(response)
+
+    async def close(self) -> None:
+        if self.protocol == "grpc":
+            await self._channel.close()
+        else:
+            await self._session.close()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()

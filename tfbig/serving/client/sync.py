@@ -1,0 +1,221 @@
+"""`Client`: TF Serving's gRPC and REST APIs behind one numpy-in, numpy-out interface.
+
+Works against `tensorflow_model_server` and tfbig's embedded server alike. One
+channel (gRPC) or one HTTP session (REST) is kept per client and reused, since
+opening a connection costs more than a small request. Failures are raised as
+`ServingError(code, message)` whichever the protocol; only UNAVAILABLE
+(server restarting, connection refused) is retried, with exponential
+backoff, because every other code would fail the same way again.
+"""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import requests
+from tensorflow_serving.apis import (
+    classification_pb2, get_model_status_pb2, inference_pb2, model_management_pb2, model_service_pb2_grpc,
+    prediction_service_pb2_grpc, regression_pb2,
+)
+
+from tfbig.serving.client import wire
+from tfbig.serving.errors import ServingError
+
+PROTOCOLS = ("grpc", "rest")
+# gRPC's default 4 MiB cap is below a batch of images or a long prompt batch.
+MAX_MESSAGE_BYTES = 256 << 20
+
+
+# gRPC waits up to 120 s between reconnects by default; a restarting model
+# server is back in seconds, and a client should notice within MAX_BACKOFF_S.
+MAX_BACKOFF_S = 2.0
+
+
+def grpc_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    return [("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", int(MAX_BACKOFF_S * 1000))]
+
+
+def backoff(backoff_s: float, attempt: int) -> float:
+    return min(backoff_s * 2 ** attempt, MAX_BACKOFF_S)
+
+
+def grpc_credentials(root_certificates, private_key, certificate_chain) -> grpc.ChannelCredentials:
+    return grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain)
+
+
+class Client:
+    """A TF Serving client.
+
+    `target` is `host:port` for gRPC or `http(s)://host:port` (or `host:port`) for
+    REST. Pass `root_certificates` (PEM bytes) to use TLS on gRPC, plus
+    `private_key`/`certificate_chain` for mutual TLS.
+    """
+
+    def __init__(self, target: str, protocol: str = "grpc", *, timeout: float = 30.0,
+                 max_retries: int = 3, backoff_s: float = 0.05,
+                 max_message_bytes: int = MAX_MESSAGE_BYTES, root_certificates: bytes | None = None,
+                 private_key: bytes | None = None, certificate_chain: bytes | None = None):
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+        self.target = target
+        self.protocol = protocol
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self._signatures: dict[tuple, dict] = {}
+        if protocol == "grpc":
+            options = grpc_options(max_message_bytes)
+            if root_certificates is not None:
+                credentials = grpc_credentials(root_certificates, private_key, certificate_chain)
+                self._channel = grpc.secure_channel(target, credentials, options=options)
+            else:
+                self._channel = grpc.insecure_channel(target, options=options)
+            self._prediction = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+            self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
+        else:
+            self._base_url = target if "://" in target else f"http://{target}"
+            self._session = requests.Session()
+
+    # --- plumbing --------------------------------------------------------------
+
+    def _retrying(self, call):
+        for attempt in range(self.max_retries + 1):
+            try:
+                return call()
+            except ServingError as error:
+                if error.code != grpc.StatusCode.UNAVAILABLE or attempt == self.max_retries:
+                    raise
+                time.sleep(backoff(self.backoff_s, attempt))
+
+    def _rpc(self, method, request, timeout):
+        def call():
+            try:
+                return method(request, timeout=timeout or self.timeout)
+            except grpc.RpcError as error:
+                raise ServingError.from_rpc(error) from None
+        return self._retrying(call)
+
+    def _http(self, method: str, path: str, timeout, body=None) -> dict:
+        def call():
+            try:
+                response = self._session.request(method, self._base_url + path, json=body,
+                                                 timeout=timeout or self.timeout)
+            except requests.Timeout:
+                raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+            except requests.ConnectionError as error:
+                raise ServingError(grpc.StatusCode.UNAVAILABLE, f"cannot reach {self._base_url}: {error}") from None
+            return wire.rest_result(response.status_code, response.text)
+        return self._retrying(call)
+
+    def _signature(self, spec, timeout=None):
+        """The signature a request uses, fetched once per model version/label."""
+        key = (spec.name, spec.version.value if spec.HasField("version") else None, spec.version_label)
+        if key not in self._signatures:
+            self._signatures[key] = self.metadata(spec.name, version=key[1], label=key[2] or None,
+                                                  timeout=timeout)
+        name = spec.signature_name or wire.DEFAULT_SIGNATURE
+        if name not in self._signatures[key]:
+            raise ServingError(grpc.StatusCode.FAILED_PRECONDITION, f"Serving signature key \"{name}\" not found.")
+        return self._signatures[key][name]
+
+    # --- PredictionService -----------------------------------------------------
+
+    def predict(self, model: str, inputs, signature: str | None = None, version: int | None = None,
+                label: str | None = None, timeout: float | None = None):
+        """Run a signature; `inputs` is a dict of name -> array (or one array for one input)."""
+        spec = wire.model_spec(model, signature, version, label)
+        inputs = wire.conform_inputs(inputs, self._signature(spec, timeout), spec)
+        if self.protocol == "grpc":
+            response = self._rpc(self._prediction.Predict, wire.predict_request(spec, inputs), timeout)
+            return wire.tensor_outputs(response)
+        doc = self._http("POST", wire.rest_path(spec, ":predict"), timeout, wire.predict_body(spec, inputs))
+        return wire.rest_outputs(doc, self._signature(spec))
+
+    def classify(self, model: str, examples, context=None, signature: str | None = None,
+                 version: int | None = None, label: str | None = None, timeout: float | None = None):
+        """`examples`: dicts of feature -> values (or tf.train.Example); returns classes and scores."""
+        spec = wire.model_spec(model, signature, version, label)
+        request_input = wire.examples_input(examples, context)
+        if self.protocol == "grpc":
+            request = classification_pb2.ClassificationRequest(model_spec=spec, input=request_input)
+            result = self._rpc(self._prediction.Classify, request, timeout).result
+        else:
+            doc = self._http("POST", wire.rest_path(spec, ":classify"), timeout,
+                             wire.examples_body(spec, request_input))
+            result = wire.classification_from_json(doc)
+        return wire.classify_outputs(result)
+
+    def regress(self, model: str, examples, context=None, signature: str | None = None,
+                version: int | None = None, label: str | None = None, timeout: float | None = None):
+        spec = wire.model_spec(model, signature, version, label)
+        request_input = wire.examples_input(examples, context)
+        if self.protocol == "grpc":
+            request = regression_pb2.RegressionRequest(model_spec=spec, input=request_input)
+            result = self._rpc(self._prediction.Regress, request, timeout).result
+        else:
+            doc = self._http("POST", wire.rest_path(spec, ":regress"), timeout,
+                             wire.examples_body(spec, request_input))
+            result = wire.regression_from_json(doc)
+        return wire.regress_outputs(result)
+
+    def multi_inference(self, model: str, examples, tasks, context=None, version: int | None = None,
+                        timeout: float | None = None) -> list:
+        """gRPC MultiInference: `tasks` is [(signature, "classify"|"regress"), ...] on the same examples."""
+        self._require_grpc("MultiInference")
+        request = inference_pb2.MultiInferenceRequest(input=wire.examples_input(examples, context))
+        for signature, method in tasks:
+            task = request.tasks.add(method_name=f"tensorflow/serving/{method}")
+            task.model_spec.CopyFrom(wire.model_spec(model, signature, version))
+        response = self._rpc(self._prediction.MultiInference, request, timeout)
+        return [wire.classify_outputs(r.classification_result) if r.HasField("classification_result")
+                else wire.regress_outputs(r.regression_result) for r in response.results]
+
+    def metadata(self, model: str, version: int | None = None, label: str | None = None,
+                 timeout: float | None = None) -> dict:
+        """The model's SignatureDefs by name (the `signature_def` metadata field)."""
+        spec = wire.model_spec(model, None, version, label)
+        if self.protocol == "grpc":
+            response = self._rpc(self._prediction.GetModelMetadata, wire.metadata_request(spec), timeout)
+            return wire.signatures_from_metadata(response)
+        return wire.signatures_from_json(self._http("GET", wire.rest_path(spec, "/metadata"), timeout))
+
+    # --- ModelService ----------------------------------------------------------
+
+    def status(self, model: str, version: int | None = None, label: str | None = None,
+               timeout: float | None = None) -> list[dict]:
+        """Version states, e.g. [{"version": 2, "state": "AVAILABLE", "error_code": 0, ...}]."""
+        spec = wire.model_spec(model, None, version, label)
+        if self.protocol == "grpc":
+            request = get_model_status_pb2.GetModelStatusRequest(model_spec=spec)
+            response = self._rpc(self._models.GetModelStatus, request, timeout)
+        else:
+            response = wire.status_from_json(self._http("GET", wire.rest_path(spec), timeout))
+        return wire.status_entries(response)
+
+    def reload_config(self, config, timeout: float | None = None) -> None:
+        """Replace the served models with a ModelServerConfig (gRPC only, as in TF Serving)."""
+        self._require_grpc("HandleReloadConfigRequest")
+        request = model_management_pb2.ReloadConfigRequest(config=config)
+        self._rpc(self._models.HandleReloadConfigRequest, request, timeout)
+
+    def _require_grpc(self, method: str) -> None:
+        if self.protocol != "grpc":
+            raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
+                               f"{method} exists only in TF Serving's gRPC API; use protocol='grpc'")
+
+    def close(self) -> None:
+        if self.protocol == "grpc":
+            self._channel.close()
+        else:
+            self._session.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+

@@ -1,0 +1,194 @@
+"""Requests and responses of TF Serving's APIs, built and read for the client.
+
+Pure functions shared by the blocking and the asyncio client: protos for gRPC,
+JSON bodies and URLs for REST, and numpy arrays out of either, so both
+protocols return exactly the same Python values.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+
+import numpy as np
+from google.protobuf import json_format
+from tensorflow.core.protobuf import meta_graph_pb2
+from tensorflow_serving.apis import (
+    classification_pb2, get_model_metadata_pb2, get_model_status_pb2, input_pb2, model_pb2, predict_pb2,
+    regression_pb2,
+)
+
+from tfbig.serving import codec
+from tfbig.serving.errors import ServingError, invalid_argument
+
+SIGNATURE_DEF_FIELD = "signature_def"
+DEFAULT_SIGNATURE = "serving_default"
+
+
+def model_spec(model: str, signature: str | None = None, version: int | None = None,
+               label: str | None = None) -> model_pb2.ModelSpec:
+    if version is not None and label is not None:
+        raise invalid_argument("give a version or a label, not both")
+    spec = model_pb2.ModelSpec(name=model, signature_name=signature or "")
+    if version is not None:
+        spec.version.value = int(version)
+    if label is not None:
+        spec.version_label = label
+    return spec
+
+
+def rest_path(spec: model_pb2.ModelSpec, suffix: str = "") -> str:
+    """`/v1/models/NAME[/versions/V | /labels/L]` + `:predict` or `/metadata`."""
+    path = f"/v1/models/{urllib.parse.quote(spec.name, safe='')}"
+    if spec.HasField("version"):
+        path += f"/versions/{spec.version.value}"
+    elif spec.version_label:
+        path += f"/labels/{urllib.parse.quote(spec.version_label, safe='')}"
+    return path + suffix
+
+
+def single_input_name(signature: meta_graph_pb2.SignatureDef, spec: model_pb2.ModelSpec) -> str:
+    if len(signature.inputs) != 1:
+        raise invalid_argument(
+            f"signature '{spec.signature_name or DEFAULT_SIGNATURE}' of model '{spec.name}' takes "
+            f"inputs {sorted(signature.inputs)}: pass a dict of name -> array")
+    return next(iter(signature.inputs))
+
+
+def predict_request(spec: model_pb2.ModelSpec, inputs: dict[str, np.ndarray]) -> predict_pb2.PredictRequest:
+    request = predict_pb2.PredictRequest(model_spec=spec)
+    for name, value in inputs.items():
+        request.inputs[name].CopyFrom(codec.to_tensor_proto(value))
+    return request
+
+
+def predict_body(spec: model_pb2.ModelSpec, inputs: dict[str, np.ndarray]) -> dict:
+    """Columnar format; strings always as `{"b64": ...}` so any bytes survive."""
+    body = {"inputs": {name: codec.array_to_json(value, strings_as_b64=True) for name, value in inputs.items()}}
+    if spec.signature_name:
+        body["signature_name"] = spec.signature_name
+    return body
+
+
+def tensor_outputs(response: predict_pb2.PredictResponse) -> dict[str, np.ndarray]:
+    return {name: codec.from_tensor_proto(proto) for name, proto in response.outputs.items()}
+
+
+def rest_outputs(doc: dict, signature: meta_graph_pb2.SignatureDef) -> dict[str, np.ndarray]:
+    """`{"outputs": ...}` back to arrays with the signature's dtypes."""
+    outputs = doc["outputs"]
+    if len(signature.outputs) == 1:
+        outputs = {next(iter(signature.outputs)): outputs}
+    return {name: codec.json_to_output(value, signature.outputs[name].dtype) for name, value in outputs.items()}
+
+
+def examples_input(examples, context=None) -> input_pb2.Input:
+    """Examples given as tf.train.Example protos or dicts of feature name -> values."""
+    protos = [codec.example_from_features(e) for e in examples]
+    if not protos:
+        raise invalid_argument("give at least one example")
+    if context is None:
+        return input_pb2.Input(example_list=input_pb2.ExampleList(examples=protos))
+    return input_pb2.Input(example_list_with_context=input_pb2.ExampleListWithContext(
+        examples=protos, context=codec.example_from_features(context)))
+
+
+def examples_body(spec: model_pb2.ModelSpec, request_input: input_pb2.Input) -> dict:
+    body = {}
+    if spec.signature_name:
+        body["signature_name"] = spec.signature_name
+    if request_input.HasField("example_list_with_context"):
+        listed = request_input.example_list_with_context
+        body["context"] = codec.example_to_json(listed.context)
+    else:
+        listed = request_input.example_list
+    body["examples"] = [codec.example_to_json(e) for e in listed.examples]
+    return body
+
+
+def classification_from_json(doc: dict) -> classification_pb2.ClassificationResult:
+    result = classification_pb2.ClassificationResult()
+    for row in doc["result"]:
+        classes = result.classifications.add()
+        for label, score in row:
+            classes.classes.add(label=label, score=score)
+    return result
+
+
+def regression_from_json(doc: dict) -> regression_pb2.RegressionResult:
+    result = regression_pb2.RegressionResult()
+    for value in doc["result"]:
+        result.regressions.add(value=value)
+    return result
+
+
+def classify_outputs(result: classification_pb2.ClassificationResult) -> dict[str, np.ndarray]:
+    """`classes` (labels as str) and `scores`, one row per example, one column per class."""
+    labels = [[c.label for c in row.classes] for row in result.classifications]
+    scores = [[c.score for c in row.classes] for row in result.classifications]
+    return {"classes": np.array(labels, dtype=object), "scores": np.array(scores, dtype=np.float32)}
+
+
+def regress_outputs(result: regression_pb2.RegressionResult) -> np.ndarray:
+    return np.array([r.value for r in result.regressions], dtype=np.float32)
+
+
+def status_from_json(doc: dict) -> get_model_status_pb2.GetModelStatusResponse:
+    return json_format.ParseDict(doc, get_model_status_pb2.GetModelStatusResponse())
+
+
+def status_entries(response: get_model_status_pb2.GetModelStatusResponse) -> list[dict]:
+    state = get_model_status_pb2.ModelVersionStatus.State
+    return [{"version": s.version, "state": state.Name(s.state),
+             "error_code": s.status.error_code, "error_message": s.status.error_message}
+            for s in response.model_version_status]
+
+
+def signatures_from_metadata(response: get_model_metadata_pb2.GetModelMetadataResponse) -> dict:
+    signatures = get_model_metadata_pb2.SignatureDefMap()
+    response.metadata[SIGNATURE_DEF_FIELD].Unpack(signatures)
+    return dict(signatures.signature_def)
+
+
+def signatures_from_json(doc: dict) -> dict:
+    signatures = json_format.ParseDict(doc["metadata"][SIGNATURE_DEF_FIELD],
+                                       get_model_metadata_pb2.SignatureDefMap())
+    return dict(signatures.signature_def)
+
+
+def metadata_request(spec: model_pb2.ModelSpec) -> get_model_metadata_pb2.GetModelMetadataRequest:
+    return get_model_metadata_pb2.GetModelMetadataRequest(model_spec=spec, metadata_field=[SIGNATURE_DEF_FIELD])
+
+
+def conform_inputs(inputs, signature: meta_graph_pb2.SignatureDef, spec) -> dict[str, np.ndarray]:
+    """Named arrays in the signature's dtypes.
+
+    Python numbers arrive as int64/float64; casting them (within the same kind,
+    or int to float) to what the signature declares spares every caller from
+    writing `np.int32(8)`. Anything else is sent as given, for the server to judge.
+    """
+    if not isinstance(inputs, dict):
+        inputs = {single_input_name(signature, spec): inputs}
+    conformed = {}
+    for name, value in inputs.items():
+        array = np.asarray(value)
+        info = signature.inputs.get(name)
+        if info is not None and array.dtype.kind not in "OSU":
+            want = codec.numpy_dtype(info.dtype)
+            if want.kind != "O" and array.dtype != want and np.can_cast(array.dtype, want, "same_kind") \
+                    or array.dtype.kind in "iu" and want.kind == "f":
+                array = array.astype(want)
+        conformed[name] = array
+    return conformed
+
+
+def rest_result(status: int, text: str) -> dict:
+    """A REST reply as JSON, or its `{"error": ...}` as a ServingError."""
+    try:
+        doc = json.loads(text) if text else {}
+    except ValueError:
+        doc = {"error": text[:500]}
+    if status != 200:
+        message = doc.get("error", text[:500]) if isinstance(doc, dict) else text[:500]
+        raise ServingError.from_http(status, message)
+    return doc
