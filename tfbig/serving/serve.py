@@ -1,0 +1,46 @@
+"""`tfbig serve`: run tensorflow_model_server when it is there, else the embedded server.
+
+Either way the process stays in the foreground like the binary does, and
+SIGTERM (what Kubernetes and docker send) drains in-flight requests before
+exiting, so a rolling update loses no request.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+from tfbig.serving.options import ServeOptions
+
+
+def serve(options: ServeOptions) -> int:
+    from tfbig.serving.model_server import find_model_server, run_model_server
+
+    binary = find_model_server()
+    if options.engine == "tensorflow_model_server" or (options.engine == "auto" and binary):
+        if binary is None:
+            from tfbig.serving.config_files import ServeConfigError
+
+            raise ServeConfigError("--engine tensorflow_model_server: the binary is not on PATH; "
+                                   "install TF Serving or use --engine embedded")
+        return run_model_server(options, binary=binary)
+    return serve_embedded(options)
+
+
+def serve_embedded(options: ServeOptions) -> int:
+    from tfbig.serving.server.embedded import EmbeddedServer, describe
+
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server = EmbeddedServer(options).start()
+        print(describe(server), file=sys.stderr, flush=True)
+        stop.wait()
+        print(f"draining (up to {options.drain_seconds:g} s) ...", file=sys.stderr, flush=True)
+        server.stop()
+        print("stopped", file=sys.stderr, flush=True)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
