@@ -21,6 +21,8 @@ examples:
   tfbig train runs/digits/config.yaml --set train.steps=600   # continue a run
   tfbig info tfbig/configs/gpt_tiny.yaml --set model.d_model=1024
   tfbig export runs/digits --model-base-path models/digits --onnx --tflite float32,int8
+  tfbig serve --port=8500 --rest_api_port=8501 --model_name=digits --model_base_path=models/digits
+  tfbig predict localhost:8500 digits --inputs '[[...64 pixels...]]'
 """
 
 
@@ -90,6 +92,56 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    """Serve model base paths over TF Serving's gRPC and REST APIs (tensorflow_model_server flags)."""
+    from tfbig.serving.options import options_from_args
+    from tfbig.serving.serve import serve
+
+    return serve(options_from_args(args))
+
+
+def _predict_inputs(args, signature) -> dict:
+    """--inputs JSON (or --npz) as arrays of the signature's dtypes."""
+    import json
+
+    import numpy as np
+
+    from tfbig.serving import codec
+
+    if args.npz:
+        with np.load(args.npz) as arrays:
+            return {name: arrays[name] for name in arrays.files}
+    try:
+        value = json.loads(args.inputs)
+    except ValueError as e:
+        raise SystemExit(f"tfbig predict: error: --inputs is not JSON: {e}") from None
+    if not isinstance(value, dict):
+        if len(signature.inputs) != 1:
+            raise SystemExit(f"tfbig predict: error: the signature takes {sorted(signature.inputs)}; "
+                             f"give --inputs as a JSON object of name -> value")
+        value = {next(iter(signature.inputs)): value}
+    return {name: codec.json_to_array(v, signature.inputs[name].dtype) if name in signature.inputs
+            else np.asarray(v) for name, v in value.items()}
+
+
+def cmd_predict(args) -> int:
+    """Call a served model (tensorflow_model_server or tfbig serve) and print its outputs as JSON."""
+    import json
+
+    from tfbig.serving import Client, codec
+
+    with Client(args.target, protocol=args.protocol, timeout=args.timeout) as client:
+        signatures = client.metadata(args.model, version=args.model_version, label=args.label)
+        name = args.signature or "serving_default"
+        if name not in signatures:
+            raise SystemExit(f"tfbig predict: error: model {args.model!r} has no signature {name!r}; "
+                             f"it has {', '.join(sorted(signatures))}")
+        outputs = client.predict(args.model, _predict_inputs(args, signatures[name]), signature=args.signature,
+                                 version=args.model_version, label=args.label)
+    print(json.dumps({k: codec.array_to_json(v, strings_as_b64=False) for k, v in outputs.items()}))
+    return 0
+
+
 def _variant_list(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
@@ -126,6 +178,26 @@ def build_parser() -> argparse.ArgumentParser:
                         help="comma-separated TFLite variants: float32, float16, "
                              "dynamic_range, int8")
     export.set_defaults(handler=cmd_export)
+
+    from tfbig.serving.options import build_parser as add_serve_flags
+
+    serve = commands.add_parser("serve", help=cmd_serve.__doc__, description=cmd_serve.__doc__)
+    add_serve_flags(serve)
+    serve.set_defaults(handler=cmd_serve)
+
+    predict = commands.add_parser("predict", help=cmd_predict.__doc__, description=cmd_predict.__doc__)
+    predict.add_argument("target", help="server address: host:port (gRPC) or host:port / URL (REST)")
+    predict.add_argument("model", help="model name")
+    predict.add_argument("--protocol", choices=("grpc", "rest"), default="grpc")
+    predict.add_argument("--signature", help="signature name (default serving_default)")
+    predict.add_argument("--model-version", type=int, help="a specific version")
+    predict.add_argument("--label", help="a version label, e.g. stable")
+    given = predict.add_mutually_exclusive_group(required=True)
+    given.add_argument("--inputs", help="JSON: an object of input name -> value, or the value "
+                                        "of a single-input signature")
+    given.add_argument("--npz", help="a .npz file of input name -> array")
+    predict.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
+    predict.set_defaults(handler=cmd_predict)
     return parser
 
 
@@ -139,14 +211,15 @@ def main(argv: list[str] | None = None) -> int:
     from tfbig.data import DataError
     from tfbig.distribute import StrategyError
     from tfbig.export import ArtifactError, ExportError
+    from tfbig.serving import ServeConfigError, ServingError
     from tfbig.train import TrainingDivergedError
 
     try:
         return args.handler(args)
-    except (StrategyError, TrainingDivergedError, ArtifactError) as e:
+    except (StrategyError, TrainingDivergedError, ArtifactError, ServingError) as e:
         print(f"tfbig {args.command}: error: {e}", file=sys.stderr)
         return 1
-    except (ConfigError, DataError, ExportError) as e:
+    except (ConfigError, DataError, ExportError, ServeConfigError) as e:
         print(f"tfbig {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,68 @@
+"""Model base paths and servers shared by the serving tests."""
+
+import os
+import socket
+
+import numpy as np
+import tensorflow as tf
+
+from tfbig.export import export_run
+from tfbig.serving import EmbeddedServer, parse_serve_args
+from tfbig.train import train
+
+from runs import GPT, make_config
+
+DIGITS_CNN = {"name": "cnn", "filters": [8, 16], "blocks_per_stage": 1}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def export_digits(run_dir, base) -> str:
+    train(make_config(run_dir, model=DIGITS_CNN, data={"name": "digits"}, steps=30, batch_size=32,
+                      eval_every=30, checkpoint_every=30, optimizer={"learning_rate": 1e-2}))
+    return export_run(str(run_dir), str(base)).path
+
+
+def export_gpt(run_dir, base) -> str:
+    train(make_config(run_dir, model=GPT, steps=20, checkpoint_every=20))
+    return export_run(str(run_dir), str(base)).path
+
+
+class TwoInputs(tf.Module):
+    """A SavedModel not made by tfbig: two inputs, a `_bytes` output, no manifest."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32), tf.TensorSpec([None], tf.string)])
+    def serve(self, x, tag):
+        return {"total": tf.reduce_sum(x, axis=1),
+                "tag_bytes": tf.strings.join([tag, tf.constant(b"\xff")])}
+
+
+def save_two_inputs(base) -> str:
+    module = TwoInputs()
+    path = os.path.join(str(base), "7")
+    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+    return path
+
+
+def model_config_text(models: dict[str, str]) -> str:
+    entries = "".join(f'  config {{ name: "{name}" base_path: "{path}" model_platform: "tensorflow" }}\n'
+                      for name, path in models.items())
+    return f"model_config_list {{\n{entries}}}\n"
+
+
+def start_server(config_file, *flags) -> EmbeddedServer:
+    options = parse_serve_args([
+        "--host=127.0.0.1", "--port=0", f"--rest_api_port={free_port()}",
+        f"--model_config_file={config_file}", "--file_system_poll_wait_seconds=0", *flags])
+    return EmbeddedServer(options).start()
+
+
+def digits_images(n: int, seed: int = 0) -> np.ndarray:
+    from sklearn.datasets import load_digits
+
+    images = load_digits().images.astype(np.float32) / 16.0
+    return images[np.random.RandomState(seed).choice(len(images), n, replace=False)]

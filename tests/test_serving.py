@@ -1,0 +1,491 @@
+"""The embedded server and the client over real sockets on 127.0.0.1: every client
+method on both protocols, TF Serving's JSON formats and error codes, batching,
+hot reload under load, manifest checks, path safety, drain on SIGTERM."""
+
+import asyncio
+import concurrent.futures
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+import requests
+import tensorflow as tf
+from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_service_pb2_grpc
+from tensorflow_serving.config import model_server_config_pb2
+
+from tfbig.serving import (
+    AsyncClient, Client, EmbeddedServer, ServeConfigError, ServingError, codec, parse_serve_args,
+)
+
+from serving_models import (
+    digits_images, export_digits, export_gpt, free_port, model_config_text, save_two_inputs,
+    start_server,
+)
+
+
+@pytest.fixture(scope="module")
+def bases(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serving")
+    export_digits(root / "digits_run", root / "models" / "digits")
+    export_gpt(root / "gpt_run", root / "models" / "gpt")
+    save_two_inputs(root / "models" / "pair")
+    return {name: str(root / "models" / name) for name in ("digits", "gpt", "pair")}
+
+
+@pytest.fixture(scope="module")
+def server(bases, tmp_path_factory):
+    config = tmp_path_factory.mktemp("config") / "models.config"
+    config.write_text(model_config_text(bases))
+    srv = start_server(config, "--max_request_bytes=1000000",
+                       "--prometheus_path=/monitoring/prometheus/metrics")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(params=["grpc", "rest"])
+def client(request, server):
+    target = f"127.0.0.1:{server.grpc_port if request.param == 'grpc' else server.rest_port}"
+    with Client(target, protocol=request.param) as c:
+        yield c
+
+
+def rest(server, method, path, body=None, raw=None):
+    response = requests.request(method, f"http://127.0.0.1:{server.rest_port}{path}",
+                                data=raw if raw is not None else json.dumps(body) if body is not None else None)
+    return response.status_code, response.json()
+
+
+def in_process(base, version, signature, **inputs):
+    function = tf.saved_model.load(os.path.join(base, str(version))).signatures[signature]
+    return {k: v.numpy() for k, v in function(**{k: tf.constant(v) for k, v in inputs.items()}).items()}
+
+
+# --- every client method, both protocols ---------------------------------------------------
+
+def test_predict_matches_the_saved_model_in_process(client, bases):
+    images = digits_images(5)
+    expected = in_process(bases["digits"], 1, "serving_default", inputs=images)["logits"]
+    outputs = client.predict("digits", images)
+    assert list(outputs) == ["logits"] and outputs["logits"].dtype == np.float32
+    np.testing.assert_array_equal(outputs["logits"], expected)
+    np.testing.assert_array_equal(client.predict("digits", {"inputs": images}, version=1)["logits"], expected)
+
+
+def test_classify_and_regress_with_and_without_context(client, bases):
+    images = digits_images(3)
+    probabilities = tf.nn.softmax(in_process(bases["digits"], 1, "serving_default", inputs=images)["logits"]).numpy()
+    examples = [{"inputs": image.ravel()} for image in images]
+    result = client.classify("digits", examples, signature="classify")
+    assert result["classes"].shape == (3, 10) and result["classes"][0, 4] == "4"
+    np.testing.assert_allclose(result["scores"], probabilities, rtol=1e-5, atol=1e-6)
+    regressed = client.regress("digits", examples, signature="regress")
+    np.testing.assert_allclose(regressed, probabilities.max(axis=1), rtol=1e-5)
+    # Context features are merged into each example, the example's own winning.
+    with_context = client.classify("digits", [{}], context={"inputs": images[1].ravel()}, signature="classify")
+    np.testing.assert_allclose(with_context["scores"][0], probabilities[1], rtol=1e-5, atol=1e-6)
+
+
+def test_gpt_predict_and_generate(client, bases):
+    tokens = np.frombuffer(b"def main():", dtype=np.uint8).astype(np.int32)[None]
+    expected = in_process(bases["gpt"], 1, "serving_default", inputs=tokens)["logits"]
+    np.testing.assert_allclose(client.predict("gpt", tokens)["logits"], expected, rtol=1e-6, atol=1e-6)
+    request = {"text": np.array([b"def ", b"The object"], dtype=object), "max_new_tokens": 8,
+               "temperature": 0.0, "top_k": 0, "seed": 0}
+    generated = client.predict("gpt", request, signature="generate")
+    reference = in_process(bases["gpt"], 1, "generate", text=request["text"], max_new_tokens=np.int32(8),
+                           temperature=np.float32(0), top_k=np.int32(0), seed=np.int64(0))
+    assert list(generated["text"]) == list(reference["text"])
+    np.testing.assert_array_equal(generated["tokens"], reference["tokens"])
+
+
+def test_status_and_metadata(client):
+    assert client.status("digits") == [{"version": 1, "state": "AVAILABLE", "error_code": 0, "error_message": ""}]
+    signatures = client.metadata("digits")
+    assert {"serving_default", "classify", "regress"} <= set(signatures)
+    assert signatures["classify"].method_name == "tensorflow/serving/classify"
+    assert [d.size for d in signatures["serving_default"].inputs["inputs"].tensor_shape.dim] == [-1, 8, 8]
+
+
+def test_multi_input_model_not_made_by_tfbig(client):
+    outputs = client.predict("pair", {"x": np.array([[1, 2], [3, 4.5]], np.float32),
+                                      "tag": np.array([b"a", b"\x00b"], dtype=object)})
+    np.testing.assert_array_equal(outputs["total"], [3, 7.5])
+    assert list(outputs["tag_bytes"]) == [b"a\xff", b"\x00b\xff"]
+
+
+def test_errors_carry_the_servers_code(client):
+    with pytest.raises(ServingError) as missing:
+        client.predict("nope", np.zeros((1, 8, 8), np.float32))
+    assert missing.value.code == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(ServingError) as no_version:
+        client.status("digits", version=9)
+    assert no_version.value.code == grpc.StatusCode.NOT_FOUND and "version 9" in no_version.value.message
+    with pytest.raises(ServingError) as bad_shape:
+        client.predict("digits", np.zeros((1, 8, 7), np.float32))
+    assert bad_shape.value.code == grpc.StatusCode.INVALID_ARGUMENT and "[?, 8, 8]" in bad_shape.value.message
+
+
+def test_multi_inference_and_reload_config_over_grpc(server, bases):
+    with Client(f"127.0.0.1:{server.grpc_port}") as c:
+        images = digits_images(2)
+        classified, regressed = c.multi_inference(
+            "digits", [{"inputs": i.ravel()} for i in images], [("classify", "classify"), ("regress", "regress")])
+        np.testing.assert_allclose(classified["scores"].max(axis=1), regressed, rtol=1e-6)
+        config = server.manager.config
+        labelled = model_server_config_pb2.ModelServerConfig()
+        labelled.CopyFrom(config)
+        labelled.model_config_list.config[0].version_labels["stable"] = 1
+        c.reload_config(labelled)
+        assert c.predict("digits", images, label="stable")["logits"].shape == (2, 10)
+        bad = model_server_config_pb2.ModelServerConfig()
+        bad.CopyFrom(config)
+        bad.model_config_list.config[0].version_labels["canary"] = 5
+        with pytest.raises(ServingError) as refused:
+            c.reload_config(bad)
+        assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION
+        c.reload_config(config)
+    with Client(f"127.0.0.1:{server.rest_port}", protocol="rest") as r, pytest.raises(ServingError) as rest_only:
+        r.reload_config(config)
+    assert rest_only.value.code == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_async_client_many_concurrent_requests(server):
+    images = digits_images(20)
+
+    async def run(protocol, port):
+        async with AsyncClient(f"127.0.0.1:{port}", protocol=protocol) as c:
+            results = await asyncio.gather(*(c.predict("digits", images[i:i + 1]) for i in range(20)))
+            status = await c.status("digits")
+        return np.concatenate([r["logits"] for r in results]), status
+
+    with Client(f"127.0.0.1:{server.grpc_port}") as c:
+        expected = c.predict("digits", images)["logits"]
+    for protocol, port in (("grpc", server.grpc_port), ("rest", server.rest_port)):
+        logits, status = asyncio.run(run(protocol, port))
+        np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
+        assert status[0]["state"] == "AVAILABLE"
+
+
+def test_unavailable_is_retried_then_raised():
+    port = free_port()
+    for protocol in ("grpc", "rest"):
+        c = Client(f"127.0.0.1:{port}", protocol=protocol, max_retries=2, backoff_s=0.05, timeout=2)
+        start = time.monotonic()
+        with pytest.raises(ServingError) as error:
+            c.status("digits")
+        assert error.value.code == grpc.StatusCode.UNAVAILABLE
+        assert time.monotonic() - start >= 0.05 + 0.1  # two backoffs
+        c.close()
+
+
+# --- REST formats and error cases, raw HTTP -------------------------------------------------
+
+def test_rest_row_columnar_and_b64_formats(server):
+    x = [[1.0, 2.0], [3.0, 4.0]]
+    status, rows = rest(server, "POST", "/v1/models/pair:predict",
+                        {"instances": [{"x": x[0], "tag": {"b64": "YQ=="}}, {"x": x[1], "tag": "b"}]})
+    assert status == 200
+    assert rows == {"predictions": [{"total": 3.0, "tag_bytes": {"b64": "Yf8="}},
+                                    {"total": 7.0, "tag_bytes": {"b64": "Yv8="}}]}
+    status, columns = rest(server, "POST", "/v1/models/pair/versions/7:predict",
+                           {"inputs": {"x": x, "tag": ["a", "b"]}})
+    assert status == 200 and columns == {"outputs": {"total": [3.0, 7.0],
+                                                     "tag_bytes": [{"b64": "Yf8="}, {"b64": "Yv8="}]}}
+    images = digits_images(2).tolist()
+    status, single = rest(server, "POST", "/v1/models/digits:predict", {"instances": images})
+    assert status == 200 and np.shape(single["predictions"]) == (2, 10)
+    status, generated = rest(server, "POST", "/v1/models/gpt:predict", {
+        "signature_name": "generate",
+        "inputs": {"text": [{"b64": "ZGVmIA=="}], "max_new_tokens": 4, "temperature": 0.0, "top_k": 0, "seed": 1}})
+    assert status == 200 and np.shape(generated["outputs"]["tokens"]) == (1, 4)
+    assert generated["outputs"]["text"][0].encode() == bytes(generated["outputs"]["tokens"][0])
+    status, classified = rest(server, "POST", "/v1/models/digits:classify",
+                              {"signature_name": "classify", "examples": [{"inputs": images[0][0] * 0 + [0.5] * 8 * 8}]})
+    assert status == 200 and len(classified["result"][0]) == 10 and classified["result"][0][3][0] == "3"
+
+
+def test_rest_status_and_metadata_json_shapes(server):
+    status, body = rest(server, "GET", "/v1/models/digits")
+    assert status == 200 and body == {"model_version_status": [
+        {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}
+    status, body = rest(server, "GET", "/v1/models/digits/versions/1/metadata")
+    assert status == 200 and body["model_spec"] == {"name": "digits", "signature_name": "", "version": "1"}
+    default = body["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert default["method_name"] == "tensorflow/serving/predict"
+    assert default["inputs"]["inputs"]["dtype"] == "DT_FLOAT"
+    assert default["inputs"]["inputs"]["tensor_shape"]["dim"][0] == {"size": "-1", "name": ""}
+    status, body = rest(server, "GET", "/v1/models")
+    assert status == 200 and {m["name"] for m in body["models"]} == {"digits", "gpt", "pair"}
+    assert requests.get(f"http://127.0.0.1:{server.rest_port}/readyz").status_code == 200
+    assert requests.get(f"http://127.0.0.1:{server.rest_port}/healthz").status_code == 200
+
+
+IMAGE = [[0.0] * 8] * 8
+ERRORS = [
+    ("POST", "/v1/models/nope:predict", {"instances": [IMAGE]}, 404, "Servable not found for request: Latest(nope)"),
+    ("POST", "/v1/models/digits/versions/3:predict", {"instances": [IMAGE]}, 404, "Specific(digits, 3)"),
+    ("POST", "/v1/models/digits/labels/gold:predict", {"instances": [IMAGE]}, 400, "Unrecognized servable version label: gold"),
+    ("POST", "/v1/models/digits:predict", {"signature_name": "nope", "instances": [IMAGE]}, 400, "\"nope\" not found"),
+    ("POST", "/v1/models/digits:explain", {}, 400, "Malformed request: POST /v1/models/digits:explain"),
+    ("GET", "/v1/models/digits/versions/x", None, 400, "Malformed request"),
+    ("POST", "/v1/models/digits:predict", b"", 400, "The document is empty"),
+    ("POST", "/v1/models/digits:predict", b"{\"instances\": [", 400, "JSON Parse error"),
+    ("POST", "/v1/models/digits:predict", {"instances": [IMAGE], "inputs": [IMAGE]}, 400, "only one of 'inputs' or 'instances'"),
+    ("POST", "/v1/models/digits:predict", {"instances": [IMAGE, IMAGE[:7]]}, 400, "Expecting shape [8, 8] but got: [7, 8]"),
+    ("POST", "/v1/models/digits:predict", {"instances": [[[0] * 7 + [0.5]] + IMAGE[1:]]}, 200, ""),
+    ("POST", "/v1/models/digits:predict", {"instances": [[["a"] * 8] * 8]}, 400, "is not of expected type: float"),
+    ("POST", "/v1/models/gpt:predict", {"instances": [[1.5, 2]]}, 400, "is not of expected type: int32"),
+    ("POST", "/v1/models/pair:predict", {"instances": [{"x": [1, 2], "label": "a"}]}, 400, "keys"),
+    ("POST", "/v1/models/pair:predict", {"inputs": {"x": [[1, 2]]}}, 400, "Missing named input: tag"),
+    ("POST", "/v1/models/pair:predict", {"instances": [[1, 2]]}, 400, "expecting list of objects"),
+    ("POST", "/v1/models/digits:predict", {"examples": []}, 400, "Missing 'inputs' or 'instances' key"),
+    ("POST", "/v1/models/digits:classify", {"signature_name": "classify"}, 400, "key 'examples' is expected"),
+    ("POST", "/v1/models/digits:predict", {"instances": [[[0.0] * 8] * 8] * 3000}, 413, "larger than"),
+    ("POST", "/v1/models/..%2F..%2Fetc:predict", {"instances": [IMAGE]}, 404, "Servable not found"),
+]
+
+
+@pytest.mark.parametrize("method,path,body,code,message", ERRORS, ids=[f"{e[1]}-{e[3]}-{i}" for i, e in enumerate(ERRORS)])
+def test_rest_errors_use_tf_servings_codes_and_the_server_stays_healthy(server, method, path, body, code, message):
+    raw = body if isinstance(body, bytes) else None
+    status, reply = rest(server, method, path, None if raw is not None else body, raw=raw)
+    assert status == code, reply
+    if code != 200:
+        assert list(reply) == ["error"] and message in reply["error"]
+    status, reply = rest(server, "POST", "/v1/models/digits:predict", {"instances": [IMAGE]})
+    assert status == 200 and len(reply["predictions"]) == 1
+
+
+def test_grpc_status_codes_for_bad_requests(server):
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}"))
+
+    def predict(name="digits", signature="", **inputs):
+        request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name=name, signature_name=signature))
+        for key, value in inputs.items():
+            request.inputs[key].CopyFrom(codec.to_tensor_proto(value))
+        with pytest.raises(grpc.RpcError) as error:
+            stub.Predict(request, timeout=10)
+        return error.value.code(), error.value.details()
+
+    image = np.zeros((1, 8, 8), np.float32)
+    assert predict(name="nope", inputs=image)[0] == grpc.StatusCode.NOT_FOUND
+    assert predict(signature="nope", inputs=image) == (
+        grpc.StatusCode.FAILED_PRECONDITION, 'Serving signature key "nope" not found.')
+    code, details = predict(inputs=image.astype(np.int32))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "int32" in details and "float" in details
+    code, details = predict(pixels=image)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "Sent extra: {pixels}" in details
+    assert predict(inputs=np.zeros((5000, 8, 8), np.float32))[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_prometheus_metrics_count_requests_by_status(server):
+    rest(server, "POST", "/v1/models/nope:predict", {"instances": [IMAGE]})
+    with Client(f"127.0.0.1:{server.grpc_port}") as c:
+        c.predict("digits", digits_images(1))
+    text = requests.get(f"http://127.0.0.1:{server.rest_port}/monitoring/prometheus/metrics").text
+    assert ':tensorflow:serving:request_count_total{model_name="nope",status="NOT_FOUND"}' in text
+    assert 'request_latency_count{API="predict",entrypoint="GRPC",model_name="digits"}' in text
+
+
+# --- batching -------------------------------------------------------------------------------
+
+def test_batching_returns_exactly_the_unbatched_results(bases, tmp_path):
+    config = tmp_path / "models.config"
+    config.write_text(model_config_text({"digits": bases["digits"], "gpt": bases["gpt"]}))
+    images = digits_images(24, seed=1)
+    with Client_for(start_server(config)) as (plain, srv):
+        expected = [plain.predict("digits", images[i:i + 1 + i % 3])["logits"] for i in range(16)]
+        prompt = {"text": np.array([b"x"], dtype=object), "max_new_tokens": 3, "temperature": 0.0,
+                  "top_k": 0, "seed": 0}
+        generated = plain.predict("gpt", prompt, signature="generate")
+    batching = start_server(config, "--enable_batching", "--max_batch_size=8", "--batch_timeout_micros=20000",
+                            "--allowed_batch_sizes=4,8", "--num_batch_threads=1")
+    with Client_for(batching) as (batched, srv):
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(lambda i: batched.predict("digits", images[i:i + 1 + i % 3])["logits"], range(16)))
+        for got, want in zip(results, expected):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        # generate has scalar inputs, so it is not batchable and runs as is.
+        np.testing.assert_array_equal(batched.predict("gpt", prompt, signature="generate")["tokens"],
+                                      generated["tokens"])
+        metrics = requests.get(f"http://127.0.0.1:{srv.rest_port}/monitoring/prometheus/metrics")
+    assert metrics.status_code == 404  # Prometheus is off unless asked for
+    sizes = batching.metrics.registry.get_sample_value(
+        ":tensorflow:serving:batching_session:processed_batch_size_count", {"model_name": "digits"})
+    rows = batching.metrics.registry.get_sample_value(
+        ":tensorflow:serving:batching_session:processed_batch_size_sum", {"model_name": "digits"})
+    assert sizes < 16 and rows % 4 == 0  # requests were joined, and padded to 4 or 8
+
+
+class Client_for:
+    """A running server and a gRPC client to it, both closed at the end."""
+
+    def __init__(self, srv):
+        self.srv = srv
+        self.client = Client(f"127.0.0.1:{srv.grpc_port}")
+
+    def __enter__(self):
+        return self.client, self.srv
+
+    def __exit__(self, *exc):
+        self.client.close()
+        self.srv.stop()
+
+
+def test_full_batch_queue_is_refused_with_resource_exhausted():
+    from tfbig.serving.protos import BatchingParameters
+    from tfbig.serving.server.batching import Batcher
+
+    gate = threading.Event()
+    seen = []
+
+    def run(signature, inputs):
+        gate.wait(10)
+        seen.append(inputs["x"].shape[0])
+        return {"y": inputs["x"] * 2}
+
+    params = BatchingParameters()
+    params.max_batch_size.value = 1
+    params.max_enqueued_batches.value = 1
+    params.num_batch_threads.value = 1
+    batcher = Batcher(run, params)
+    first = batcher.submit("s", {"x": np.ones((1, 2))})
+    time.sleep(0.2)  # the only batch thread is now busy with `first`
+    second = batcher.submit("s", {"x": np.ones((1, 2))})
+    with pytest.raises(ServingError) as full:
+        batcher.submit("s", {"x": np.ones((1, 2))})
+    assert full.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and full.value.http_status == 429
+    with pytest.raises(ServingError, match="larger than maximum input batch size 1"):
+        batcher.submit("s", {"x": np.ones((2, 2))})
+    gate.set()
+    np.testing.assert_array_equal(first.result(5)["y"], 2 * np.ones((1, 2)))
+    assert second.result(5)["y"].shape == (1, 2)
+    batcher.stop()
+
+
+# --- model lifecycle ------------------------------------------------------------------------
+
+def test_hot_reload_under_load_loses_no_request(bases, tmp_path):
+    base = tmp_path / "digits"
+    shutil.copytree(os.path.join(bases["digits"], "1"), base / "1")
+    options = parse_serve_args(["--host=127.0.0.1", "--port=0", f"--model_base_path={base}",
+                                "--model_name=digits", "--file_system_poll_wait_seconds=1"])
+    srv = EmbeddedServer(options).start()
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(f"127.0.0.1:{srv.grpc_port}"))
+    request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name="digits"))
+    request.inputs["inputs"].CopyFrom(codec.to_tensor_proto(digits_images(2)))
+    versions, failures, stop = [], [], threading.Event()
+
+    def hammer():
+        while not stop.is_set():
+            try:
+                versions.append(stub.Predict(request, timeout=10).model_spec.version.value)
+            except grpc.RpcError as error:
+                failures.append(error.code())
+
+    workers = [threading.Thread(target=hammer) for _ in range(4)]
+    for w in workers:
+        w.start()
+    try:
+        time.sleep(0.5)
+        staging = tmp_path / "staging"
+        shutil.copytree(base / "1", staging)
+        os.rename(staging, base / "2")  # published atomically, as tfbig export does
+        with Client(f"127.0.0.1:{srv.grpc_port}") as c:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and [s["state"] for s in c.status("digits")] != ["AVAILABLE", "END"]:
+                time.sleep(0.2)
+            assert [(s["version"], s["state"]) for s in c.status("digits")] == [(2, "AVAILABLE"), (1, "END")]
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for w in workers:
+            w.join()
+        srv.stop()
+    assert failures == []
+    assert versions.count(1) > 0 and versions.count(2) > 0 and versions[-1] == 2
+
+
+def test_config_file_polling_adds_models_and_tampered_versions_are_refused(bases, tmp_path):
+    config = tmp_path / "models.config"
+    config.write_text(model_config_text({"digits": bases["digits"]}))
+    tampered = tmp_path / "tampered"
+    shutil.copytree(bases["digits"], tampered)
+    with open(tampered / "1" / "saved_model.pb", "ab") as f:
+        f.write(b"\0")
+    srv = start_server(config, "--model_config_file_poll_wait_seconds=1")
+    try:
+        config.write_text(model_config_text({"digits": bases["digits"], "tampered": str(tampered)}))
+        with Client(f"127.0.0.1:{srv.grpc_port}") as c:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and "tampered" not in srv.manager.model_names():
+                time.sleep(0.2)
+            time.sleep(0.5)
+            [status] = c.status("tampered")
+            assert status["state"] == "END" and status["error_code"] == grpc.StatusCode.DATA_LOSS.value[0]
+            assert "saved_model.pb: sha256 differs" in status["error_message"]
+            with pytest.raises(ServingError) as error:
+                c.predict("tampered", digits_images(1))
+            assert error.value.code == grpc.StatusCode.NOT_FOUND
+            assert c.predict("digits", digits_images(1))["logits"].shape == (1, 10)
+    finally:
+        srv.stop()
+
+
+def test_nothing_outside_a_base_path_is_loaded(bases, tmp_path):
+    with pytest.raises(ServeConfigError, match="not allowed"):
+        parse_and_build = EmbeddedServer(parse_serve_args([f"--model_base_path={bases['digits']}",
+                                                           "--model_name=../digits"]))
+        del parse_and_build
+    base = tmp_path / "escape"
+    base.mkdir()
+    os.symlink(os.path.join(bases["digits"], "1"), base / "3")  # points outside the base path
+    options = parse_serve_args(["--host=127.0.0.1", "--port=0", f"--model_base_path={base}",
+                                "--model_name=escape", "--file_system_poll_wait_seconds=0"])
+    srv = EmbeddedServer(options).start()
+    try:
+        with Client(f"127.0.0.1:{srv.grpc_port}") as c, pytest.raises(ServingError) as error:
+            c.status("escape")
+        assert error.value.code == grpc.StatusCode.NOT_FOUND
+        assert not srv.ready()
+    finally:
+        srv.stop()
+
+
+def test_cli_serve_predict_and_drain_on_sigterm(bases, tmp_path):
+    grpc_port, rest_port = free_port(), free_port()
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tfbig.cli", "serve", "--engine", "embedded", "--host=127.0.0.1",
+         f"--port={grpc_port}", f"--rest-api-port={rest_port}", "--model_name=digits",
+         f"--model_base_path={bases['digits']}", "--version_labels", "stable=1"],
+        stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        with Client(f"127.0.0.1:{grpc_port}", max_retries=60, backoff_s=0.25) as c:
+            assert c.status("digits", label="stable")[0]["state"] == "AVAILABLE"
+        image = json.dumps(digits_images(1).tolist())
+        predicted = subprocess.run(
+            [sys.executable, "-m", "tfbig.cli", "predict", f"127.0.0.1:{rest_port}", "digits", "--protocol",
+             "rest", "--inputs", image], capture_output=True, text=True, env=env, timeout=120)
+        assert predicted.returncode == 0, predicted.stderr
+        assert np.shape(json.loads(predicted.stdout)["logits"]) == (1, 10)
+        missing = subprocess.run(
+            [sys.executable, "-m", "tfbig.cli", "predict", f"127.0.0.1:{grpc_port}", "nope", "--inputs", image],
+            capture_output=True, text=True, env=env, timeout=120)
+        assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr and "Traceback" not in missing.stderr
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == 0, stderr
+        assert "draining" in stderr and "stopped" in stderr
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
