@@ -489,3 +489,78 @@ def test_cli_serve_predict_and_drain_on_sigterm(bases, tmp_path):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_version_policies_choose_versions(bases, tmp_path):
+    base = tmp_path / "digits"
+    for version in (1, 2, 3):
+        shutil.copytree(os.path.join(bases["digits"], "1"), base / str(version))
+    expected = {"latest:2": [3, 2], "all": [3, 2, 1], "specific:1,3": [3, 1]}
+    for policy, versions in expected.items():
+        options = parse_serve_args(["--host=127.0.0.1", "--port=0", f"--model_base_path={base}",
+                                    "--model_name=digits", f"--model_version_policy={policy}",
+                                    "--file_system_poll_wait_seconds=0", "--enable_model_warmup=false"])
+        with Client_for(EmbeddedServer(options).start()) as (c, _):
+            assert [s["version"] for s in c.status("digits")] == versions, policy
+            assert c.predict("digits", digits_images(1), version=versions[-1])["logits"].shape == (1, 10)
+
+
+def test_warmup_records_are_replayed_before_a_version_is_available(bases, tmp_path):
+    from tfbig.export.warmup import WARMUP_FILE, predict_log, write_warmup
+
+    base = tmp_path / "digits"
+    shutil.copytree(os.path.join(bases["digits"], "1"), base / "1")
+    os.remove(base / "1" / "assets.extra" / "tfbig_manifest.json")  # the warmup file is edited below
+    write_warmup(str(base / "1"), [predict_log("serving_default", {"pixels": np.zeros((1, 8, 8), np.float32)})])
+    assert os.path.exists(base / "1" / WARMUP_FILE)
+    options = parse_serve_args(["--host=127.0.0.1", "--port=0", f"--model_base_path={base}",
+                                "--model_name=digits", "--file_system_poll_wait_seconds=0"])
+    with Client_for(EmbeddedServer(options).start()) as (c, _):
+        [status] = c.status("digits")
+    assert status["state"] == "END" and "Sent extra: {pixels}" in status["error_message"]
+    skipped = parse_serve_args(["--host=127.0.0.1", "--port=0", f"--model_base_path={base}",
+                                "--model_name=digits", "--enable_model_warmup=false"])
+    with Client_for(EmbeddedServer(skipped).start()) as (c, _):
+        assert c.status("digits")[0]["state"] == "AVAILABLE"
+
+
+def test_request_limits_and_deadlines(bases, tmp_path):
+    config = tmp_path / "models.config"
+    config.write_text(model_config_text({"digits": bases["digits"], "gpt": bases["gpt"]}))
+    srv = start_server(config, "--max_request_batch_size=4", "--rest_api_timeout_in_ms=1")
+    try:
+        with Client(f"127.0.0.1:{srv.grpc_port}") as c, pytest.raises(ServingError) as too_many:
+            c.predict("digits", digits_images(5))
+        assert too_many.value.code == grpc.StatusCode.INVALID_ARGUMENT and "at most 4" in too_many.value.message
+        long_generation = {"text": [{"b64": "YQ=="}] * 4, "max_new_tokens": 30, "temperature": 0.0,
+                           "top_k": 0, "seed": 0}
+        status, reply = rest(srv, "POST", "/v1/models/gpt:predict",
+                             {"signature_name": "generate", "inputs": long_generation})
+        assert status == 504 and reply == {"error": "Deadline Exceeded"}
+        assert rest(srv, "GET", "/v1/models/digits")[0] == 200  # still serving
+    finally:
+        srv.stop()
+
+
+def test_grpc_over_tls(bases, tmp_path):
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                    "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True, capture_output=True)
+    ssl_config = tmp_path / "ssl.config"
+    ssl_config.write_text(f"server_key: {json.dumps(key.read_text())}\nserver_cert: {json.dumps(cert.read_text())}\n")
+    options = parse_serve_args(["--host=127.0.0.1", "--port=0", f"--model_base_path={bases['digits']}",
+                                "--model_name=digits", f"--ssl_config_file={ssl_config}",
+                                "--file_system_poll_wait_seconds=0"])
+    srv = EmbeddedServer(options).start()
+    try:
+        with Client(f"127.0.0.1:{srv.grpc_port}", root_certificates=cert.read_bytes()) as secure:
+            assert secure.predict("digits", digits_images(1))["logits"].shape == (1, 10)
+        with Client(f"127.0.0.1:{srv.grpc_port}", max_retries=0, timeout=5) as plain, \
+                pytest.raises(ServingError) as refused:
+            plain.status("digits")
+        assert refused.value.code == grpc.StatusCode.UNAVAILABLE
+    finally:
+        srv.stop()

@@ -13,7 +13,7 @@ import base64
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import types_pb2
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
 from tfbig.serving.errors import invalid_argument
 
@@ -23,14 +23,25 @@ BYTES_SUFFIX = "_bytes"
 
 # --- TensorProto ------------------------------------------------------------
 
-def to_tensor_proto(value) -> tf.compat.v1.TensorProto:
+def to_tensor_proto(value) -> tensor_pb2.TensorProto:
+    """Numbers go straight into `tensor_content` (what TF Serving itself sends): a few
+    microseconds instead of tf.make_tensor_proto's tens, on every request and reply."""
     array = np.asarray(value)
     if array.dtype.kind == "U":
         array = np.char.encode(array, "utf-8")
-    return tf.make_tensor_proto(array)
+    if array.dtype.kind not in "biuf" or array.dtype.str[0] == ">":
+        return tf.make_tensor_proto(array)
+    proto = tensor_pb2.TensorProto(dtype=tf.dtypes.as_dtype(array.dtype).as_datatype_enum,
+                                   tensor_content=np.ascontiguousarray(array).tobytes())
+    proto.tensor_shape.dim.extend(tensor_shape_pb2.TensorShapeProto.Dim(size=n) for n in array.shape)
+    return proto
 
 
 def from_tensor_proto(proto) -> np.ndarray:
+    if proto.tensor_content and proto.dtype != types_pb2.DT_STRING:
+        dtype = tf.dtypes.as_dtype(proto.dtype).as_numpy_dtype
+        shape = [d.size for d in proto.tensor_shape.dim]
+        return np.frombuffer(proto.tensor_content, dtype=dtype).reshape(shape).copy()  # writable, like make_ndarray
     return tf.make_ndarray(proto)
 
 

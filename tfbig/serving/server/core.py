@@ -28,6 +28,8 @@ from tfbig.serving.server.servable import (
 )
 
 SIGNATURE_DEF_FIELD = "signature_def"
+# Passed as the batcher by warmup replay: no batching and no per-request row limit.
+WARMUP = object()
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
 
@@ -67,15 +69,16 @@ def _response_spec(spec: model_pb2.ModelSpec, version: int, signature: str) -> m
 class ServingCore:
     """Predict, Classify, Regress, MultiInference, metadata, status and config reload."""
 
-    def __init__(self, manager: ModelManager, *, warmup_iterations: int = 1):
+    def __init__(self, manager: ModelManager, *, warmup_iterations: int = 1, max_request_batch_size: int = 0):
         self.manager = manager
         self._warmup_iterations = warmup_iterations
+        self._max_rows = max_request_batch_size  # clients' limit; warmup records are trusted
 
     # --- running signatures ----------------------------------------------------
 
-    @staticmethod
-    def _run(servable: Servable, batcher, signature: str, inputs: dict, timeout: float | None) -> dict:
-        servable.check_inputs(signature, inputs)
+    def _run(self, servable: Servable, batcher, signature: str, inputs: dict, timeout: float | None) -> dict:
+        servable.check_inputs(signature, inputs, self._max_rows if batcher is not WARMUP else 0)
+        batcher = None if batcher is WARMUP else batcher
         if batcher is None or not _batchable(servable.signature_def(signature)):
             return servable.run(signature, inputs)
         future = batcher.submit(signature or DEFAULT_SIGNATURE, inputs)
@@ -185,13 +188,13 @@ class ServingCore:
                 if kind == "predict_log":
                     request = log.predict_log.request
                     inputs = {n: codec.from_tensor_proto(p) for n, p in request.inputs.items()}
-                    self._run(servable, None, request.model_spec.signature_name, inputs, None)
+                    self._run(servable, WARMUP, request.model_spec.signature_name, inputs, None)
                 elif kind == "classify_log":
-                    self._classify_on(servable, None, log.classify_log.request)
+                    self._classify_on(servable, WARMUP, log.classify_log.request)
                 elif kind == "regress_log":
-                    self._regress_on(servable, None, log.regress_log.request)
+                    self._regress_on(servable, WARMUP, log.regress_log.request)
                 elif kind == "multi_inference_log":
-                    self._multi_inference_on(servable, None, log.multi_inference_log.request)
+                    self._multi_inference_on(servable, WARMUP, log.multi_inference_log.request)
                 else:
                     raise invalid_argument(f"unsupported warmup record type {kind!r} in {path}")
 

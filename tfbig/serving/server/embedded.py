@@ -67,10 +67,10 @@ class EmbeddedServer:
         self.manager = ModelManager(
             self._model_config, batching=self._batching,
             warmup=self._warmup if options.enable_model_warmup else None,
-            max_request_batch_size=options.max_request_batch_size,
             allow_labels_for_unavailable=options.allow_version_labels_for_unavailable_models,
             on_batch=self.metrics.record_batch)
-        self.core = ServingCore(self.manager, warmup_iterations=options.num_request_iterations_for_warmup)
+        self.core = ServingCore(self.manager, warmup_iterations=options.num_request_iterations_for_warmup,
+                                max_request_batch_size=options.max_request_batch_size)
         self.grpc_port: int | None = None
         self.rest_port: int | None = None
         self._draining = False

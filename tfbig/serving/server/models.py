@@ -81,13 +81,11 @@ class ModelManager:
     """Loads, serves and unloads model versions according to a ModelServerConfig."""
 
     def __init__(self, config: model_server_config_pb2.ModelServerConfig, *, batching=None,
-                 warmup=None, max_request_batch_size: int = 0,
-                 allow_labels_for_unavailable: bool = False, on_batch=None):
+                 warmup=None, allow_labels_for_unavailable: bool = False, on_batch=None):
         self._config = config
         self._on_batch = on_batch  # (model name, batch size) of every batch run
         self._batching = batching
         self._warmup = warmup
-        self._max_rows = max_request_batch_size
         self._allow_unavailable_labels = allow_labels_for_unavailable
         self._lock = threading.Condition()
         self._reconcile_lock = threading.Lock()
@@ -167,7 +165,7 @@ class ModelManager:
                     raise ServingError(grpc.StatusCode.DATA_LOSS,
                                        f"version {version} of model {name} does not match its "
                                        f"manifest: {'; '.join(problems)}")
-            servable = Servable(name, version, path, max_request_batch_size=self._max_rows)
+            servable = Servable(name, version, path)
             batcher = None
             if self._batching is not None:
                 observe = (lambda size: self._on_batch(name, size)) if self._on_batch else None

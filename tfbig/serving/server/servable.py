@@ -51,12 +51,11 @@ def _shape_text(info: meta_graph_pb2.TensorInfo) -> str:
 class Servable:
     """A SavedModel version loaded for serving."""
 
-    def __init__(self, name: str, version: int, path: str, *, max_request_batch_size: int = 0):
+    def __init__(self, name: str, version: int, path: str):
         self.name = name
         self.version = version
         self.path = path
         self.signature_defs = read_signature_defs(path)
-        self._max_rows = max_request_batch_size
         loaded = tf.saved_model.load(path, tags=[SERVE_TAG])
         self._loaded = loaded  # keeps the functions' variables alive
         self._functions = dict(loaded.signatures)
@@ -68,7 +67,8 @@ class Servable:
                                f"Serving signature key \"{name}\" not found.")
         return self.signature_defs[name]
 
-    def check_inputs(self, signature_name: str, inputs: dict[str, np.ndarray]) -> None:
+    def check_inputs(self, signature_name: str, inputs: dict[str, np.ndarray], max_rows: int = 0) -> None:
+        """Names, dtypes and shapes as the SignatureDef declares; at most `max_rows` rows (0: any)."""
         signature = self.signature_def(signature_name)
         expected, sent = set(signature.inputs), set(inputs)
         if expected != sent:
@@ -88,10 +88,10 @@ class Servable:
                 raise invalid_argument(
                     f"input '{name}' has shape {list(value.shape)} but signature "
                     f"'{signature_name or DEFAULT_SIGNATURE}' expects {_shape_text(info)}")
-            if self._max_rows and value.ndim and value.shape[0] > self._max_rows:
+            if max_rows and value.ndim and value.shape[0] > max_rows:
                 raise invalid_argument(
                     f"input '{name}' has {value.shape[0]} rows; this server accepts at most "
-                    f"{self._max_rows} per request (--max_request_batch_size)")
+                    f"{max_rows} per request (--max_request_batch_size)")
 
     def run(self, signature_name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run a signature on already-checked inputs."""

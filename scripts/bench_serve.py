@@ -1,0 +1,194 @@
+"""Serving latency and throughput: in-process call vs the embedded server over gRPC and REST.
+
+Trains and exports the shipped digits CNN and GPT configs for a few steps,
+starts `tfbig serve --engine embedded` in a subprocess (without and with
+server-side batching), and drives it from this process with the bundled
+AsyncClient at several concurrencies (coroutines on one thread). The in-process baseline calls the same
+SavedModel's serving_default directly, from the same number of threads.
+Per point: p50/p99 latency (ms) and requests/s. One request = one CNN image
+(batch 1) or one GPT window of 64 tokens.
+
+    python scripts/bench_serve.py [--requests 300] [--concurrency 1,8,32]
+
+Prints one JSON object; `summary` holds grpc_overhead_p50_ms and
+rest_overhead_p50_ms (CNN, concurrency 1, p50 over the in-process call) and
+batching_speedup_c32 (CNN gRPC requests/s with batching over without, at 32).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import tfbig  # noqa: F401  (Keras 2 before TensorFlow loads)
+
+import numpy as np
+import tensorflow as tf
+
+from tfbig.config import load_config
+from tfbig.export import export_run
+from sklearn.datasets import load_digits
+from tensorflow_serving.config import model_server_config_pb2
+
+from tfbig.serving import AsyncClient, Client
+from tfbig.serving.config_files import write_text_proto
+from tfbig.train import train
+
+
+CONFIGS = os.path.join(os.path.dirname(tfbig.__file__), "configs")
+BATCHING = ["--enable_batching", "--max_batch_size=32", "--batch_timeout_micros=2000",
+            "--num_batch_threads=1", "--max_enqueued_batches=1000"]
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=300, help="timed requests per point")
+    parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--train-steps", type=int, default=10)
+    return parser.parse_args()
+
+
+def export_config(name: str, workdir: str, steps: int) -> str:
+    run_dir = os.path.join(workdir, name)
+    overrides = [f"train.steps={steps}", f"train.steps_per_execution={steps}", f"train.log_every={steps}",
+                 f"train.checkpoint_every={steps}", "train.eval_every=0", "train.progress_bar=false",
+                 "distribute.strategy=one_device", f"output.dir={run_dir}"]
+    with contextlib.redirect_stdout(sys.stderr):  # stdout is for the JSON only
+        train(load_config(os.path.join(CONFIGS, f"{name}.yaml"), overrides))
+    return os.path.dirname(export_run(run_dir, os.path.join(workdir, "models", name)).path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_model_config(bases: dict[str, str], path: str) -> str:
+    config = model_server_config_pb2.ModelServerConfig()
+    for name, base in bases.items():
+        config.model_config_list.config.add(name=name, base_path=base, model_platform="tensorflow")
+    return write_text_proto(config, path)
+
+
+def drive(call, concurrency: int, requests: int) -> dict:
+    """In-process baseline: `requests` calls from `concurrency` threads after a warmup."""
+    for _ in range(3):
+        call()
+    latencies, lock = [], threading.Lock()
+    per_thread = max(1, requests // concurrency)
+
+    def worker():
+        mine = []
+        for _ in range(per_thread):
+            start = time.perf_counter()
+            call()
+            mine.append((time.perf_counter() - start) * 1e3)
+        with lock:
+            latencies.extend(mine)
+
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+        for future in [pool.submit(worker) for _ in range(concurrency)]:
+            future.result()
+    return summarize(latencies, time.perf_counter() - start)
+
+
+def start_server(config_file: str, extra: list[str]):
+    grpc_port, rest_port = free_port(), free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tfbig.cli", "serve", "--engine=embedded", "--host=127.0.0.1",
+         f"--port={grpc_port}", f"--rest_api_port={rest_port}", f"--model_config_file={config_file}",
+         "--file_system_poll_wait_seconds=0", *extra], stderr=subprocess.DEVNULL)
+    with Client(f"127.0.0.1:{grpc_port}", max_retries=100, backoff_s=0.2) as client:
+        client.status("digits")
+    return process, grpc_port, rest_port
+
+
+def summarize(latencies: list[float], elapsed: float) -> dict:
+    return {"p50_ms": round(float(np.percentile(latencies, 50)), 3),
+            "p99_ms": round(float(np.percentile(latencies, 99)), 3),
+            "requests_per_s": round(len(latencies) / elapsed, 1)}
+
+
+def drive_server(target: str, protocol: str, model: str, array, concurrency: int, requests: int) -> dict:
+    """`concurrency` coroutines each sending requests back to back over one AsyncClient: the
+    load generator stays one thread, so it takes as little of the 2 cores as it can."""
+
+    async def run():
+        async with AsyncClient(target, protocol=protocol) as client:
+            for _ in range(3):
+                await client.predict(model, array)
+            latencies = []
+
+            async def worker():
+                for _ in range(max(1, requests // concurrency)):
+                    start = time.perf_counter()
+                    await client.predict(model, array)
+                    latencies.append((time.perf_counter() - start) * 1e3)
+
+            start = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            return summarize(latencies, time.perf_counter() - start)
+
+    return asyncio.run(run())
+
+
+def bench_server(config_file, extra, inputs, levels, requests) -> dict:
+    process, grpc_port, rest_port = start_server(config_file, extra)
+    results = {}
+    try:
+        for protocol, port in (("grpc", grpc_port), ("rest", rest_port)):
+            for model, array in inputs.items():
+                results[f"{protocol}/{model}"] = {
+                    f"c{c}": drive_server(f"127.0.0.1:{port}", protocol, model, array, c, requests)
+                    for c in levels}
+    finally:
+        process.terminate()
+        process.wait(60)
+    return results
+
+
+def main() -> None:
+    args = parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    with tempfile.TemporaryDirectory() as workdir:
+        bases = {"digits": export_config("digits_cnn", workdir, args.train_steps),
+                 "gpt": export_config("gpt_tiny", workdir, args.train_steps)}
+        config_file = write_model_config(bases, os.path.join(workdir, "models.config"))
+        inputs = {"digits": (load_digits().images[:1] / 16.0).astype(np.float32),
+                  "gpt": np.frombuffer((b"def __init__(self, *args):\n" * 3)[:64], np.uint8).astype(np.int32)[None]}
+        in_process = {}
+        for model, array in inputs.items():
+            function = tf.saved_model.load(os.path.join(bases[model], "1")).signatures["serving_default"]
+            tensor = tf.constant(array)
+            in_process[f"in_process/{model}"] = {
+                f"c{c}": drive(lambda: function(inputs=tensor), c, args.requests) for c in levels}
+        plain = bench_server(config_file, [], inputs, levels, args.requests)
+        batched = bench_server(config_file, BATCHING, inputs, levels, args.requests)
+    c1, top = f"c{levels[0]}", f"c{levels[-1]}"
+    summary = {
+        "grpc_overhead_p50_ms": round(plain["grpc/digits"][c1]["p50_ms"] - in_process["in_process/digits"][c1]["p50_ms"], 3),
+        "rest_overhead_p50_ms": round(plain["rest/digits"][c1]["p50_ms"] - in_process["in_process/digits"][c1]["p50_ms"], 3),
+        f"batching_speedup_{top}": round(batched["grpc/digits"][top]["requests_per_s"]
+                                         / plain["grpc/digits"][top]["requests_per_s"], 2),
+        f"batching_speedup_{top}_gpt": round(batched["grpc/gpt"][top]["requests_per_s"]
+                                             / plain["grpc/gpt"][top]["requests_per_s"], 2),
+    }
+    print(json.dumps({"benchmark": "serve", "cpu_count": os.cpu_count(), "requests_per_point": args.requests,
+                      "batching_flags": BATCHING, "summary": summary, "in_process": in_process,
+                      "no_batching": plain, "batching": batched}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
