@@ -3,15 +3,18 @@
 Trains and exports the shipped digits CNN and GPT configs for a few steps,
 starts `tfbig serve --engine embedded` in a subprocess (without and with
 server-side batching), and drives it from this process with the bundled
-AsyncClient at several concurrencies (coroutines on one thread). The in-process baseline calls the same
-SavedModel's serving_default directly, from the same number of threads.
+AsyncClient at several concurrencies (coroutines on one thread). The
+in-process baselines call the same SavedModel's serving_default from as many
+threads: numpy in and numpy out (`in_process`, what a Python caller does) and
+on a ready tensor (`in_process_tensor`, the floor).
 Per point: p50/p99 latency (ms) and requests/s. One request = one CNN image
 (batch 1) or one GPT window of 64 tokens.
 
     python scripts/bench_serve.py [--requests 300] [--concurrency 1,8,32]
 
 Prints one JSON object; `summary` holds grpc_overhead_p50_ms and
-rest_overhead_p50_ms (CNN, concurrency 1, p50 over the in-process call) and
+rest_overhead_p50_ms (CNN, concurrency 1, p50 over the numpy in-process call; the
+`_vs_tensor_call` ones over the bare call) and
 batching_speedup_c32 (CNN gRPC requests/s with batching over without, at 32).
 """
 
@@ -172,14 +175,24 @@ def main() -> None:
         for model, array in inputs.items():
             function = tf.saved_model.load(os.path.join(bases[model], "1")).signatures["serving_default"]
             tensor = tf.constant(array)
+            # What a Python caller of the SavedModel does: numpy in, numpy out.
             in_process[f"in_process/{model}"] = {
+                f"c{c}": drive(lambda: function(inputs=tf.constant(array))["logits"].numpy(), c, args.requests)
+                for c in levels}
+            # The bare call on a ready tensor: the floor no server can go below.
+            in_process[f"in_process_tensor/{model}"] = {
                 f"c{c}": drive(lambda: function(inputs=tensor), c, args.requests) for c in levels}
         plain = bench_server(config_file, [], inputs, levels, args.requests)
         batched = bench_server(config_file, BATCHING, inputs, levels, args.requests)
     c1, top = f"c{levels[0]}", f"c{levels[-1]}"
+    def overhead(protocol: str, baseline: str) -> float:
+        return round(plain[f"{protocol}/digits"][c1]["p50_ms"] - in_process[f"{baseline}/digits"][c1]["p50_ms"], 3)
+
     summary = {
-        "grpc_overhead_p50_ms": round(plain["grpc/digits"][c1]["p50_ms"] - in_process["in_process/digits"][c1]["p50_ms"], 3),
-        "rest_overhead_p50_ms": round(plain["rest/digits"][c1]["p50_ms"] - in_process["in_process/digits"][c1]["p50_ms"], 3),
+        "grpc_overhead_p50_ms": overhead("grpc", "in_process"),
+        "rest_overhead_p50_ms": overhead("rest", "in_process"),
+        "grpc_overhead_vs_tensor_call_p50_ms": overhead("grpc", "in_process_tensor"),
+        "rest_overhead_vs_tensor_call_p50_ms": overhead("rest", "in_process_tensor"),
         f"batching_speedup_{top}": round(batched["grpc/digits"][top]["requests_per_s"]
                                          / plain["grpc/digits"][top]["requests_per_s"], 2),
         f"batching_speedup_{top}_gpt": round(batched["grpc/gpt"][top]["requests_per_s"]

@@ -212,11 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     from tfbig.distribute import StrategyError
     from tfbig.export import ArtifactError, ExportError
     from tfbig.serving import ServeConfigError, ServingError
+    from tfbig.serving.model_server import ModelServerError
     from tfbig.train import TrainingDivergedError
 
     try:
         return args.handler(args)
-    except (StrategyError, TrainingDivergedError, ArtifactError, ServingError) as e:
+    except (StrategyError, TrainingDivergedError, ArtifactError, ServingError, ModelServerError) as e:
         print(f"tfbig {args.command}: error: {e}", file=sys.stderr)
         return 1
     except (ConfigError, DataError, ExportError, ServeConfigError) as e:
