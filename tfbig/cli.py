@@ -20,6 +20,7 @@ examples:
   tfbig train tfbig/configs/digits_cnn.yaml --set train.steps=300 --output-dir runs/digits
   tfbig train runs/digits/config.yaml --set train.steps=600   # continue a run
   tfbig info tfbig/configs/gpt_tiny.yaml --set model.d_model=1024
+  tfbig compress runs/digits --method prune --set compress.prune.target_sparsity=0.8
   tfbig export runs/digits --model-base-path models/digits --onnx --tflite float32,int8
   tfbig serve --port=8500 --rest_api_port=8501 --model_name=digits --model_base_path=models/digits
   tfbig predict localhost:8500 digits --inputs '[[...64 pixels...]]'
@@ -89,6 +90,19 @@ def cmd_export(args) -> int:
     for artifact, report in result.parity.items():
         shown = ", ".join(f"{k}={v:.3g}" for k, v in report.items())
         print(f"  parity {artifact}: {shown}")
+    return 0
+
+
+def cmd_compress(args) -> int:
+    """Compress a trained run (pruning, QAT, PTQ, clustering, distillation) and report what it bought."""
+    from tfbig.compress import compress_run
+
+    result = compress_run(args.run_dir, method=args.method, overrides=tuple(args.overrides),
+                          output_dir=args.output_dir)
+    print(f"compressed ({result.method}) into {result.output_dir}")
+    print(open(result.files["md"], encoding="utf-8").read().rstrip())
+    print(f"report: {result.files['json']}; export it with `tfbig export "
+          f"{result.output_dir}`")
     return 0
 
 
@@ -178,6 +192,21 @@ def build_parser() -> argparse.ArgumentParser:
                         help="comma-separated TFLite variants: float32, float16, "
                              "dynamic_range, int8")
     export.set_defaults(handler=cmd_export)
+
+    from tfbig.config.schema import COMPRESS_METHODS
+
+    compress = commands.add_parser("compress", help=cmd_compress.__doc__,
+                                   description=cmd_compress.__doc__)
+    compress.add_argument("run_dir", help="a trained run directory")
+    compress.add_argument("--method", choices=COMPRESS_METHODS,
+                          help="compression method (default: compress.method of the run's config)")
+    compress.add_argument("--set", dest="overrides", action="append", default=[],
+                          metavar="KEY=VALUE",
+                          help="override a compress.* or distribute.* value, e.g. "
+                               "--set compress.prune.target_sparsity=0.5 (repeatable)")
+    compress.add_argument("--output-dir", help="the compressed run directory "
+                                               "(default RUN_DIR-METHOD)")
+    compress.set_defaults(handler=cmd_compress)
 
     from tfbig.serving.options import build_parser as add_serve_flags
 

@@ -12,9 +12,12 @@ from tfbig.config.loader import (
 )
 from tfbig.config.schema import (
     MODEL_CONFIGS,
+    ClusterConfig,
     CNNConfig,
+    CompressConfig,
     Config,
     DataConfig,
+    DistillConfig,
     DistributeConfig,
     EarlyStoppingConfig,
     GPTConfig,
@@ -22,6 +25,8 @@ from tfbig.config.schema import (
     MLPConfig,
     OptimizerConfig,
     OutputConfig,
+    PruneConfig,
+    QATConfig,
     ScheduleConfig,
     TrainConfig,
     TransformerEncoderConfig,
@@ -31,6 +36,7 @@ __all__ = [
     "ConfigError", "apply_overrides", "config_from_dict", "config_to_dict", "dump_config",
     "load_config", "replace", "save_config", "MODEL_CONFIGS", "CNNConfig", "Config",
     "DataConfig", "DistributeConfig", "EarlyStoppingConfig", "GPTConfig", "LSTMConfig",
-    "MLPConfig", "OptimizerConfig", "OutputConfig", "ScheduleConfig", "TrainConfig",
+    "MLPConfig", "OptimizerConfig", "OutputConfig", "ClusterConfig", "CompressConfig",
+    "DistillConfig", "PruneConfig", "QATConfig", "ScheduleConfig", "TrainConfig",
     "TransformerEncoderConfig",
 ]

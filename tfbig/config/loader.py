@@ -134,6 +134,8 @@ def _convert(hint, value, key: str, field=None):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         if value is None:
             return None
+        if set(args) == set(typing.get_args(schema.ModelConfig)):  # Optional[ModelConfig]
+            return _build_model(value, key)
         return _convert(args[0], value, key, field)
     if origin is list:
         if not isinstance(value, list):

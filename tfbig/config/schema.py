@@ -10,7 +10,7 @@ set trains something sensible on a laptop CPU.
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal, Union
+from typing import Literal, Optional, Union
 
 
 def bounded(default, *, min=None, max=None, min_exclusive=False):
@@ -208,6 +208,93 @@ class DistributeConfig:
     devices: int = bounded(0, min=0)
 
 
+# ------------------------------------------------------------------- compress
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneConfig:
+    """Magnitude pruning (TF-MOT) of Dense, Conv and attention kernels.
+
+    Embeddings, norms, biases and positions stay dense by rule: they are a
+    small share of the weights and pruning them costs far more accuracy.
+    """
+
+    schedule: Literal["polynomial_decay", "constant"] = "polynomial_decay"
+    target_sparsity: float = bounded(0.8, min=0.0, max=0.99)
+    initial_sparsity: float = bounded(0.0, min=0.0, max=0.99)
+    # Steps of the fine-tuning run. end_step 0 = 70% of compress.steps, so the
+    # last 30% recover accuracy under a fixed mask.
+    begin_step: int = bounded(0, min=0)
+    end_step: int = bounded(0, min=0)
+    # Steps between mask updates; 0 = (end - begin) / 16, at least 1.
+    frequency: int = bounded(0, min=0)
+    # `2:4`: two zeros in every four consecutive input weights (sparse tensor
+    # cores); layers whose kernels are not 2-D or 4-D stay dense.
+    structure: Literal["unstructured", "2:4"] = "unstructured"
+    # Regex over layer names; only matching layers are pruned. Empty = all.
+    layers: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class QATConfig:
+    """Quantization-aware training (TF-MOT default 8-bit scheme)."""
+
+    # Regex over layer names to quantize; empty = every layer TF-MOT supports,
+    # plus tfbig's own configs for attention.
+    layers: str = ""
+    # Keep the zeros of a pruned model while quantizing (prune-preserving QAT).
+    preserve_sparsity: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterConfig:
+    """Weight clustering (TF-MOT): each kernel keeps only `clusters` distinct values."""
+
+    clusters: int = bounded(16, min=2)
+    init: Literal["kmeans_plus_plus", "linear", "density_based", "random"] = "kmeans_plus_plus"
+    layers: str = ""
+    preserve_sparsity: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillConfig:
+    """Knowledge distillation of the run (the teacher) into a `student` model.
+
+    loss = alpha * CE(labels) + (1 - alpha) * T^2 * KL(teacher/T || student/T).
+    """
+
+    # The student's `model:` section (required for distill), e.g.
+    # {name: gpt, d_model: 64, num_layers: 1}. It trains on the teacher's data.
+    student: Optional[ModelConfig] = None
+    # A run directory or an exported SavedModel; empty = the run being compressed.
+    teacher: str = ""
+    alpha: float = bounded(0.1, min=0.0, max=1.0)
+    temperature: float = bounded(2.0, min=0.0, min_exclusive=True)
+
+
+COMPRESS_METHODS = ("prune", "qat", "ptq-dynamic", "ptq-float16", "ptq-int8", "cluster",
+                    "distill")
+
+
+@dataclasses.dataclass(frozen=True)
+class CompressConfig:
+    method: Literal[("none", *COMPRESS_METHODS)] = "none"
+    # Optimizer steps of fine-tuning (or of training the student, for distill).
+    steps: int = bounded(300, min=1)
+    # Peak rate of the fine-tuning's cosine schedule; 0 = train.optimizer's.
+    learning_rate: float = bounded(0.0, min=0.0)
+    # Training examples that calibrate full-integer quantization.
+    calibration_examples: int = bounded(256, min=1)
+    # Timed single-example calls per latency measurement in the report.
+    latency_runs: int = bounded(100, min=1)
+    # Eval batches scored for the report; 0 = the whole eval split.
+    eval_steps: int = bounded(0, min=0)
+    prune: PruneConfig = dataclasses.field(default_factory=PruneConfig)
+    qat: QATConfig = dataclasses.field(default_factory=QATConfig)
+    cluster: ClusterConfig = dataclasses.field(default_factory=ClusterConfig)
+    distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)
+
+
 # --------------------------------------------------------------------- output
 
 
@@ -224,3 +311,4 @@ class Config:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     distribute: DistributeConfig = dataclasses.field(default_factory=DistributeConfig)
     output: OutputConfig = dataclasses.field(default_factory=OutputConfig)
+    compress: CompressConfig = dataclasses.field(default_factory=CompressConfig)

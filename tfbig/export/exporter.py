@@ -120,7 +120,7 @@ def _write_artifacts(staging: str, trained: TrainedModel, inputs: np.ndarray, *,
         artifacts["onnx"] = os.path.join(ASSETS_EXTRA, ONNX_FILE)
         parity["onnx"] = check(artifacts["onnx"], "onnx", OnnxRunner,
                                lambda path: export_onnx(predict, path, opset=onnx_opset))
-    calibration = _calibration_examples(trained) if "int8" in tflite else None
+    calibration = calibration_examples(trained) if "int8" in tflite else None
     for variant in tflite:
         kind = f"tflite_{variant}"
         artifacts[kind] = os.path.join(ASSETS_EXTRA, tflite_file(variant))
@@ -202,7 +202,8 @@ def sample_inputs(trained: TrainedModel) -> dict[str, dict[str, np.ndarray]]:
     return samples
 
 
-def _calibration_examples(trained: TrainedModel, count: int = 64) -> np.ndarray:
+def calibration_examples(trained: TrainedModel, count: int = 64) -> np.ndarray:
+    """`count` shuffled training inputs: the representative dataset of int8 conversion."""
     dataset = trained.source.train.make_dataset(
         batch_size=count, shuffle=True, seed=0, repeat=False, drop_remainder=False)
     return next(iter(dataset))[0].numpy()

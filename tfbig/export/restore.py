@@ -46,14 +46,28 @@ def restore_run(run_dir: str, checkpoint: str | None = None) -> TrainedModel:
     with models.precision_policy(config.train.precision):
         source = tfdata.load_data(config.data)
         model = models.build_model(config.model, source.spec)
+        method = _compression(config, source.spec.task)
+        if method:  # a run made by `tfbig compress`: its checkpoint holds the wrapped model
+            model = method.wrap(model)
     step = tf.Variable(0, dtype=tf.int64)
     # Only the model and the step: optimizer slots and RNG state stay behind.
     status = tf.train.Checkpoint(model=model, step=step).restore(checkpoint)
     status.expect_partial().assert_existing_objects_matched()
+    if method:
+        model = method.finalize(model)
     return TrainedModel(
         config=config, source=source, model=model, step=int(step.numpy()),
         checkpoint=checkpoint, eval_metrics=_last_eval_metrics(run_dir, int(step.numpy())),
     )
+
+
+def _compression(config: Config, task: str):
+    """The compression method of a compressed run, or None (imports TF-MOT only then)."""
+    if config.compress.method == "none":
+        return None
+    from tfbig.compress.methods import make_method
+
+    return make_method(config, task=task)
 
 
 def float32_model(trained: TrainedModel) -> keras.Model:

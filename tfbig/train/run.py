@@ -29,7 +29,7 @@ FIXED_SECTIONS = ("model", "data")
 def train(config: Config) -> TrainResult:
     """Train `config` into `config.output.dir`, resuming a run already there."""
     run_dir = config.output.dir
-    _check_resumable(config, run_dir)
+    check_resumable(config, run_dir)
     os.makedirs(run_dir, exist_ok=True)
     save_config(config, os.path.join(run_dir, CONFIG_FILE))
     # The strategy first: on CPU it may still have to split the device, which
@@ -48,7 +48,8 @@ def train(config: Config) -> TrainResult:
         return trainer.fit()
 
 
-def _check_resumable(config: Config, run_dir: str) -> None:
+def check_resumable(config: Config, run_dir: str) -> None:
+    """Refuse to continue the run in `run_dir` with another model or data."""
     path = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.exists(path):
         return

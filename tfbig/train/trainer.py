@@ -24,6 +24,7 @@ from tfbig import data as tfdata
 from tfbig.config import ConfigError, TrainConfig
 from tfbig.train import losses
 from tfbig.train.checkpoint import Checkpointer, dropout_generators
+from tfbig.train.hooks import TrainingHooks
 from tfbig.train.logging import RunLog
 from tfbig.train.optim import current_learning_rate
 
@@ -45,12 +46,14 @@ class Trainer:
     """Trains `model` on a `DataSource` under `strategy`, writing into `run_dir`.
 
     Build `model` and `optimizer` inside `strategy.scope()` before passing them.
+    `hooks` lets compression act inside the loop (see `tfbig.train.hooks`).
     """
 
     def __init__(self, *, model: keras.Model, optimizer, strategy: tf.distribute.Strategy,
                  source: tfdata.DataSource, config: TrainConfig, run_dir: str,
-                 data_seed: int = 0):
+                 data_seed: int = 0, hooks: TrainingHooks | None = None):
         self.model = model
+        self.hooks = hooks or TrainingHooks()
         self.optimizer = optimizer
         self.strategy = strategy
         self.source = source
@@ -100,7 +103,9 @@ class Trainer:
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
             logits = self.model(inputs, training=True)
-            per_example = losses.per_example_loss(self._task, targets, logits)
+            per_example = self.hooks.per_example_loss(inputs, targets, logits)
+            if per_example is None:
+                per_example = losses.per_example_loss(self._task, targets, logits)
             # Divide by the global batch: the all-reduce then sums to the mean.
             loss = tf.reduce_sum(per_example) / self.config.batch_size
             if self.model.losses:
@@ -148,7 +153,8 @@ class Trainer:
     @tf.function
     def train_steps(self, iterator, num_steps):
         """Run `num_steps` (a tensor) optimizer steps on batches from `iterator`."""
-        for _ in tf.range(num_steps):
+        for i in tf.range(num_steps):
+            self.hooks.before_step(self.step + tf.cast(i, tf.int64))
             self.strategy.run(self._train_step, args=(next(iterator),))
 
     def train_iterator(self, *, skip_steps: int = 0):
@@ -268,6 +274,7 @@ class Trainer:
             "accuracy": float(self.train_accuracy.result()),
             "learning_rate": current_learning_rate(self.optimizer),
             "examples_per_s": examples_per_s,
+            **self.hooks.log_metrics(),
         }
         if self._task == "lm":
             metrics["tokens_per_s"] = examples_per_s * self._tokens_per_example
