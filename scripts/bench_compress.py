@@ -6,7 +6,9 @@ on them:
   digits: prune 80% (bar: <= 1.0 accuracy point lost, gzip >= 3x smaller),
           QAT int8 TFLite (within 0.5 points, >= 3.5x smaller than the float
           SavedModel weights), PTQ int8 (within 1 point), clustering (16 values);
-  gpt:    prune 50% (bar: eval perplexity within +5%).
+  gpt:    prune 50% (bar: eval perplexity within +5%), and as its control the
+          same fine-tuning with nothing pruned (`dense-finetune`), which tells
+          the effect of pruning from that of the extra training steps.
 Every figure comes from `OUT/report.json` (measured on the deployable artifact).
 
     python scripts/bench_compress.py [--workdir DIR] [--only digits|gpt]
@@ -32,14 +34,16 @@ from tfbig.train import train
 CONFIGS = os.path.join(os.path.dirname(tfbig.__file__), "configs")
 RUNS = {
     "digits": ("digits_cnn", [
-        ("prune", ["compress.steps=400", "compress.prune.target_sparsity=0.8"]),
-        ("qat", ["compress.steps=200"]),
-        ("ptq-int8", []),
-        ("cluster", ["compress.steps=200", "compress.cluster.clusters=16"]),
+        ("prune", "prune", ["compress.steps=400", "compress.prune.target_sparsity=0.8"]),
+        ("qat", "qat", ["compress.steps=200"]),
+        ("ptq-int8", "ptq-int8", []),
+        ("cluster", "cluster", ["compress.steps=200", "compress.cluster.clusters=16"]),
     ]),
     "gpt": ("gpt_tiny", [
-        ("prune", ["compress.steps=300", "compress.prune.target_sparsity=0.5",
-                   "compress.eval_steps=20"]),
+        ("prune", "prune", ["compress.steps=300", "compress.prune.target_sparsity=0.5",
+                            "compress.eval_steps=20"]),
+        ("dense-finetune", "prune", ["compress.steps=300", "compress.prune.target_sparsity=0.0",
+                                     "compress.eval_steps=20"]),
     ]),
 }
 
@@ -78,10 +82,11 @@ def main() -> None:
             "train.progress_bar=false", f"output.dir={run_dir}"])
         with contextlib.redirect_stdout(sys.stderr):
             train(config)
-            for method, overrides in methods:
+            for label, method, overrides in methods:
                 result = compress_run(run_dir, method=method, overrides=tuple(overrides),
-                                      output_dir=os.path.join(workdir, f"{config_name}-{method}"))
-                results["runs"].append({"model": config_name, "overrides": overrides,
+                                      output_dir=os.path.join(workdir, f"{config_name}-{label}"))
+                results["runs"].append({"model": config_name, "label": label,
+                                        "overrides": overrides,
                                         **summary(method, result.before, result.after)})
     print(json.dumps(results, indent=2))
 

@@ -169,6 +169,16 @@ def test_post_training_quantization(digits_run, tmp_path):
     assert after["ptq-dynamic"] < after["ptq-float16"]
 
 
+def test_qat_run_becomes_an_int8_tflite_that_keeps_accuracy(digits_run, tmp_path):
+    out = str(tmp_path / "qat")
+    result = compress_run(digits_run, method="qat", output_dir=out,
+                          overrides=("compress.steps=20", *FAST))
+    assert result.files["artifact"].endswith("model_qat.tflite")
+    assert abs(result.after["eval_accuracy"] - result.before["eval_accuracy"]) <= 0.02
+    # `tfbig export` rebuilds the QAT model from the compressed run and serves it.
+    assert export_run(out, str(tmp_path / "models")).parity
+
+
 # ---------------------------------------------------------- run directories
 
 

@@ -29,6 +29,7 @@ from tfbig.compress import report as reports
 from tfbig.compress.distill import is_saved_model, saved_model_teacher
 from tfbig.compress.method import Method
 from tfbig.compress.methods import PTQ_VARIANTS, make_method
+from tfbig.compress.quantize import convert_int8
 from tfbig.config import Config, ConfigError, apply_overrides, config_from_dict, config_to_dict
 from tfbig.config import save_config
 from tfbig.config.schema import COMPRESS_METHODS
@@ -193,8 +194,12 @@ def measure(source: TrainedModel, compressed: TrainedModel, out_dir: str,
     before_path = reports.save_saved_model(
         float32_model(source), spec, os.path.join(artifacts, "before_saved_model"))
     before = reports.measure_saved_model(before_path, source.source, **options)
-    if c.method in PTQ_VARIANTS or c.method == "qat":
-        variant = PTQ_VARIANTS.get(c.method, "int8")
+    if c.method == "qat":
+        # The QAT model's own ranges, no calibration: see `convert_int8`.
+        after_path = convert_int8(compressed.model, spec, os.path.join(artifacts, "model_qat.tflite"))
+        after = reports.measure_tflite(after_path, source.source, **options)
+    elif c.method in PTQ_VARIANTS:
+        variant = PTQ_VARIANTS[c.method]
         after_path = os.path.join(artifacts, f"model_{variant}.tflite")
         model = compressed.model
         convert_tflite(predict_function(model, spec), model, variant, after_path,

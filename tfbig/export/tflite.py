@@ -28,8 +28,12 @@ def convert_tflite(predict, model, variant: str, path: str, *,
 
     The converter names the single signature `serving_default`, as in the SavedModel.
     """
+    # A module holding only the variables: handing the Keras model itself makes
+    # the converter re-trace every layer (9 s instead of 2 s for a small CNN).
+    holder = tf.Module()
+    holder.model_variables = list(model.variables)
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [predict.get_concrete_function()], model)
+        [predict.get_concrete_function()], holder)
     if variant != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if variant == "float16":
