@@ -27,7 +27,11 @@ class Method:
     trains = True
 
     def wrap(self, model: keras.Model) -> keras.Model:
-        """The model to fine-tune, sharing `model`'s weights. Called inside `strategy.scope()`."""
+        """The model to fine-tune, starting from `model`'s weights (shared or copied).
+
+        Called inside `strategy.scope()`; deterministic, because a compressed
+        run is restored by wrapping a freshly built model again.
+        """
         return model
 
     def hooks(self, model: keras.Model, strategy: tf.distribute.Strategy) -> TrainingHooks | None:
