@@ -115,6 +115,20 @@ def test_clustered_kernels_hold_at_most_n_distinct_values(digits_run, tmp_path):
     assert result.after["gzip_bytes"] < result.before["gzip_bytes"] / 2
 
 
+def test_clustering_a_pruned_run_can_keep_its_zeros(digits_run, tmp_path):
+    pruned = str(tmp_path / "pruned")
+    compress_run(digits_run, method="prune", output_dir=pruned, overrides=(
+        "compress.steps=20", "compress.prune.target_sparsity=0.5", *FAST))
+    out = str(tmp_path / "pruned-clustered")
+    result = compress_run(pruned, method="cluster", output_dir=out, overrides=(
+        "compress.steps=10", "compress.cluster.clusters=8",
+        "compress.cluster.preserve_sparsity=true", *FAST))
+    clustered = json.load(open(result.files["json"]))["details"]["clustered"]
+    for name, value in kernels(exported_tensors(out, tmp_path), clustered).items():
+        assert np.mean(value == 0) >= 0.49, name
+        assert len(np.unique(value)) <= 8 + 1, name  # the clusters, plus the kept zero
+
+
 # ------------------------------------------------------------ distillation
 
 
@@ -144,6 +158,20 @@ def test_distilled_student_against_one_trained_without_teacher(digits_run, tmp_p
     print("eval accuracy", accuracy, "KL to the teacher", divergence)
     assert min(accuracy.values()) > 0.85
     assert divergence[0.1] < divergence[1.0]
+
+
+def test_gpt_distills_from_an_exported_savedmodel_under_mirrored(tmp_path):
+    teacher_run = str(tmp_path / "teacher")
+    train(make_config(teacher_run))
+    teacher = export_run(teacher_run, str(tmp_path / "models")).path
+    out = str(tmp_path / "student")
+    result = compress_run(teacher_run, method="distill", output_dir=out, overrides=(
+        "compress.distill.student={name: gpt, max_len: 32, d_model: 16, num_layers: 1, "
+        "num_heads: 2}", f"compress.distill.teacher={teacher}", "distribute.strategy=mirrored",
+        "compress.steps=10", "compress.eval_steps=2", *FAST))
+    assert result.after["params"] < result.before["params"]
+    assert np.isfinite(result.after["eval_perplexity"])
+    assert restore_run(out).config.model.d_model == 16
 
 
 def test_soft_target_loss_is_zero_only_for_the_teachers_logits():
