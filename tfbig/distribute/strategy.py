@@ -8,6 +8,8 @@ distribution functions, which every kind provides.
 
 from __future__ import annotations
 
+import itertools
+
 import tensorflow as tf
 
 from tfbig.config import DistributeConfig
@@ -15,6 +17,17 @@ from tfbig.config import DistributeConfig
 # Without GPUs, `mirrored` with devices=0 splits the CPU in two: the smallest
 # split that exercises real cross-replica reduction.
 DEFAULT_CPU_REPLICAS = 2
+
+# Every strategy that all-reduces with collective ops draws its collective keys
+# from its own range. Otherwise two strategies built one after the other in a
+# process (train then compress, a teacher then a student) both start at group
+# key 1 / instance key 100, TensorFlow pairs the new all-reduce with the old
+# one's cached parameters ("Shape mismatch in the collective instance 100",
+# tensorflow/tensorflow#62790) and aborts every collective in the process.
+# TensorFlow's own tests set the same class attribute for the same reason
+# (tensorflow/python/distribute/strategy_combinations.py).
+COLLECTIVE_KEY_STRIDE = 100_000
+_collective_key_ranges = itertools.count()
 
 
 class StrategyError(RuntimeError):
@@ -42,14 +55,25 @@ def _mirrored(cfg: DistributeConfig) -> tf.distribute.Strategy:
     # Physical first: listing *logical* devices starts the runtime, after
     # which the CPU can no longer be split.
     if not tf.config.list_physical_devices("GPU"):
-        return tf.distribute.MirroredStrategy(split_cpu(cfg.devices or DEFAULT_CPU_REPLICAS))
+        return new_collective_strategy(
+            tf.distribute.MirroredStrategy, split_cpu(cfg.devices or DEFAULT_CPU_REPLICAS))
     gpus = tf.config.list_logical_devices("GPU")
     count = cfg.devices or len(gpus)
     if count > len(gpus):
         raise StrategyError(
             f"distribute.devices: {count} GPUs requested but only {len(gpus)} are visible"
         )
-    return tf.distribute.MirroredStrategy([d.name for d in gpus[:count]])
+    return new_collective_strategy(tf.distribute.MirroredStrategy, [d.name for d in gpus[:count]])
+
+
+def new_collective_strategy(strategy_class, *args, **kwargs) -> tf.distribute.Strategy:
+    """`strategy_class(*args, **kwargs)` with collective keys no earlier strategy used.
+
+    Processes of one cluster build their strategies in the same order, so they
+    agree on the keys as collectives require.
+    """
+    strategy_class._collective_key_base = next(_collective_key_ranges) * COLLECTIVE_KEY_STRIDE
+    return strategy_class(*args, **kwargs)
 
 
 def split_cpu(count: int) -> list[str]:
