@@ -144,3 +144,27 @@ def test_distribute_gives_each_replica_half_the_global_batch():
     with pytest.raises(ValueError, match="batch size 7 cannot be split evenly over 2 replicas"):
         distribute(strategy, source.train, global_batch_size=7, shuffle=False, seed=0,
                    repeat=True)
+
+
+def test_workers_slice_the_same_global_steps_as_one_process():
+    # 4 replicas: in one process (1 input pipeline) or on 2 workers of 2
+    # replicas each. Every step must train on the same 8 examples either way,
+    # also when resuming at step 3.
+    source = load_data(DataConfig(name="digits"))
+
+    def per_replica_batches(pipelines, pipeline, skip_steps, count):
+        context = tf.distribute.InputContext(num_input_pipelines=pipelines,
+                                             input_pipeline_id=pipeline, num_replicas_in_sync=4)
+        local_replicas = 4 // pipelines
+        dataset = source.train.make_dataset(
+            batch_size=2, shuffle=True, seed=3, repeat=True, input_context=context,
+            skip_examples=skip_steps * 2 * local_replicas)
+        return [x for x, _ in batches(dataset, count)]
+
+    for skip in (0, 3):
+        one = per_replica_batches(1, 0, skip, 4 * 5)
+        workers = [per_replica_batches(2, p, skip, 2 * 5) for p in range(2)]
+        for step in range(5):
+            single = np.concatenate(one[4 * step:4 * step + 4])
+            spread = np.concatenate([w[2 * step + r] for w in workers for r in range(2)])
+            np.testing.assert_array_equal(spread, single)

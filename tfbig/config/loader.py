@@ -48,9 +48,24 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> schem
 
 def config_from_dict(raw: dict) -> schema.Config:
     """Validate a plain nested dict and turn it into a `Config`."""
-    config = _build(schema.Config, raw, prefix="")
+    config = _build(schema.Config, _with_strategy_defaults(raw), prefix="")
     _check_consistency(config)
     return config
+
+
+def _with_strategy_defaults(raw: dict) -> dict:
+    """Defaults that depend on the strategy; values the user set always win.
+
+    TPUs compute in bfloat16 natively, so a TPU run trains in mixed_bfloat16
+    unless the config names a precision.
+    """
+    distribute = raw.get("distribute") or {}
+    train = raw.get("train") or {}
+    if not isinstance(distribute, dict) or not isinstance(train, dict):
+        return raw  # _build reports the malformed section
+    if distribute.get("strategy") == "tpu" and "precision" not in train:
+        return {**raw, "train": {**train, "precision": "mixed_bfloat16"}}
+    return raw
 
 
 def apply_overrides(raw: dict, overrides: Iterable[str]) -> dict:

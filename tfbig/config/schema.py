@@ -201,11 +201,35 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """DTensor device mesh: `batch` x `model` devices (data x tensor parallel)."""
+
+    batch: int = bounded(1, min=1)
+    # Devices each sharded weight is split over (Megatron-style column/row).
+    model: int = bounded(2, min=1)
+
+
+@dataclasses.dataclass(frozen=True)
 class DistributeConfig:
-    strategy: Literal["one_device", "mirrored"] = "one_device"
+    strategy: Literal[
+        "one_device", "mirrored", "multi_worker", "parameter_server", "tpu", "dtensor"
+    ] = "one_device"
     # mirrored without GPUs: split the CPU into this many logical devices.
     # With GPUs: use this many (0 = all visible GPUs).
     devices: int = bounded(0, min=0)
+    # multi_worker all-reduce: ring (gRPC, any device), nccl (GPUs) or auto.
+    collective: Literal["auto", "ring", "nccl"] = "auto"
+    # Seconds a collective may wait for the other workers before failing the
+    # step (a dead peer otherwise hangs the cluster); 0 = wait forever.
+    collective_timeout_s: float = bounded(300.0, min=0.0)
+    # parameter_server: split each variable over this many ps shards
+    # (0 = MinSizePartitioner: shards of >= min_shard_bytes, at most one per ps).
+    variable_shards: int = bounded(0, min=0)
+    min_shard_bytes: int = bounded(256 << 10, min=1)
+    # tpu: "local" (Colab / TPU VM), a grpc:// address or TPU name; empty =
+    # from the environment (COLAB_TPU_ADDR, TPU_NAME).
+    tpu: str = ""
+    mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
 
 
 # ------------------------------------------------------------------- compress

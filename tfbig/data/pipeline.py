@@ -1,9 +1,10 @@
 """The tf.data pipelines and their distribution over replicas.
 
-Index pipeline: `range(n) -> shard -> shuffle(n, seed) -> repeat -> skip ->
-batch -> gather -> prefetch`. Shuffling indices, not examples, makes a
-full-size shuffle buffer cheap (8 bytes an example), and skipping indices is
-cheap too, so resuming at step s costs microseconds, not a pass over the data.
+Index pipeline: `range(n) -> shuffle(n, seed) -> repeat -> skip -> (this
+worker's slice of each step) -> batch -> gather -> prefetch`. Shuffling
+indices, not examples, makes a full-size shuffle buffer cheap (8 bytes an
+example), and skipping indices is cheap too, so resuming at step s costs
+microseconds, not a pass over the data.
 """
 
 from __future__ import annotations
@@ -17,14 +18,26 @@ def index_pipeline(num_examples: int, gather: Callable[[tf.Tensor], tuple], *,
                    batch_size: int, shuffle: bool, seed: int, repeat: bool,
                    skip_examples: int = 0, drop_remainder: bool = True,
                    input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+    """Batches of `batch_size` examples (one replica's share of a step).
+
+    Every input pipeline (one per worker) walks the same seeded global order
+    and keeps its replicas' slices of each step, so a step trains on the same
+    examples whether they are spread over one process or several workers: a
+    multi-worker run reproduces the single-process run with the same global
+    batch. `skip_examples` counts this pipeline's examples.
+    """
+    pipelines = input_context.num_input_pipelines if input_context else 1
     indices = tf.data.Dataset.range(num_examples)
-    indices = shard(indices, input_context)
     if shuffle:
         indices = indices.shuffle(num_examples, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         indices = indices.repeat()
     if skip_examples:
-        indices = indices.skip(skip_examples)
+        indices = indices.skip(skip_examples * pipelines)
+    if pipelines > 1:
+        local = batch_size * (input_context.num_replicas_in_sync // pipelines)
+        indices = indices.batch(local).shard(pipelines, input_context.input_pipeline_id) \
+            .unbatch()
     batches = indices.batch(batch_size, drop_remainder=drop_remainder)
     # Gathering a whole batch of indices at once is one vectorised op per batch.
     return batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True) \
