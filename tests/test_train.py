@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from tfbig.config import ConfigError
 from tfbig.train import TrainingDivergedError, read_metrics, train
-from tfbig.train.checkpoint import Checkpointer
+from tfbig.train.checkpoint import CheckpointError, Checkpointer
 
 from runs import GPT, make_config
 
@@ -138,3 +138,23 @@ def test_early_stopping_on_an_eval_metric(tmp_path):
     result = train(config)
     assert result.stopped_early
     assert result.step == 15
+
+
+def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    train(make_config(tmp_path, steps=20, checkpoint_every=10))
+    data_file = next((tmp_path / "checkpoints").glob("ckpt-20.data-*"))
+    data_file.write_bytes(data_file.read_bytes()[:100])  # a copy cut short
+    with pytest.warns(UserWarning, match="ckpt-20 is unreadable.*falling back"):
+        result = train(make_config(tmp_path, steps=30, checkpoint_every=10))
+    assert result.step == 30 and result.checkpoint.endswith("ckpt-30")
+    steps = [r["step"] for r in read_metrics(tmp_path) if "loss" in r]
+    assert steps == [5, 10, 15, 20, 25, 30]  # steps 11-20 redone, logged once
+    assert all(math.isfinite(v) for v in losses(tmp_path))
+
+
+def test_no_readable_checkpoint_is_a_clear_error(tmp_path):
+    train(make_config(tmp_path, steps=10, checkpoint_every=10))
+    for data_file in (tmp_path / "checkpoints").glob("ckpt-*.data-*"):
+        data_file.write_bytes(b"")
+    with pytest.warns(UserWarning), pytest.raises(CheckpointError, match="no readable checkpoint"):
+        train(make_config(tmp_path, steps=20, checkpoint_every=10))
