@@ -9,10 +9,12 @@ distribution functions, which every kind provides.
 from __future__ import annotations
 
 import itertools
+import os
 
 import tensorflow as tf
 
 from tfbig.config import DistributeConfig
+from tfbig.distribute.parameter_server import make_parameter_server_strategy
 
 # Without GPUs, `mirrored` with devices=0 splits the CPU in two: the smallest
 # split that exercises real cross-replica reduction.
@@ -102,7 +104,90 @@ def split_cpu(count: int) -> list[str]:
     return [d.name for d in tf.config.list_logical_devices("CPU")[:count]]
 
 
+def _multi_worker(cfg: DistributeConfig) -> tf.distribute.Strategy:
+    resolver = cluster_from_env("multi_worker")
+    options = tf.distribute.experimental.CommunicationOptions(
+        implementation=_COLLECTIVES[cfg.collective],
+        timeout_seconds=cfg.collective_timeout_s or None,
+    )
+    return new_collective_strategy(
+        tf.distribute.MultiWorkerMirroredStrategy,
+        cluster_resolver=resolver, communication_options=options,
+    )
+
+
+_COLLECTIVES = {
+    "auto": tf.distribute.experimental.CommunicationImplementation.AUTO,
+    "ring": tf.distribute.experimental.CommunicationImplementation.RING,
+    "nccl": tf.distribute.experimental.CommunicationImplementation.NCCL,
+}
+
+
+def cluster_from_env(kind: str) -> tf.distribute.cluster_resolver.TFConfigClusterResolver:
+    """The cluster TF_CONFIG describes; an error saying how to get one if none."""
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    if not resolver.cluster_spec().as_dict():
+        raise StrategyError(
+            f"distribute.strategy={kind} needs a cluster: TF_CONFIG is not set (or has "
+            f"no cluster). Start every task with `tfbig launch --workers N "
+            f"{'--ps M ' if kind == 'parameter_server' else ''}-- tfbig train CONFIG`, "
+            f"or set TF_CONFIG per task as on a real cluster."
+        )
+    return resolver
+
+
+def _parameter_server(cfg: DistributeConfig) -> tf.distribute.Strategy:
+    resolver = cluster_from_env("parameter_server")
+    if resolver.task_type != "chief":
+        raise StrategyError(
+            f"distribute.strategy=parameter_server: only the chief task builds the "
+            f"strategy; this is {resolver.task_type} {resolver.task_id}, which serves "
+            f"the cluster (tfbig train does that by itself)"
+        )
+    return make_parameter_server_strategy(cfg, resolver)
+
+
+def _tpu(cfg: DistributeConfig) -> tf.distribute.Strategy:
+    tpu, looked_at = tpu_address(cfg)
+    if tpu is None:
+        raise StrategyError(
+            f"distribute.strategy=tpu: no TPU configured; looked at {looked_at}. On Colab "
+            f"choose Runtime > Change runtime type > TPU; on a TPU VM set "
+            f"distribute.tpu=local; elsewhere set distribute.tpu to the TPU's name or "
+            f"grpc:// address"
+        )
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, RuntimeError, tf.errors.OpError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise StrategyError(
+            f"distribute.strategy=tpu: cannot reach the TPU {tpu!r} (from {looked_at}): "
+            f"{type(error).__name__}: {first_line}"
+        ) from None
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def tpu_address(cfg: DistributeConfig) -> tuple[str | None, str]:
+    """The TPU to connect to and where that came from (for error messages).
+
+    Never probes the network: without a configured TPU we fail at once rather
+    than wait on a cloud metadata server that is not there.
+    """
+    if cfg.tpu:
+        return cfg.tpu, "distribute.tpu"
+    if os.environ.get("COLAB_TPU_ADDR"):
+        return "grpc://" + os.environ["COLAB_TPU_ADDR"], "COLAB_TPU_ADDR"
+    if os.environ.get("TPU_NAME"):
+        return os.environ["TPU_NAME"], "TPU_NAME"
+    return None, "distribute.tpu, COLAB_TPU_ADDR and TPU_NAME"
+
+
 _FACTORIES = {
     "one_device": _one_device,
     "mirrored": _mirrored,
+    "multi_worker": _multi_worker,
+    "parameter_server": _parameter_server,
+    "tpu": _tpu,
 }

@@ -9,43 +9,92 @@ is how a run is extended), otherwise we refuse rather than mix two runs.
 from __future__ import annotations
 
 import os
+import warnings
 
+import tensorflow as tf
 import tf_keras as keras
 import yaml
 
 from tfbig import data as tfdata
 from tfbig import models
-from tfbig.config import Config, ConfigError, config_to_dict, save_config
+from tfbig.config import Config, ConfigError, DistributeConfig, config_to_dict, save_config
 from tfbig.distribute import make_strategy
+from tfbig.distribute.parameter_server import SERVING_TASKS, serve_cluster_task
+from tfbig.distribute.strategy import cluster_from_env
 from tfbig.models import precision_policy
+from tfbig.train.logging import RunLog
 from tfbig.train.optim import make_optimizer
 from tfbig.train.trainer import Trainer, TrainResult
 
 CONFIG_FILE = "config.yaml"
 # Sections that define what is being trained; a resumed run must not change them.
 FIXED_SECTIONS = ("model", "data")
+EVALUATOR_DIR = "evaluator"
 
 
 def train(config: Config) -> TrainResult:
     """Train `config` into `config.output.dir`, resuming a run already there."""
     run_dir = config.output.dir
     check_resumable(config, run_dir)
-    os.makedirs(run_dir, exist_ok=True)
-    save_config(config, os.path.join(run_dir, CONFIG_FILE))
+    if config.distribute.strategy == "parameter_server":
+        resolver = cluster_from_env("parameter_server")
+        if resolver.task_type in SERVING_TASKS:
+            serve_cluster_task(resolver)  # until the launcher stops this task
+        if resolver.task_type == "evaluator":
+            return evaluate_checkpoints(config)
     # The strategy first: on CPU it may still have to split the device, which
     # TensorFlow allows only before the runtime starts.
     strategy = make_strategy(config.distribute)
+    if strategy.extended.should_checkpoint:  # the chief of a cluster, or a lone process
+        os.makedirs(run_dir, exist_ok=True)
+        save_config(config, os.path.join(run_dir, CONFIG_FILE))
     with precision_policy(config.train.precision):
-        keras.utils.set_random_seed(config.train.seed)
-        source = tfdata.load_data(config.data)
-        with strategy.scope():
-            model = models.build_model(config.model, source.spec)
-            optimizer = make_optimizer(config.train)
-        trainer = Trainer(
-            model=model, optimizer=optimizer, strategy=strategy, source=source,
-            config=config.train, run_dir=run_dir, data_seed=config.data.seed,
-        )
-        return trainer.fit()
+        return build_trainer(config, strategy).fit()
+
+
+def build_trainer(config: Config, strategy: tf.distribute.Strategy, **options) -> Trainer:
+    """The model, optimizer and data of `config` in a Trainer under `strategy`.
+
+    Call within `precision_policy(config.train.precision)`.
+    """
+    keras.utils.set_random_seed(config.train.seed)
+    source = tfdata.load_data(config.data)
+    with strategy.scope():
+        model = models.build_model(config.model, source.spec)
+        optimizer = make_optimizer(config.train)
+    return Trainer(
+        model=model, optimizer=optimizer, strategy=strategy, source=source,
+        config=config.train, run_dir=config.output.dir, data_seed=config.data.seed, **options,
+    )
+
+
+def evaluate_checkpoints(config: Config) -> TrainResult:
+    """The evaluator task: evaluate each checkpoint the chief writes, up to the last.
+
+    Evaluating on a parameter-server coordinator would pause training, so, as
+    with Keras' SidecarEvaluator, a separate task watches the checkpoints. Its
+    metrics go to RUN_DIR/evaluator/ (metrics.jsonl and TensorBoard).
+    """
+    with precision_policy(config.train.precision):
+        trainer = build_trainer(config, make_strategy(DistributeConfig()))
+        log = RunLog(os.path.join(config.output.dir, EVALUATOR_DIR), total_steps=config.train.steps,
+                     start_step=0, progress_bar=False, unit="ex/s")
+        step, metrics = 0, {}
+        try:
+            for path in tf.train.checkpoints_iterator(trainer.checkpointer.directory):
+                try:
+                    trainer.checkpointer.restore(path)
+                except (tf.errors.OpError, IndexError) as error:  # deleted meanwhile
+                    warnings.warn(f"evaluator skipped {path}: {type(error).__name__}")
+                    continue
+                step, metrics = int(trainer.step.numpy()), trainer.evaluate()
+                log.write(step, metrics, kind="eval")
+                if step >= config.train.steps:
+                    break
+        finally:
+            log.close()
+    return TrainResult(step=step, train_metrics={}, eval_metrics=metrics,
+                       stopped_early=False, checkpoint=path)
 
 
 def check_resumable(config: Config, run_dir: str) -> None:

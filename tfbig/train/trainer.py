@@ -15,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import shutil
+import tempfile
 import time
 
 import tensorflow as tf
@@ -24,9 +26,11 @@ from tfbig import data as tfdata
 from tfbig.config import ConfigError, TrainConfig
 from tfbig.train import losses
 from tfbig.train.checkpoint import Checkpointer, dropout_generators
+from tfbig.train.execution import CoordinatedExecution, make_execution
 from tfbig.train.hooks import TrainingHooks
 from tfbig.train.logging import RunLog
 from tfbig.train.optim import current_learning_rate
+from tfbig.train.preemption import preemption_saver
 
 
 class TrainingDivergedError(RuntimeError):
@@ -64,6 +68,7 @@ class Trainer:
         # Tokens per example: what throughput is counted in for language models.
         self._tokens_per_example = source.spec.input_shape[0] if self._task == "lm" else 1
         self._check_batch_split()
+        self.execution = make_execution(strategy, steps_per_execution=config.steps_per_execution)
         self._compute_gradients = tf.function(
             self._accumulated_gradients, jit_compile=config.jit_compile
         )
@@ -78,8 +83,13 @@ class Trainer:
             self.eval_accuracy = keras.metrics.Mean("eval_accuracy")
             # Create optimizer slots now so a restore fills them immediately.
             optimizer.build(model.trainable_variables)
+        # Only the chief writes the run directory; other workers of a cluster
+        # write checkpoints and logs to scratch space removed after `fit`.
+        self.is_chief = strategy.extended.should_checkpoint
+        self._write_dir = run_dir if self.is_chief else tempfile.mkdtemp(prefix="tfbig-worker-")
         self.checkpointer = Checkpointer(
             os.path.join(run_dir, "checkpoints"), keep=config.keep_checkpoints,
+            write_directory=os.path.join(self._write_dir, "checkpoints"),
             model=model, optimizer=optimizer, step=self.step,
             best_metric=self.best_metric,
             evals_without_improvement=self.evals_without_improvement,
@@ -153,17 +163,19 @@ class Trainer:
     @tf.function
     def train_steps(self, iterator, num_steps):
         """Run `num_steps` (a tensor) optimizer steps on batches from `iterator`."""
-        for i in tf.range(num_steps):
-            self.hooks.before_step(self.step + tf.cast(i, tf.int64))
+        for _ in tf.range(num_steps):
+            self.hooks.before_step(self.step.read_value())
             self.strategy.run(self._train_step, args=(next(iterator),))
+            # Counted inside the loop so the step variable is right whenever
+            # a checkpoint is taken, including one forced by a preemption.
+            self.step.assign_add(1)
 
     def train_iterator(self, *, skip_steps: int = 0):
         """An iterator over distributed training batches, after `skip_steps` steps."""
-        dataset = tfdata.distribute(
-            self.strategy, self.source.train, global_batch_size=self.config.batch_size,
-            shuffle=True, seed=self.data_seed, repeat=True, skip_steps=skip_steps,
+        return self.execution.train_iterator(
+            self.source.train, global_batch_size=self.config.batch_size, seed=self.data_seed,
+            skip_steps=skip_steps,
         )
-        return iter(dataset)
 
     def _eval_step(self, batch):
         inputs, targets = batch
@@ -177,7 +189,7 @@ class Trainer:
             batch = iterator.get_next_as_optional()
             if not batch.has_value():
                 break
-            self.strategy.run(self._eval_step, args=(batch.get_value(),))
+            self.execution.run_replicas(self._eval_step, batch.get_value())
 
     # ------------------------------------------------------------ outer loop
 
@@ -185,12 +197,11 @@ class Trainer:
         """Loss, accuracy (and perplexity for LMs) over the eval split."""
         self.eval_loss.reset_state()
         self.eval_accuracy.reset_state()
-        dataset = tfdata.distribute(
-            self.strategy, self.source.eval, global_batch_size=self._eval_batch_size(),
-            shuffle=False, seed=self.data_seed, repeat=False, drop_remainder=False,
+        iterator = self.execution.eval_iterator(
+            self.source.eval, global_batch_size=self._eval_batch_size(), seed=self.data_seed,
         )
         max_steps = self.config.eval_steps or tf.int64.max
-        self._eval_loop(iter(dataset), tf.constant(max_steps, tf.int64))
+        self._eval_loop(iterator, tf.constant(max_steps, tf.int64))
         metrics = {
             "eval_loss": float(self.eval_loss.result()),
             "eval_accuracy": float(self.eval_accuracy.result()),
@@ -209,9 +220,10 @@ class Trainer:
         cfg = self.config
         restored = self.checkpointer.restore_latest()
         start = int(self.step.numpy())
+        preemption = preemption_saver(self.strategy, self.checkpointer.save)
         log = RunLog(
-            self.run_dir, total_steps=cfg.steps, start_step=start,
-            progress_bar=cfg.progress_bar,
+            self._write_dir, total_steps=cfg.steps, start_step=start,
+            progress_bar=cfg.progress_bar and self.is_chief,
             unit="tok/s" if self._task == "lm" else "ex/s",
         )
         eval_metrics: dict = {}
@@ -225,7 +237,7 @@ class Trainer:
             while step < cfg.steps and not stopped_early:
                 chunk = self._next_boundary(step) - step
                 chunk_start = time.perf_counter()
-                self.train_steps(iterator, tf.constant(chunk, tf.int64))
+                self.execution.run_steps(self.train_steps, iterator, chunk)
                 loss = float(self.train_loss.result())
                 if not math.isfinite(loss):
                     raise TrainingDivergedError(
@@ -236,7 +248,11 @@ class Trainer:
                         f"train.optimizer.clip_norm > 0, or add warmup steps."
                     )
                 step += chunk
+                # A parameter-server chunk re-run after a worker failure counts
+                # its steps twice in the variable; the scheduled count is right.
                 self.step.assign(step)
+                if preemption:
+                    preemption.after_steps(step)
                 window_steps += chunk
                 throughput = (chunk * cfg.batch_size * self._tokens_per_example
                               / (time.perf_counter() - chunk_start))
@@ -255,6 +271,10 @@ class Trainer:
                     checkpoint = self.checkpointer.save(step)
         finally:
             log.close()
+            if preemption:
+                preemption.close()
+            if not self.is_chief:
+                shutil.rmtree(self._write_dir, ignore_errors=True)
         return TrainResult(
             step=int(self.step.numpy()), train_metrics=train_metrics,
             eval_metrics=eval_metrics, stopped_early=stopped_early, checkpoint=checkpoint,
@@ -262,7 +282,11 @@ class Trainer:
 
     def _next_boundary(self, step: int) -> int:
         cfg = self.config
-        every = [cfg.steps_per_execution, cfg.log_every, cfg.checkpoint_every]
+        every = [cfg.log_every, cfg.checkpoint_every]
+        # A coordinator splits its chunk into steps_per_execution pieces that
+        # workers run at the same time, so only the actions bound it.
+        if not isinstance(self.execution, CoordinatedExecution):
+            every.append(cfg.steps_per_execution)
         if cfg.eval_every:
             every.append(cfg.eval_every)
         return min([cfg.steps] + [(step // n + 1) * n for n in every])

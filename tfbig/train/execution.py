@@ -1,0 +1,94 @@
+"""Where the Trainer's compiled functions run: here, or on a cluster's workers.
+
+Under every strategy but one, each process runs the training function itself
+(its replicas are local devices, or peers that run the same program, as in
+MultiWorkerMirroredStrategy). Under ParameterServerStrategy the chief is a
+coordinator: it schedules chunks of steps onto whichever worker is free,
+through `ClusterCoordinator`, which also re-runs a chunk whose worker died.
+The Trainer talks to one of these two classes and stays the same otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import tensorflow as tf
+
+from tfbig import data as tfdata
+
+
+class LocalExecution:
+    """This process runs every step (with its peers, in a multi-worker run)."""
+
+    def __init__(self, strategy: tf.distribute.Strategy):
+        self.strategy = strategy
+
+    def train_iterator(self, split, *, global_batch_size: int, seed: int, skip_steps: int):
+        return iter(tfdata.distribute(
+            self.strategy, split, global_batch_size=global_batch_size, shuffle=True,
+            seed=seed, repeat=True, skip_steps=skip_steps,
+        ))
+
+    def run_steps(self, train_steps: Callable, iterator, steps: int) -> None:
+        train_steps(iterator, tf.constant(steps, tf.int64))
+
+    def eval_iterator(self, split, *, global_batch_size: int, seed: int):
+        return iter(tfdata.distribute(
+            self.strategy, split, global_batch_size=global_batch_size, shuffle=False,
+            seed=seed, repeat=False, drop_remainder=False,
+        ))
+
+    def run_replicas(self, fn: Callable, batch) -> None:
+        self.strategy.run(fn, args=(batch,))
+
+
+class CoordinatedExecution:
+    """The chief schedules steps onto parameter-server workers.
+
+    Training is asynchronous: each worker applies its own batch's update, so a
+    "step" is one worker's batch and the steps of a chunk run on several
+    workers at once. Evaluation runs on the coordinator itself (it reads the
+    variables from the ps tasks), so its result does not depend on scheduling.
+    """
+
+    def __init__(self, strategy: tf.distribute.experimental.ParameterServerStrategy, *,
+                 steps_per_execution: int):
+        self.strategy = strategy
+        self.coordinator = tf.distribute.experimental.coordinator.ClusterCoordinator(strategy)
+        self._steps_per_execution = steps_per_execution
+
+    def train_iterator(self, split, *, global_batch_size: int, seed: int, skip_steps: int):
+        # Every worker builds the same pipeline; an unseeded shuffle gives each
+        # a different order (a seeded one would feed them all the same batches).
+        # Asynchronous updates make the run irreproducible anyway, so the data
+        # position is not replayed on resume either.
+        def per_worker_dataset():
+            return tfdata.distribute(
+                self.strategy, split, global_batch_size=global_batch_size, shuffle=True,
+                seed=None, repeat=True,
+            )
+
+        return iter(self.coordinator.create_per_worker_dataset(per_worker_dataset))
+
+    def run_steps(self, train_steps: Callable, iterator, steps: int) -> None:
+        """Schedule `steps` in chunks of `steps_per_execution`; wait for all of them."""
+        while steps > 0:
+            chunk = min(steps, self._steps_per_execution)
+            self.coordinator.schedule(train_steps, args=(iterator, tf.constant(chunk, tf.int64)))
+            steps -= chunk
+        self.coordinator.join()
+
+    def eval_iterator(self, split, *, global_batch_size: int, seed: int):
+        return iter(split.make_dataset(
+            batch_size=global_batch_size, shuffle=False, seed=seed, repeat=False,
+            drop_remainder=False,
+        ))
+
+    def run_replicas(self, fn: Callable, batch) -> None:
+        fn(batch)
+
+
+def make_execution(strategy: tf.distribute.Strategy, *, steps_per_execution: int):
+    if isinstance(strategy, tf.distribute.experimental.ParameterServerStrategy):
+        return CoordinatedExecution(strategy, steps_per_execution=steps_per_execution)
+    return LocalExecution(strategy)
