@@ -251,8 +251,6 @@ class Trainer:
                 # A parameter-server chunk re-run after a worker failure counts
                 # its steps twice in the variable; the scheduled count is right.
                 self.step.assign(step)
-                if preemption:
-                    preemption.after_steps(step)
                 window_steps += chunk
                 throughput = (chunk * cfg.batch_size * self._tokens_per_example
                               / (time.perf_counter() - chunk_start))
@@ -269,6 +267,8 @@ class Trainer:
                     stopped_early = self._should_stop(eval_metrics)
                 if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopped_early:
                     checkpoint = self.checkpointer.save(step)
+                if preemption:  # last: the step's records are written before a forced exit
+                    preemption.after_steps(step)
         finally:
             log.close()
             if preemption:
