@@ -10,6 +10,7 @@ printed as one line naming the problem, with exit status 2 for bad input and
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 import tfbig
@@ -24,6 +25,8 @@ examples:
   tfbig export runs/digits --model-base-path models/digits --onnx --tflite float32,int8
   tfbig serve --port=8500 --rest_api_port=8501 --model_name=digits --model_base_path=models/digits
   tfbig predict localhost:8500 digits --inputs '[[...64 pixels...]]'
+  tfbig launch --workers 2 -- tfbig train cfg.yaml --set distribute.strategy=multi_worker
+  tfbig launch --workers 2 --ps 1 --evaluator --max-restarts 2 -- tfbig train cfg.yaml
 """
 
 
@@ -156,6 +159,38 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_launch(args) -> int:
+    """Run a command as every task of a local cluster (TF_CONFIG set per task)."""
+    from tfbig.distribute.cluster import Cluster, k8s_manifest
+    from tfbig.distribute.launch import Launcher
+
+    command = args.task_command[1:] if args.task_command[:1] == ["--"] else args.task_command
+    try:
+        cluster = Cluster.local(args.workers, args.ps, args.evaluator)
+    except ValueError as e:
+        return _usage_error(args, str(e))
+    if not command and not args.print_tf_config:
+        return _usage_error(args, "no command given: tfbig launch --workers N -- COMMAND ...")
+    if args.print_tf_config:
+        for kind, index in cluster.tasks:
+            print(kind, index, json.dumps(cluster.tf_config(kind, index)))
+        return 0
+    if args.k8s_manifest:
+        print(k8s_manifest(cluster, name=args.name, image=args.image, command=command), end="")
+        return 0
+    launcher = Launcher(lambda: Cluster.local(args.workers, args.ps, args.evaluator), command,
+                        max_restarts=args.max_restarts, grace_period_s=args.grace_period)
+    try:
+        return launcher.run()
+    except FileNotFoundError as e:
+        return _usage_error(args, f"cannot start the command: {e}")
+
+
+def _usage_error(args, message: str) -> int:
+    print(f"tfbig {args.command}: error: {message}", file=sys.stderr)
+    return 2
+
+
 def _variant_list(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
@@ -227,6 +262,23 @@ def build_parser() -> argparse.ArgumentParser:
     given.add_argument("--npz", help="a .npz file of input name -> array")
     predict.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
     predict.set_defaults(handler=cmd_predict)
+    launch = commands.add_parser("launch", help=cmd_launch.__doc__, description=cmd_launch.__doc__)
+    launch.add_argument("--workers", type=int, default=2, help="worker tasks (default 2)")
+    launch.add_argument("--ps", type=int, default=0, help="parameter-server tasks; with any, "
+                        "a chief task coordinates (ParameterServerStrategy)")
+    launch.add_argument("--evaluator", action="store_true", help="also an evaluator task")
+    launch.add_argument("--max-restarts", type=int, default=0,
+                        help="restart the whole cluster this often after a failure")
+    launch.add_argument("--grace-period", type=float, default=10.0, metavar="SECONDS",
+                        help="between SIGTERM and SIGKILL when stopping tasks (default 10)")
+    launch.add_argument("--print-tf-config", action="store_true",
+                        help="print each task's TF_CONFIG and exit")
+    launch.add_argument("--k8s-manifest", action="store_true",
+                        help="print a Kubernetes manifest for this cluster and exit")
+    launch.add_argument("--image", default="tfbig:latest", help="image for --k8s-manifest")
+    launch.add_argument("--name", default="tfbig-train", help="name for --k8s-manifest")
+    launch.add_argument("task_command", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
+    launch.set_defaults(handler=cmd_launch, loads_tensorflow=False)
     return parser
 
 
@@ -236,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    if not getattr(args, "loads_tensorflow", True):
+        return args.handler(args)
     from tfbig.config import ConfigError
     from tfbig.data import DataError
     from tfbig.distribute import StrategyError

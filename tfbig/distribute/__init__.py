@@ -1,5 +1,15 @@
-"""Strategy construction: one factory for every `tf.distribute` kind tfbig supports."""
+"""Strategy construction: one factory for every `tf.distribute` kind tfbig supports.
 
-from tfbig.distribute.strategy import StrategyError, make_strategy, split_cpu
+The strategy names load TensorFlow on first use, so `tfbig launch` (which
+only starts processes, from `tfbig.distribute.launch`) starts at once.
+"""
 
 __all__ = ["StrategyError", "make_strategy", "split_cpu"]
+
+
+def __getattr__(name):
+    if name in __all__:
+        from tfbig.distribute import strategy
+
+        return getattr(strategy, name)
+    raise AttributeError(f"module 'tfbig.distribute' has no attribute {name!r}")

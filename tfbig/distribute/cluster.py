@@ -1,0 +1,129 @@
+"""A cluster's shape and each task's TF_CONFIG (no TensorFlow needed).
+
+Two layouts, as TensorFlow's strategies expect them:
+- MultiWorkerMirroredStrategy: `worker` x N; worker 0 is the chief.
+- ParameterServerStrategy: `chief` (the coordinator) + `worker` x N + `ps` x M.
+An `evaluator` task is never in the cluster dict, only in its own `task`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import socket
+
+import yaml
+
+
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+    workers: int
+    ps: int = 0
+    evaluator: bool = False
+    addresses: dict = dataclasses.field(default_factory=dict)  # task type -> ["host:port"]
+
+    def __post_init__(self):
+        if self.workers < 1:
+            raise ValueError(f"--workers must be at least 1, got {self.workers}")
+        if self.ps < 0:
+            raise ValueError(f"--ps must be 0 or more, got {self.ps}")
+
+    @classmethod
+    def local(cls, workers: int, ps: int = 0, evaluator: bool = False) -> "Cluster":
+        """A cluster on free 127.0.0.1 ports."""
+        counts = _counts(workers, ps)
+        ports = iter(free_ports(sum(counts.values())))
+        addresses = {kind: [f"127.0.0.1:{next(ports)}" for _ in range(n)]
+                     for kind, n in counts.items()}
+        return cls(workers, ps, evaluator, addresses)
+
+    @property
+    def tasks(self) -> list[tuple[str, int]]:
+        """Every task to start: the cluster's, then the evaluator."""
+        tasks = [(kind, i) for kind, n in _counts(self.workers, self.ps).items() for i in range(n)]
+        return tasks + ([("evaluator", 0)] if self.evaluator else [])
+
+    @property
+    def finishing_tasks(self) -> list[tuple[str, int]]:
+        """Tasks whose successful exit ends the run (ps and evaluator serve until stopped)."""
+        if self.ps:
+            return [("chief", 0)]
+        return [("worker", i) for i in range(self.workers)]
+
+    def tf_config(self, task_type: str, index: int) -> dict:
+        return {"cluster": self.addresses, "task": {"type": task_type, "index": index}}
+
+    def environment(self, task_type: str, index: int) -> dict[str, str]:
+        env = {"TF_CONFIG": json.dumps(self.tf_config(task_type, index))}
+        if self.ps:
+            # TF's advice for parameter-server training: fail RPCs to a dead
+            # worker at once so the coordinator reschedules its steps.
+            env["GRPC_FAIL_FAST"] = "use_caller"
+        return env
+
+
+def _counts(workers: int, ps: int) -> dict[str, int]:
+    if ps:
+        return {"chief": 1, "worker": workers, "ps": ps}
+    return {"worker": workers}
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free TCP ports on 127.0.0.1 (all held open while choosing)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+
+
+def k8s_manifest(cluster: Cluster, *, name: str, image: str, command: list[str],
+                 port: int = 2222) -> str:
+    """A Kubernetes manifest for `cluster`: per task type, a headless Service and a StatefulSet.
+
+    StatefulSet pods have stable names `NAME-TYPE-i` resolvable through the
+    headless Service, so TF_CONFIG is the same for every pod except the task
+    index, which each pod reads from its own hostname's ordinal at start.
+    """
+    counts = dict(_counts(cluster.workers, cluster.ps))
+    hosts = {kind: [f"{name}-{kind}-{i}.{name}-{kind}:{port}" for i in range(n)]
+             for kind, n in counts.items()}
+    if cluster.evaluator:
+        counts["evaluator"] = 1
+    documents = []
+    for kind, replicas in counts.items():
+        service = f"{name}-{kind}"
+        cluster_json = json.dumps(hosts)
+        entrypoint = (
+            'export TF_CONFIG="{\\"cluster\\": $CLUSTER, \\"task\\": {\\"type\\": '
+            f'\\"{kind}\\", \\"index\\": ${{HOSTNAME##*-}}}}}}"; exec "$@"'
+        )
+        documents.append({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": service, "labels": {"app": name, "task": kind}},
+            "spec": {"clusterIP": "None", "selector": {"app": name, "task": kind},
+                     "ports": [{"name": "grpc", "port": port}]},
+        })
+        env = [{"name": "CLUSTER", "value": cluster_json}]
+        if cluster.ps:
+            env.append({"name": "GRPC_FAIL_FAST", "value": "use_caller"})
+        documents.append({
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": service, "labels": {"app": name, "task": kind}},
+            "spec": {
+                "serviceName": service, "replicas": replicas,
+                # All pods at once: a cluster's tasks wait for each other.
+                "podManagementPolicy": "Parallel",
+                "selector": {"matchLabels": {"app": name, "task": kind}},
+                "template": {
+                    "metadata": {"labels": {"app": name, "task": kind}},
+                    "spec": {"containers": [{
+                        "name": kind, "image": image,
+                        "command": ["/bin/sh", "-c", entrypoint, "--", *command],
+                        "env": env, "ports": [{"containerPort": port}],
+                    }]},
+                },
+            },
+        })
+    return yaml.safe_dump_all(documents, sort_keys=False)
