@@ -1,0 +1,155 @@
+"""Real multi-process clusters on 127.0.0.1, started by `tfbig launch`.
+
+Few and small, since each starts several TensorFlow processes: two
+MultiWorkerMirroredStrategy workers against a single-process mirrored run, a
+parameter-server cluster learning digits, and the failures a long run meets
+(a worker killed, a worker preempted).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import yaml
+
+from tfbig.config import config_from_dict
+from tfbig.train import read_metrics, train
+
+from runs import GPT, TEXT
+
+pytestmark = pytest.mark.slow
+
+# Runs `tfbig train CONFIG` and prints its result as one JSON line. With
+# FAIL_AT set, worker 1 of the first attempt kills itself with that signal
+# once the chief has written checkpoint FAIL_AT: a failure mid-run.
+TRAIN_SCRIPT = textwrap.dedent("""
+    import json, os, signal, sys, threading, time
+    import tfbig
+    from tfbig.config import load_config
+    from tfbig.train import train
+
+    config = load_config(sys.argv[1])
+    task = json.loads(os.environ["TF_CONFIG"])["task"]
+    fail_at = os.environ.get("FAIL_AT")
+    if fail_at and task == {"type": "worker", "index": 1} \\
+            and os.environ["TFBIG_LAUNCH_ATTEMPT"] == "0":
+        marker = os.path.join(config.output.dir, "checkpoints", f"ckpt-{fail_at}.index")
+        def fail():
+            while not os.path.exists(marker):
+                time.sleep(0.02)
+            os.kill(os.getpid(), getattr(signal, os.environ["FAIL_SIGNAL"]))
+        threading.Thread(target=fail, daemon=True).start()
+    result = train(config)
+    print("RESULT " + json.dumps({"loss": result.train_metrics.get("loss"),
+                                  **result.eval_metrics}), flush=True)
+""")
+
+
+def gpt_config(run_dir, strategy, **train):
+    settings = {"steps": 10, "batch_size": 8, "steps_per_execution": 5, "log_every": 1,
+                "eval_every": 0, "eval_steps": 2, "checkpoint_every": 5,
+                "progress_bar": False, "optimizer": {"name": "sgd", "learning_rate": 0.1},
+                "schedule": {"name": "constant"}, **train}
+    return {"model": GPT, "data": TEXT, "train": settings,
+            "distribute": {"strategy": strategy, "devices": 2}, "output": {"dir": str(run_dir)}}
+
+
+def launch(tmp_path, config: dict, *launch_args, env=None, timeout=300):
+    """`tfbig launch ... -- python TRAIN_SCRIPT CONFIG`; returns the finished process."""
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    script = tmp_path / "train_script.py"
+    script.write_text(TRAIN_SCRIPT)
+    return subprocess.run(
+        [sys.executable, "-m", "tfbig.cli", "launch", *launch_args, "--",
+         sys.executable, str(script), str(config_path)],
+        capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
+    )
+
+
+def results_by_task(output: str) -> dict:
+    """{"worker 0": {...}, ...} from the launcher's task-prefixed RESULT lines."""
+    found = {}
+    for line in output.splitlines():
+        if "] RESULT " in line:
+            task, _, payload = line.partition("] RESULT ")
+            found[task.strip("[ ")] = json.loads(payload)
+    return found
+
+
+def train_losses(run_dir):
+    return [r["loss"] for r in read_metrics(run_dir) if "loss" in r]
+
+
+def test_multi_worker_equals_single_process_mirrored(tmp_path):
+    done = launch(tmp_path, gpt_config(tmp_path / "cluster", "multi_worker"), "--workers", "2")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    workers = results_by_task(done.stdout)
+    assert set(workers) == {"worker 0", "worker 1"}, done.stdout[-2000:]
+    assert workers["worker 0"] == workers["worker 1"]  # both report the same losses
+
+    mirrored = config_from_dict(gpt_config(tmp_path / "mirrored", "mirrored"))
+    result = train(mirrored)
+    np.testing.assert_allclose(train_losses(tmp_path / "cluster"),
+                               train_losses(tmp_path / "mirrored"), rtol=1e-5)
+    assert workers["worker 0"]["eval_loss"] == pytest.approx(
+        result.eval_metrics["eval_loss"], rel=1e-5)
+    # Only the chief wrote the run directory; the other worker's scratch is gone.
+    assert sorted(os.listdir(tmp_path / "cluster")) == [
+        "checkpoints", "config.yaml", "logs", "metrics.jsonl"]
+
+
+def test_parameter_server_cluster_learns_digits_despite_losing_a_worker(tmp_path):
+    # Worker 1 is killed once checkpoint 100 exists; the coordinator re-runs
+    # its steps on worker 0 and still finishes every scheduled step.
+    config = {
+        "model": {"name": "cnn", "filters": [16, 32], "blocks_per_stage": 1},
+        "data": {"name": "digits", "eval_fraction": 0.2},
+        "train": {"steps": 200, "batch_size": 64, "steps_per_execution": 10, "log_every": 50,
+                  "eval_every": 100, "checkpoint_every": 100, "progress_bar": False,
+                  "optimizer": {"name": "adam", "learning_rate": 3e-3},
+                  "schedule": {"name": "cosine", "warmup_steps": 10}},
+        "distribute": {"strategy": "parameter_server"},
+        "output": {"dir": str(tmp_path / "run")},
+    }
+    done = launch(tmp_path, config, "--workers", "2", "--ps", "1", "--evaluator",
+                  env={"FAIL_AT": "100", "FAIL_SIGNAL": "SIGKILL"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "worker 1 exited with -9; the coordinator goes on" in done.stdout
+    chief = results_by_task(done.stdout)["chief"]
+    assert [r["step"] for r in read_metrics(tmp_path / "run") if "loss" in r][-1] == 200
+    assert chief["eval_accuracy"] >= 0.90, chief
+    evaluated = read_metrics(tmp_path / "run" / "evaluator")
+    assert [r["step"] for r in evaluated] == [100, 200]
+    assert evaluated[-1]["eval_accuracy"] == pytest.approx(chief["eval_accuracy"])
+
+
+@pytest.mark.parametrize("fail_signal", ["SIGKILL", "SIGTERM"])
+def test_multi_worker_run_survives_a_lost_worker(tmp_path, fail_signal):
+    # SIGKILL: the worker dies; the launcher restarts the cluster from the last
+    # checkpoint. SIGTERM: the worker is preempted; every worker saves at the
+    # same step first (PreemptionCheckpointHandler), then the cluster restarts.
+    config = gpt_config(tmp_path / "run", "multi_worker", steps=60, log_every=5,
+                        checkpoint_every=25, keep_checkpoints=20,
+                        optimizer={"name": "adam", "learning_rate": 3e-3})
+    done = launch(tmp_path, config, "--workers", "2", "--max-restarts", "1",
+                  env={"FAIL_AT": "25", "FAIL_SIGNAL": fail_signal})
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert "restart" in output.lower()
+    assert set(results_by_task(done.stdout)) == {"worker 0", "worker 1"}
+    records = [r for r in read_metrics(tmp_path / "run") if "loss" in r]
+    steps = [r["step"] for r in records]
+    assert steps == sorted(set(steps)) and steps[-1] == 60  # continuous, finished
+    assert all(np.isfinite(r["loss"]) for r in records)
+    saved = sorted(int(p.split("-")[1].split(".")[0])
+                   for p in os.listdir(tmp_path / "run" / "checkpoints") if p.endswith(".index"))
+    assert saved[-1] == 60
+    if fail_signal == "SIGTERM":
+        # The preemption checkpoint lies between the regular ones (25, 50, 60).
+        assert set(saved) - {25, 50, 60}, (saved, output[-3000:])
