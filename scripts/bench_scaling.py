@@ -10,7 +10,7 @@ splitting the batch and communicating cost (or saved, if negative) on this
 machine. On one CPU, the replicas and processes share the same cores, so the
 figures measure overhead, not speedup.
 
-    python scripts/bench_scaling.py [--steps 60] [--d-model 128]
+    python scripts/bench_scaling.py [--steps 60] [--d-model 128] [--repeats 3]
 
 Prints one JSON object.
 """
@@ -45,6 +45,8 @@ def parse_args():
     parser.add_argument("--batch", type=int, default=32, help="global batch")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--log-every", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="rounds over all setups, interleaved; medians are reported")
     parser.add_argument("--only", choices=sorted(SETUPS), action="append",
                         help="run only these setups (repeatable)")
     return parser.parse_args()
@@ -94,11 +96,22 @@ def run_setup(args, name: str, workdir: str) -> dict:
     }
 
 
+def median_result(runs: list[dict]) -> dict:
+    """The run with the median step time, and every round's step time."""
+    ordered = sorted(runs, key=lambda r: r["step_ms"])
+    return {**ordered[len(ordered) // 2], "step_ms_rounds": [r["step_ms"] for r in runs]}
+
+
 def main() -> None:
     args = parse_args()
     names = args.only or list(SETUPS)
-    with tempfile.TemporaryDirectory(prefix="tfbig-bench-scaling-") as workdir:
-        results = {name: run_setup(args, name, workdir) for name in names}
+    rounds = {name: [] for name in names}
+    for round_index in range(args.repeats):
+        # Interleaved, so drift in the machine's load hits every setup alike.
+        for name in names:
+            with tempfile.TemporaryDirectory(prefix="tfbig-bench-scaling-") as workdir:
+                rounds[name].append(run_setup(args, name, workdir))
+    results = {name: median_result(runs) for name, runs in rounds.items()}
     base = results.get("one_device", {}).get("step_ms")
     if base:
         for result in results.values():
@@ -106,7 +119,8 @@ def main() -> None:
     print(json.dumps({
         "benchmark": "scaling",
         "model": {"d_model": args.d_model, "layers": args.layers, "seq_len": args.seq_len},
-        "global_batch": args.batch, "steps": args.steps, "cpu_count": os.cpu_count(),
+        "global_batch": args.batch, "steps": args.steps, "repeats": args.repeats,
+        "cpu_count": os.cpu_count(),
         "setups": results,
     }, indent=2))
 
