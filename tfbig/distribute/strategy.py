@@ -184,10 +184,18 @@ def tpu_address(cfg: DistributeConfig) -> tuple[str | None, str]:
     return None, "distribute.tpu, COLAB_TPU_ADDR and TPU_NAME"
 
 
+def _dtensor(cfg: DistributeConfig) -> tf.distribute.Strategy:
+    # Imported here: the mesh module builds on split_cpu from this one.
+    from tfbig.distribute.dtensor_strategy import make_mesh_strategy
+
+    return make_mesh_strategy(cfg)
+
+
 _FACTORIES = {
     "one_device": _one_device,
     "mirrored": _mirrored,
     "multi_worker": _multi_worker,
     "parameter_server": _parameter_server,
     "tpu": _tpu,
+    "dtensor": _dtensor,
 }

@@ -35,7 +35,9 @@ class PositionEmbedding(keras.layers.Layer):
 
     def call(self, inputs):
         positions = tf.cast(self.embeddings[: tf.shape(inputs)[1]], self.compute_dtype)
-        return tf.broadcast_to(positions[None], tf.shape(inputs))
+        # broadcast_to adds the batch axis itself; an explicit `[None]` (a
+        # strided slice with new_axis_mask) segfaults DTensor (TF 2.21).
+        return tf.broadcast_to(positions, tf.shape(inputs))
 
     def get_config(self):
         return {**super().get_config(), "max_len": self.max_len}

@@ -15,6 +15,7 @@ from typing import Callable
 import tensorflow as tf
 
 from tfbig import data as tfdata
+from tfbig.distribute.dtensor_strategy import MeshStrategy
 
 
 class LocalExecution:
@@ -22,6 +23,9 @@ class LocalExecution:
 
     def __init__(self, strategy: tf.distribute.Strategy):
         self.strategy = strategy
+        # DTensor's input pipeline takes only batches of one static size, so
+        # under distribute.strategy=dtensor eval leaves out a last partial batch.
+        self._partial_eval_batch = not isinstance(strategy, MeshStrategy)
 
     def train_iterator(self, split, *, global_batch_size: int, seed: int, skip_steps: int):
         return iter(tfdata.distribute(
@@ -35,7 +39,7 @@ class LocalExecution:
     def eval_iterator(self, split, *, global_batch_size: int, seed: int):
         return iter(tfdata.distribute(
             self.strategy, split, global_batch_size=global_batch_size, shuffle=False,
-            seed=seed, repeat=False, drop_remainder=False,
+            seed=seed, repeat=False, drop_remainder=not self._partial_eval_batch,
         ))
 
     def run_replicas(self, fn: Callable, batch) -> None:

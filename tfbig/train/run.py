@@ -19,6 +19,7 @@ from tfbig import data as tfdata
 from tfbig import models
 from tfbig.config import Config, ConfigError, DistributeConfig, config_to_dict, save_config
 from tfbig.distribute import make_strategy
+from tfbig.distribute.dtensor_strategy import model_scope
 from tfbig.distribute.parameter_server import SERVING_TASKS, serve_cluster_task
 from tfbig.distribute.strategy import cluster_from_env
 from tfbig.models import precision_policy
@@ -60,7 +61,8 @@ def build_trainer(config: Config, strategy: tf.distribute.Strategy, **options) -
     keras.utils.set_random_seed(config.train.seed)
     source = tfdata.load_data(config.data)
     with strategy.scope():
-        model = models.build_model(config.model, source.spec)
+        with model_scope(strategy, config.model):  # shards the weights under dtensor
+            model = models.build_model(config.model, source.spec)
         optimizer = make_optimizer(config.train)
     return Trainer(
         model=model, optimizer=optimizer, strategy=strategy, source=source,
