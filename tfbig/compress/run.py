@@ -56,6 +56,10 @@ class CompressResult:
     files: dict[str, str]  # report.json / report.md / report.png / artifact -> path
 
 
+# TF-MOT wraps these layer by layer, so it must see the blocks' own layers.
+LAYER_WRAPPING_METHODS = ("prune", "qat", "cluster")
+
+
 def compress_run(run_dir: str, *, method: str | None = None, overrides: tuple[str, ...] = (),
                  output_dir: str | None = None) -> CompressResult:
     """Compress the latest checkpoint of `run_dir` with `method` (or the config's)."""
@@ -67,6 +71,11 @@ def compress_run(run_dir: str, *, method: str | None = None, overrides: tuple[st
     if source.config.compress.method == "qat":
         raise ConfigError(f"{run_dir!r} is quantization-aware already; compress the float run "
                           f"it was made from instead")
+    if method in LAYER_WRAPPING_METHODS and getattr(config.model, "recompute", False):
+        raise ConfigError(
+            f"compress --method {method} wraps the blocks' Dense and attention layers, which "
+            f"model.recompute=true hides inside one layer per block; train the run with "
+            f"model.recompute=false to {method} it (ptq-* and distill work either way)")
     out_dir = output_dir or f"{os.path.normpath(run_dir)}-{method}"
     out_config = output_config(config, out_dir)
     check_resumable(out_config, out_dir)

@@ -93,6 +93,9 @@ class GPTConfig:
     dropout: float = bounded(0.0, min=0.0, max=0.9)
     tie_embeddings: bool = True
     layer_norm_epsilon: float = bounded(1e-5, min=0.0, min_exclusive=True)
+    # Keep only each block's input for backprop and recompute the rest of its
+    # activations then: less activation memory for one more forward pass.
+    recompute: bool = False
 
 
 ModelConfig = Union[

@@ -65,6 +65,9 @@ def model_scope(strategy: tf.distribute.Strategy, model_cfg):
             f"distribute.strategy=dtensor shards the gpt model only; got model.name="
             f"{model_cfg.name!r}. Use distribute.strategy=mirrored for it."
         )
+    if model_cfg.recompute:
+        raise ConfigError("distribute.strategy=dtensor shards the GPT's own block layers; "
+                          "set model.recompute=false")
     return gpt_layout_scope(strategy.mesh, model_cfg)
 
 

@@ -44,6 +44,18 @@ def decode_bytes(ids: tf.Tensor) -> tf.Tensor:
     return tf.strings.reduce_join(tf.gather(tf.constant(_BYTE_STRINGS), ids), axis=-1)
 
 
+BLOCK_PARTS = ("ln1", "attention", "ln2", "mlp_in", "mlp_out")
+
+
+def block_layers(model, index: int) -> dict:
+    """Block `index`'s sublayers by part, whether functional or one RecomputedBlock."""
+    names = {layer.name for layer in model.layers}
+    if f"block{index}" in names:  # model.recompute: the parts are the block's attributes
+        block = model.get_layer(f"block{index}")
+        return {part: getattr(block, part) for part in BLOCK_PARTS}
+    return {part: model.get_layer(f"block{index}_{part}") for part in BLOCK_PARTS}
+
+
 class GPTDecoder:
     """The GPT's forward pass split into prefill and one-position steps over a cache."""
 
@@ -52,11 +64,7 @@ class GPTDecoder:
         self.tied = gpt_config.tie_embeddings
         self.embedding = model.get_layer("token_embedding")
         self.positions = model.get_layer("position_embedding")
-        self.blocks = [
-            {part: model.get_layer(f"block{i}_{part}")
-             for part in ("ln1", "attention", "ln2", "mlp_in", "mlp_out")}
-            for i in range(gpt_config.num_layers)
-        ]
+        self.blocks = [block_layers(model, i) for i in range(gpt_config.num_layers)]
         self.final_ln = model.get_layer("final_ln")
         self.head = model.get_layer("logits")
 

@@ -14,7 +14,7 @@ from tf_keras import layers
 from tfbig.config import ConfigError, GPTConfig
 from tfbig.data.spec import DataSpec
 from tfbig.models.layers import ReversibleEmbedding
-from tfbig.models.transformer import embed_with_positions, transformer_block
+from tfbig.models.transformer import RecomputedBlock, embed_with_positions, transformer_block
 
 
 def build_gpt(cfg: GPTConfig, spec: DataSpec, inputs):
@@ -29,8 +29,17 @@ def build_gpt(cfg: GPTConfig, spec: DataSpec, inputs):
         cfg.vocab_size, cfg.d_model, name="token_embedding",
         embeddings_initializer="random_normal",
     )
+    if cfg.recompute and cfg.dropout:
+        raise ConfigError(
+            f"model.recompute: blocks recomputed in backprop would draw new dropout masks; "
+            f"set model.dropout=0 (got {cfg.dropout}) or model.recompute=false")
     h = embed_with_positions(inputs, embedding, cfg.max_len, cfg.dropout)
     for i in range(cfg.num_layers):
+        if cfg.recompute:
+            h = RecomputedBlock(d_model=cfg.d_model, num_heads=cfg.num_heads, d_ff=cfg.d_ff,
+                                causal=True, epsilon=cfg.layer_norm_epsilon,
+                                name=f"block{i}")(h)
+            continue
         h = transformer_block(h, d_model=cfg.d_model, num_heads=cfg.num_heads, d_ff=cfg.d_ff,
                               dropout=cfg.dropout, causal=True, epsilon=cfg.layer_norm_epsilon,
                               name=f"block{i}")

@@ -7,6 +7,7 @@ without learning-rate warmup tricks and is what GPT-2 and most large models use.
 
 from __future__ import annotations
 
+import tensorflow as tf
 import tf_keras as keras
 from tf_keras import layers
 
@@ -37,6 +38,51 @@ def transformer_block(x, *, d_model: int, num_heads: int, d_ff: int, dropout: fl
     h = layers.Dense(d_model, name=f"{name}_mlp_out")(h)
     h = layers.Dropout(dropout, name=f"{name}_mlp_dropout")(h)
     return layers.Add(name=f"{name}_mlp_residual")([x, h])
+
+
+@keras.saving.register_keras_serializable(package="tfbig")
+class RecomputedBlock(keras.layers.Layer):
+    """`transformer_block` as one layer whose activations are recomputed in backprop.
+
+    `tf.recompute_grad` needs the block as one callable, which a functional
+    sub-graph is not. Sublayers are built in `build` (in the functional
+    block's order, so `weights` line up with it): variables must not be
+    created inside the recomputed function. Dropout would draw new masks when
+    recomputed, so the block refuses it.
+    """
+
+    def __init__(self, *, d_model: int, num_heads: int, d_ff: int, causal: bool,
+                 epsilon: float, **kwargs):
+        super().__init__(**kwargs)
+        self.d_model, self.num_heads, self.d_ff = d_model, num_heads, d_ff
+        self.causal, self.epsilon = causal, epsilon
+        self.ln1 = layers.LayerNormalization(epsilon=epsilon, name="ln1")
+        self.attention = layers.MultiHeadAttention(
+            num_heads, key_dim=d_model // num_heads, name="attention")
+        self.ln2 = layers.LayerNormalization(epsilon=epsilon, name="ln2")
+        self.mlp_in = layers.Dense(feed_forward_dim(d_model, d_ff), activation="gelu",
+                                   name="mlp_in")
+        self.mlp_out = layers.Dense(d_model, name="mlp_out")
+
+    def build(self, input_shape):
+        self.ln1.build(input_shape)
+        self.attention._build_from_signature(input_shape, input_shape)
+        self.ln2.build(input_shape)
+        self.mlp_in.build(input_shape)
+        self.mlp_out.build(input_shape[:-1] + (self.mlp_in.units,))
+        super().build(input_shape)
+
+    def call(self, x):
+        return tf.recompute_grad(self._forward)(x)
+
+    def _forward(self, x):
+        h = self.ln1(x)
+        x = x + self.attention(h, h, use_causal_mask=self.causal)
+        return x + self.mlp_out(self.mlp_in(self.ln2(x)))
+
+    def get_config(self):
+        return {**super().get_config(), "d_model": self.d_model, "num_heads": self.num_heads,
+                "d_ff": self.d_ff, "causal": self.causal, "epsilon": self.epsilon}
 
 
 def embed_with_positions(x, embedding: layers.Layer, max_len: int, dropout: float):
