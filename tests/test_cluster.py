@@ -58,15 +58,15 @@ def gpt_config(run_dir, strategy, **train):
             "distribute": {"strategy": strategy, "devices": 2}, "output": {"dir": str(run_dir)}}
 
 
-def launch(tmp_path, config: dict, *launch_args, env=None, timeout=300):
-    """`tfbig launch ... -- python TRAIN_SCRIPT CONFIG`; returns the finished process."""
+def launch(tmp_path, config: dict, *launch_args, env=None, timeout=300, script=TRAIN_SCRIPT):
+    """`tfbig launch ... -- python SCRIPT CONFIG`; returns the finished process."""
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    script = tmp_path / "train_script.py"
-    script.write_text(TRAIN_SCRIPT)
+    script_path = tmp_path / "train_script.py"
+    script_path.write_text(script)
     return subprocess.run(
         [sys.executable, "-m", "tfbig.cli", "launch", *launch_args, "--",
-         sys.executable, str(script), str(config_path)],
+         sys.executable, str(script_path), str(config_path)],
         capture_output=True, text=True, timeout=timeout,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
     )
@@ -127,6 +127,38 @@ def test_parameter_server_cluster_learns_digits_despite_losing_a_worker(tmp_path
     evaluated = read_metrics(tmp_path / "run" / "evaluator")
     assert [r["step"] for r in evaluated] == [100, 200]
     assert evaluated[-1]["eval_accuracy"] == pytest.approx(chief["eval_accuracy"])
+
+
+# Reports where the chief's GPT keeps its token embedding, then trains.
+SHARD_PROBE = textwrap.dedent("""
+    import json, sys
+    import tfbig
+    from tfbig.config import load_config
+    from tfbig.train import run
+
+    build_trainer = run.build_trainer
+    def reporting_build_trainer(config, strategy, **options):
+        trainer = build_trainer(config, strategy, **options)
+        table = trainer.model.get_layer("token_embedding").embeddings
+        print("SHARDS " + json.dumps([[v.shape.as_list(), v.device] for v in table.variables]))
+        return trainer
+    run.build_trainer = reporting_build_trainer
+    result = run.train(load_config(sys.argv[1]))
+    print("RESULT " + json.dumps({"loss": result.train_metrics["loss"]}), flush=True)
+""")
+
+
+def test_parameter_server_splits_the_embedding_over_the_ps_tasks(tmp_path):
+    config = gpt_config(tmp_path / "run", "parameter_server", steps=10, log_every=10,
+                        optimizer={"name": "adam", "learning_rate": 3e-3})
+    config["distribute"]["min_shard_bytes"] = 4096  # the 32 KiB table -> one shard per ps
+    done = launch(tmp_path, config, "--workers", "1", "--ps", "2", script=SHARD_PROBE)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    shards = json.loads(done.stdout.split("[chief] SHARDS ")[1].splitlines()[0])
+    assert [shape for shape, _ in shards] == [[128, 32], [128, 32]]
+    assert [device.split("/device")[0] for _, device in shards] == [
+        "/job:ps/replica:0/task:0", "/job:ps/replica:0/task:1"]
+    assert np.isfinite(results_by_task(done.stdout)["chief"]["loss"])
 
 
 @pytest.mark.parametrize("fail_signal", ["SIGKILL", "SIGTERM"])
