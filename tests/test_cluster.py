@@ -125,7 +125,10 @@ def test_parameter_server_cluster_learns_digits_despite_losing_a_worker(tmp_path
     assert [r["step"] for r in read_metrics(tmp_path / "run") if "loss" in r][-1] == 200
     assert chief["eval_accuracy"] >= 0.90, chief
     evaluated = read_metrics(tmp_path / "run" / "evaluator")
-    assert [r["step"] for r in evaluated] == [100, 200]
+    # The evaluator takes each checkpoint it finds (one written while it was
+    # busy or still starting may be skipped for a newer one), up to the last.
+    steps = [r["step"] for r in evaluated]
+    assert steps[-1] == 200 and set(steps) <= {100, 200}
     assert evaluated[-1]["eval_accuracy"] == pytest.approx(chief["eval_accuracy"])
 
 
