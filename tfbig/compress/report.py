@@ -37,6 +37,7 @@ from typing import Callable, Iterable
 import numpy as np
 import tensorflow as tf
 
+from tfbig.files import write_atomic
 from tfbig.export.signatures import INPUT_KEY, PREDICT, predict_function
 from tfbig.export.tflite import TFLiteRunner
 from tfbig.train.losses import per_example_accuracy, per_example_loss
@@ -297,9 +298,9 @@ def write_report(out_dir: str, *, method: str, before: dict, after: dict,
     if details:
         markdown += ("\n## Details\n\n```json\n"
                      + json.dumps(details, indent=2, default=_json_default) + "\n```\n")
-    _write_atomic(paths["json"], text.encode())
-    _write_atomic(paths["md"], markdown.encode())
-    _write_atomic(paths["png"], plot_png(method, before, after))
+    write_atomic(paths["json"], text.encode())
+    write_atomic(paths["md"], markdown.encode())
+    write_atomic(paths["png"], plot_png(method, before, after))
     return paths
 
 
@@ -404,20 +405,6 @@ def _json_default(value):
     if isinstance(value, (np.generic, np.ndarray)):
         return value.tolist()
     raise TypeError(f"{type(value).__name__} is not JSON serializable: {value!r}")
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, temporary = tempfile.mkstemp(prefix=f".tmp-{os.path.basename(path)}-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
 
 
 def _replace(staging: str, final: str) -> None:
