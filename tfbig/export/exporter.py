@@ -33,9 +33,12 @@ from tfbig.export.manifest import write_manifest
 from tfbig.export.onnx import DEFAULT_OPSET, ONNX_FILE, OnnxRunner, export_onnx
 from tfbig.export.parity import check_parity
 from tfbig.export.restore import TrainedModel, float32_model, restore_run
-from tfbig.export.tflite import VARIANTS, TFLiteRunner, convert_tflite, tflite_file
+from tfbig.config.schema import TFLITE_VARIANTS as VARIANTS
+from tfbig.export.tflite import TFLiteRunner, convert_tflite, tflite_file
 from tfbig.export.versions import ASSETS_EXTRA, check_version, next_version, staged_version
-from tfbig.export.warmup import warmup_logs, write_warmup
+from tfbig.export.warmup import (
+    EXPECTED_FILE, expected_logs, warmup_logs, write_prediction_logs, write_warmup,
+)
 
 SAMPLE_BATCH = 8
 GENERATE_SAMPLE_TOKENS = 8
@@ -85,6 +88,7 @@ def export_model(trained: TrainedModel, model_base_path: str, *, version: int | 
         tf.saved_model.save(holder, staging, signatures=functions)
         sig.set_method_names(staging, {name: sig.METHOD_NAMES[name] for name in functions})
         write_warmup(staging, warmup_logs(samples))
+        write_prediction_logs(staging, EXPECTED_FILE, expected_logs(samples, expected))
         parity, specs = _check_saved_model(staging, samples, expected)
         artifacts, artifact_parity = _write_artifacts(
             staging, trained, samples[sig.PREDICT][sig.INPUT_KEY], onnx=onnx,
