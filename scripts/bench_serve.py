@@ -21,13 +21,10 @@ batching_speedup_c32 (CNN gRPC requests/s with batching over without, at 32).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import concurrent.futures
 import contextlib
 import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -43,8 +40,9 @@ from tfbig.export import export_run
 from sklearn.datasets import load_digits
 from tensorflow_serving.config import model_server_config_pb2
 
-from tfbig.serving import AsyncClient, Client
 from tfbig.serving.config_files import write_text_proto
+from tfbig.serving.load import summarize, measure_latency
+from tfbig.serving.process import ServerProcess
 from tfbig.train import train
 
 
@@ -69,12 +67,6 @@ def export_config(name: str, workdir: str, steps: int) -> str:
     with contextlib.redirect_stdout(sys.stderr):  # stdout is for the JSON only
         train(load_config(os.path.join(CONFIGS, f"{name}.yaml"), overrides))
     return os.path.dirname(export_run(run_dir, os.path.join(workdir, "models", name)).path)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_model_config(bases: dict[str, str], path: str) -> str:
@@ -107,58 +99,17 @@ def drive(call, concurrency: int, requests: int) -> dict:
     return summarize(latencies, time.perf_counter() - start)
 
 
-def start_server(config_file: str, extra: list[str]):
-    grpc_port, rest_port = free_port(), free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tfbig.cli", "serve", "--engine=embedded", "--host=127.0.0.1",
-         f"--port={grpc_port}", f"--rest_api_port={rest_port}", f"--model_config_file={config_file}",
-         "--file_system_poll_wait_seconds=0", *extra], stderr=subprocess.DEVNULL)
-    with Client(f"127.0.0.1:{grpc_port}", max_retries=100, backoff_s=0.2) as client:
-        client.status("digits")
-    return process, grpc_port, rest_port
-
-
-def summarize(latencies: list[float], elapsed: float) -> dict:
-    return {"p50_ms": round(float(np.percentile(latencies, 50)), 3),
-            "p99_ms": round(float(np.percentile(latencies, 99)), 3),
-            "requests_per_s": round(len(latencies) / elapsed, 1)}
-
-
-def drive_server(target: str, protocol: str, model: str, array, concurrency: int, requests: int) -> dict:
-    """`concurrency` coroutines each sending requests back to back over one AsyncClient: the
-    load generator stays one thread, so it takes as little of the 2 cores as it can."""
-
-    async def run():
-        async with AsyncClient(target, protocol=protocol) as client:
-            for _ in range(3):
-                await client.predict(model, array)
-            latencies = []
-
-            async def worker():
-                for _ in range(max(1, requests // concurrency)):
-                    start = time.perf_counter()
-                    await client.predict(model, array)
-                    latencies.append((time.perf_counter() - start) * 1e3)
-
-            start = time.perf_counter()
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
-            return summarize(latencies, time.perf_counter() - start)
-
-    return asyncio.run(run())
-
-
 def bench_server(config_file, extra, inputs, levels, requests) -> dict:
-    process, grpc_port, rest_port = start_server(config_file, extra)
     results = {}
-    try:
-        for protocol, port in (("grpc", grpc_port), ("rest", rest_port)):
+    flags = ["--host=127.0.0.1", f"--model_config_file={config_file}", "--file_system_poll_wait_seconds=0",
+             *extra]
+    log_path = os.path.join(os.path.dirname(config_file), "serve.log")
+    with ServerProcess(flags, model_name="digits", log_path=log_path, engine="embedded") as server:
+        for protocol, target in (("grpc", server.grpc_target), ("rest", server.rest_target)):
             for model, array in inputs.items():
                 results[f"{protocol}/{model}"] = {
-                    f"c{c}": drive_server(f"127.0.0.1:{port}", protocol, model, array, c, requests)
+                    f"c{c}": measure_latency(target, protocol, model, array, concurrency=c, requests=requests)
                     for c in levels}
-    finally:
-        process.terminate()
-        process.wait(60)
     return results
 
 
