@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import tfbig
@@ -25,6 +26,10 @@ examples:
   tfbig export runs/digits --model-base-path models/digits --onnx --tflite float32,int8
   tfbig serve --port=8500 --rest_api_port=8501 --model_name=digits --model_base_path=models/digits
   tfbig predict localhost:8500 digits --inputs '[[...64 pixels...]]'
+  tfbig pipeline tfbig/configs/quickstart.yaml            # train ... serve ... report
+  tfbig models list --model-base-path runs/quickstart/models/quickstart
+  tfbig models rollback --model-base-path models/digits --server localhost:8500
+  tfbig report runs/quickstart
   tfbig launch --workers 2 -- tfbig train cfg.yaml --set distribute.strategy=multi_worker
   tfbig launch --workers 2 --ps 1 --evaluator --max-restarts 2 -- tfbig train cfg.yaml
 """
@@ -186,6 +191,71 @@ def cmd_launch(args) -> int:
         return _usage_error(args, f"cannot start the command: {e}")
 
 
+def cmd_pipeline(args) -> int:
+    """Train, evaluate, compress, export, validate, promote, serve and report, resumably."""
+    from tfbig.pipeline import run_pipeline, serving_hint
+
+    config = _load(args)
+    result = run_pipeline(config, until=args.until, keep_serving=args.keep_serving)
+    if result.report:
+        print(f"report: {result.report}   (tfbig report {result.run_dir})")
+    if result.version is not None and "promote" in result.statuses:
+        print(serving_hint(result, model_family=config.model.name))
+    return 0
+
+
+def cmd_models(args) -> int:
+    """Versions and labels of a model base path: list, verify, promote, rollback, prune-old."""
+    from tfbig.lifecycle import ModelRegistry, format_versions, validate_version
+
+    registry = ModelRegistry(args.model_base_path, model_name=args.model_name,
+                             config_file=args.model_config_file)
+    if args.action == "list":
+        print(format_versions(registry.rows()))
+    elif args.action == "verify":
+        version = args.version or (registry.versions() or [None])[-1]
+        if version is None:
+            return _usage_error(args, f"no versions in {registry.base_path}")
+        result = validate_version(registry, version, engine=args.engine)
+        worst = max((c["max_abs_error"] for c in result.checks), default=0.0)
+        verdict = "passed" if result.passed else "FAILED"
+        print(f"version {version} {verdict}: loaded in {result.load_seconds:.1f} s by {result.engine}; "
+              f"{len(result.checks)} outputs compared, max abs error {worst:.3g}"
+              + (f"; {result.note}" if result.note else ""))
+        for problem in result.problems:
+            print(f"  {problem}")
+        return 0 if result.passed else 1
+    elif args.action == "promote":
+        if args.version is None:
+            return _usage_error(args, "promote needs a VERSION")
+        labels = registry.promote(args.version, args.label, server=args.server)
+        print(f"{args.label} -> version {args.version}; labels now {labels}")
+    elif args.action == "rollback":
+        labels = registry.rollback(args.label, server=args.server)
+        print(f"{args.label} rolled back to version {labels[args.label]}; labels now {labels}")
+    else:
+        removed = registry.prune_old(args.keep, dry_run=args.dry_run)
+        done = "would remove" if args.dry_run else "removed"
+        print(f"{done} versions {', '.join(map(str, removed))}" if removed else "nothing to remove")
+    return 0
+
+
+def cmd_report(args) -> int:
+    """Write RUN_DIR/report/index.html (training, compression, export, serving) and open it."""
+    from tfbig.report import ReportError, write_report
+
+    try:
+        files = write_report(args.run_dir)
+    except ReportError as e:
+        return _usage_error(args, str(e))
+    print(f"report: {files.html}")
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(f"file://{os.path.abspath(files.html)}")
+    return 0
+
+
 def _usage_error(args, message: str) -> int:
     print(f"tfbig {args.command}: error: {message}", file=sys.stderr)
     return 2
@@ -228,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "dynamic_range, int8")
     export.set_defaults(handler=cmd_export)
 
-    from tfbig.config.schema import COMPRESS_METHODS
+    from tfbig.config.schema import COMPRESS_METHODS, SERVING_ENGINES
 
     compress = commands.add_parser("compress", help=cmd_compress.__doc__,
                                    description=cmd_compress.__doc__)
@@ -262,6 +332,42 @@ def build_parser() -> argparse.ArgumentParser:
     given.add_argument("--npz", help="a .npz file of input name -> array")
     predict.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
     predict.set_defaults(handler=cmd_predict)
+    pipeline = commands.add_parser("pipeline", help=cmd_pipeline.__doc__, description=cmd_pipeline.__doc__)
+    _add_config_arguments(pipeline)
+    pipeline.add_argument("--output-dir", help="run directory (overrides output.dir)")
+    pipeline.add_argument("--until", default="report", metavar="STAGE",
+                          help="stop after this stage: train, evaluate, compress, export, validate, "
+                               "canary, serve, promote, report (default)")
+    pipeline.add_argument("--keep-serving", action="store_true",
+                          help="keep the server running at the end until Ctrl-C")
+    pipeline.set_defaults(handler=cmd_pipeline)
+
+    models_parser = commands.add_parser("models", help=cmd_models.__doc__, description=cmd_models.__doc__)
+    models_parser.add_argument("action", choices=("list", "verify", "promote", "rollback", "prune-old"))
+    models_parser.add_argument("version", type=int, nargs="?", help="the version (verify, promote)")
+    models_parser.add_argument("--model-base-path", required=True,
+                               help="the model's directory of integer versions")
+    models_parser.add_argument("--model-config-file", help="the models.config holding the labels "
+                               "(default MODEL_BASE_PATH/models.config)")
+    models_parser.add_argument("--model-name", help="the model's name in models.config "
+                               "(default: its entry there, else the base path's name)")
+    models_parser.add_argument("--label", default="stable", help="promote / rollback this label "
+                               "(default stable)")
+    models_parser.add_argument("--server", metavar="HOST:PORT", help="a running server (gRPC) "
+                               "following models.config: labels move on it without a failed request")
+    models_parser.add_argument("--engine", choices=SERVING_ENGINES,
+                               default="auto", help="the server verify loads the version in")
+    models_parser.add_argument("--keep", type=int, default=3, help="prune-old: newest versions "
+                               "to keep (default 3; labelled ones always stay)")
+    models_parser.add_argument("--dry-run", action="store_true", help="prune-old: only list them")
+    models_parser.set_defaults(handler=cmd_models)
+
+    report = commands.add_parser("report", help=cmd_report.__doc__, description=cmd_report.__doc__)
+    report.add_argument("run_dir", help="a run directory")
+    report.add_argument("--no-open", dest="open", action="store_false",
+                        help="only write the report, do not open a browser")
+    report.set_defaults(handler=cmd_report, loads_tensorflow=False)
+
     launch = commands.add_parser("launch", help=cmd_launch.__doc__, description=cmd_launch.__doc__)
     launch.add_argument("--workers", type=int, default=2, help="worker tasks (default 2)")
     launch.add_argument("--ps", type=int, default=0, help="parameter-server tasks; with any, "
@@ -296,14 +402,17 @@ def main(argv: list[str] | None = None) -> int:
     from tfbig.export import ArtifactError, ExportError
     from tfbig.serving import ServeConfigError, ServingError
     from tfbig.serving.model_server import ModelServerError
+    from tfbig.lifecycle import LifecycleError
+    from tfbig.pipeline import PipelineError
     from tfbig.train import TrainingDivergedError
 
     try:
         return args.handler(args)
-    except (StrategyError, TrainingDivergedError, ArtifactError, ServingError, ModelServerError) as e:
+    except (StrategyError, TrainingDivergedError, ArtifactError, ServingError, ModelServerError,
+            PipelineError) as e:
         print(f"tfbig {args.command}: error: {e}", file=sys.stderr)
         return 1
-    except (ConfigError, DataError, ExportError, ServeConfigError) as e:
+    except (ConfigError, DataError, ExportError, ServeConfigError, LifecycleError) as e:
         print(f"tfbig {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

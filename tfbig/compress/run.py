@@ -99,7 +99,7 @@ def compress_config(run_dir: str, method: str | None, overrides) -> Config:
     if not os.path.isfile(path):
         raise ConfigError(f"{run_dir!r} is not a tfbig run directory: {path} is missing")
     for override in overrides:
-        if override.split(".", 1)[0] not in OVERRIDABLE_SECTIONS:
+        if override.partition("=")[0].split(".", 1)[0] not in OVERRIDABLE_SECTIONS:
             raise ConfigError(f"override {override!r}: only {', '.join(OVERRIDABLE_SECTIONS)}.* "
                               f"can change when compressing; the model and data are the run's")
     with open(path, encoding="utf-8") as f:

@@ -26,6 +26,7 @@ from tfbig.config.schema import (
     MLPConfig,
     OptimizerConfig,
     OutputConfig,
+    PipelineConfig,
     PruneConfig,
     QATConfig,
     ScheduleConfig,
@@ -37,7 +38,7 @@ __all__ = [
     "ConfigError", "apply_overrides", "config_from_dict", "config_to_dict", "dump_config",
     "load_config", "replace", "save_config", "MODEL_CONFIGS", "CNNConfig", "Config",
     "DataConfig", "DistributeConfig", "EarlyStoppingConfig", "GPTConfig", "LSTMConfig",
-    "MeshConfig", "MLPConfig", "OptimizerConfig", "OutputConfig", "ClusterConfig", "CompressConfig",
+    "MeshConfig", "MLPConfig", "OptimizerConfig", "OutputConfig", "PipelineConfig", "ClusterConfig", "CompressConfig",
     "DistillConfig", "PruneConfig", "QATConfig", "ScheduleConfig", "TrainConfig",
     "TransformerEncoderConfig",
 ]

@@ -266,6 +266,11 @@ def _check_consistency(config: schema.Config) -> None:
             f"train.grad_accum_steps={train.grad_accum_steps}; each step's batch is "
             f"split into grad_accum_steps equal micro-batches"
         )
+    if any(level < 1 for level in config.pipeline.latency_concurrency):
+        raise ConfigError(
+            f"pipeline.latency_concurrency: {config.pipeline.latency_concurrency} must hold "
+            f"positive numbers of concurrent requests, e.g. [1, 4, 16]"
+        )
     if config.train.early_stopping.metric and not config.train.early_stopping.metric.startswith("eval_"):
         raise ConfigError(
             f"train.early_stopping.metric: {config.train.early_stopping.metric!r} is "

@@ -322,6 +322,35 @@ class CompressConfig:
     distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)
 
 
+# ------------------------------------------------------------------- pipeline
+
+TFLITE_VARIANTS = ("float32", "float16", "dynamic_range", "int8")
+SERVING_ENGINES = ("auto", "tensorflow_model_server", "embedded")
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """What `tfbig pipeline` does after training: export, validate, promote, serve, measure."""
+
+    # The served model's name; empty = the run directory's name.
+    model_name: str = ""
+    # The model base path (integer version directories); empty = RUN_DIR/models/MODEL_NAME.
+    model_base_path: str = ""
+    onnx: bool = False
+    tflite: list[Literal[TFLITE_VARIANTS]] = items()
+    # auto: tensorflow_model_server when it is installed, else tfbig's embedded server.
+    engine: Literal[SERVING_ENGINES] = "auto"
+    # Quality gates on the evaluated model (0 = none): below them nothing is exported.
+    min_eval_accuracy: float = bounded(0.0, min=0.0, max=1.0)
+    max_eval_perplexity: float = bounded(0.0, min=0.0)
+    # Serving latency for the report: timed requests per point, per protocol.
+    latency_concurrency: list[int] = items(1, 4, 16)
+    latency_requests: int = bounded(200, min=1)
+    # After promotion, delete all but this many newest versions (labelled ones
+    # and rollback targets always stay); 0 = keep every version.
+    keep_versions: int = bounded(0, min=0)
+
+
 # --------------------------------------------------------------------- output
 
 
@@ -339,3 +368,4 @@ class Config:
     distribute: DistributeConfig = dataclasses.field(default_factory=DistributeConfig)
     output: OutputConfig = dataclasses.field(default_factory=OutputConfig)
     compress: CompressConfig = dataclasses.field(default_factory=CompressConfig)
+    pipeline: PipelineConfig = dataclasses.field(default_factory=PipelineConfig)

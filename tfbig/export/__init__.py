@@ -9,7 +9,7 @@ from tfbig.export.errors import ArtifactError, ExportError, ParityError
 from tfbig.export.exporter import ExportResult, export_model, export_run
 from tfbig.export.manifest import read_manifest, verify_manifest
 from tfbig.export.restore import TrainedModel, restore_run
-from tfbig.export.tflite import VARIANTS as TFLITE_VARIANTS
+from tfbig.config.schema import TFLITE_VARIANTS
 from tfbig.export.versions import existing_versions, next_version
 
 __all__ = [

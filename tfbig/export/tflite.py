@@ -15,8 +15,6 @@ from ai_edge_litert.interpreter import Interpreter
 
 from tfbig.export.signatures import INPUT_KEY, PREDICT
 
-VARIANTS = ("float32", "float16", "dynamic_range", "int8")
-
 
 def tflite_file(variant: str) -> str:
     return f"model_{variant}.tflite"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-ENGINES = ("auto", "tensorflow_model_server", "embedded")
+from tfbig.config.schema import SERVING_ENGINES as ENGINES
 DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 
 # TF Serving flags forwarded to the binary untouched and ignored by the embedded server.
