@@ -267,6 +267,16 @@ def test_onnx_and_tflite_artifacts_match_the_model(cnn_export, cnn_trained, gpt_
     assert int8["top1_agreement"] >= 0.85 and int8["max_abs_error"] > 0
 
 
+def test_tflite_files_carry_no_tensor_names_but_keep_their_signature(cnn_export):
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = os.path.join(cnn_export.path, cnn_export.artifacts["tflite_int8"])
+    interpreter = Interpreter(model_path=path)
+    assert {d["name"] for d in interpreter.get_tensor_details()} == {""}
+    assert interpreter.get_signature_list() == {
+        "serving_default": {"inputs": ["inputs"], "outputs": ["logits"]}}
+
+
 def test_a_mixed_bfloat16_run_exports_float32_onnx_and_tflite(tmp_path):
     # tf2onnx writes mismatched float16/bfloat16 types for a mixed graph; the
     # portable artifacts come from a float32 twin with the same weights.
