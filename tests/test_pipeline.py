@@ -7,6 +7,7 @@ import pytest
 
 from tfbig.cli import main
 from tfbig.config import replace, save_config
+from tfbig.export import read_manifest
 from tfbig.lifecycle import ModelRegistry
 from tfbig.pipeline import STAGES, PipelineError, run_pipeline
 
@@ -81,14 +82,19 @@ def test_a_failed_validation_stops_the_pipeline_and_promotes_nothing(tmp_path):
     config = replace(make_config(run_dir, model={"name": "mlp", "hidden_units": [16]},
                                  data={"name": "digits"}, steps=10, batch_size=32),
                      {"pipeline": {"engine": "embedded", "latency_requests": 4,
-                                   "latency_concurrency": [1]}})
+                                   "latency_concurrency": [1]},
+                      "compress": {"method": "prune", "steps": 10}})
     first = run_pipeline(config, say=lambda _: None)
     registry = ModelRegistry(first.model_base_path)
     assert registry.labels() == {"canary": 1, "stable": 1}
     models_config = open(registry.config_file, encoding="utf-8").read()
 
+    # Training moves on: the compressed run is made afresh from the new checkpoint, then exported.
     longer = replace(config, {"train.steps": 20})
     assert run_pipeline(longer, until="export", say=lambda _: None).version == 2
+    with open(run_dir / "compressed" / "compressed_from.txt", encoding="utf-8") as f:
+        assert f.read().endswith("ckpt-20")
+    assert read_manifest(os.path.join(registry.base_path, "2"))["training"]["step"] == 10
     with open(os.path.join(registry.base_path, "2", "variables", "variables.index"), "ab") as f:
         f.write(b"tampered")
     with pytest.raises(PipelineError, match="stage validate failed: version 2 failed validation.*"

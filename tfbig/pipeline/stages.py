@@ -14,15 +14,18 @@ import functools
 import json
 import os
 import re
+import shutil
 
 import numpy as np
 
 from tfbig.config import Config, ConfigError, config_to_dict, replace
 from tfbig.export.signatures import GENERATE, INPUT_KEY, PREDICT
-from tfbig.files import write_json
+from tfbig.files import write_atomic, write_json
 from tfbig.pipeline.state import PipelineState
 
 COMPRESSED_DIR = "compressed"
+# In the compressed run: the trained checkpoint it was made from.
+COMPRESSED_FROM = "compressed_from.txt"
 SERVING_FILE = "serving.json"
 ENVIRONMENT_FILE = "environment.json"
 SERVE_LOG = "serve.log"
@@ -160,15 +163,30 @@ def compress_up_to_date(ctx: PipelineContext) -> dict | None:
 
 
 def run_compress(ctx: PipelineContext) -> dict:
+    """Compress the latest checkpoint: resume an interrupted fine-tuning of the same
+    checkpoint, start afresh when training has moved on (a longer `train.steps`)."""
     from tfbig.compress import compress_run
 
+    source = latest_checkpoint(ctx.run_dir)
+    marker = os.path.join(ctx.export_source, COMPRESSED_FROM)
+    if os.path.isdir(ctx.export_source) and _read_text(marker) != source:
+        shutil.rmtree(ctx.export_source)
+    os.makedirs(ctx.export_source, exist_ok=True)
+    write_atomic(marker, source)
     section = json.dumps(config_to_dict(ctx.config.compress))  # JSON is YAML: one override
     result = compress_run(ctx.run_dir, overrides=(f"compress={section}",), output_dir=ctx.export_source)
     after = {k: v for k, v in result.after.items() if k.startswith("eval_")}
     check_gates(ctx.config, after)
-    return {"method": result.method, "output_dir": result.output_dir,
-            "source_checkpoint": latest_checkpoint(ctx.run_dir), "before": result.before,
-            "after": result.after}
+    return {"method": result.method, "output_dir": result.output_dir, "source_checkpoint": source,
+            "before": result.before, "after": result.after}
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError:
+        return None
 
 
 # ---------------------------------------------------------------------- export
@@ -179,7 +197,8 @@ def export_up_to_date(ctx: PipelineContext) -> dict | None:
 
     done = ctx.state.summary("export")
     path = os.path.join(ctx.base_path, str(done.get("version", "")))
-    if done and os.path.isdir(path):
+    # Both ends of the chain: a compressed run made afresh reuses its checkpoint names.
+    if done and os.path.isdir(path) and done.get("trained_checkpoint") == latest_checkpoint(ctx.run_dir):
         manifest = read_manifest(path) or {}
         if manifest.get("training", {}).get("checkpoint") == latest_checkpoint(ctx.export_source):
             return done
@@ -192,7 +211,7 @@ def run_export(ctx: PipelineContext) -> dict:
     options = ctx.config.pipeline
     result = export_run(ctx.export_source, ctx.base_path, onnx=options.onnx, tflite=tuple(options.tflite))
     return {"version": result.version, "path": result.path, "signatures": list(result.signatures),
-            "artifacts": result.artifacts}
+            "artifacts": result.artifacts, "trained_checkpoint": latest_checkpoint(ctx.run_dir)}
 
 
 # -------------------------------------------------------------------- validate
