@@ -1,6 +1,6 @@
 """Validate a version before it may be promoted, in the manner of TFX's InfraValidator.
 
-Three checks, each of which has caught a real failure mode:
+Three checks, each against a failure the tests reproduce:
 1. the files match the version's manifest (a half-copied or edited version);
 2. a real server loads it and replays its warmup requests (`tfbig serve`,
    i.e. tensorflow_model_server when installed, in a sandbox process that

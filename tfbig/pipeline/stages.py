@@ -132,7 +132,8 @@ def run_evaluate(ctx: PipelineContext) -> dict:
         trainer = build_trainer(ctx.config, ctx.strategy)
         checkpoint = trainer.checkpointer.restore_latest()
         metrics = trainer.evaluate()
-    summary = {"checkpoint": checkpoint, "step": int(trainer.step.numpy()), **metrics}
+    summary = {"checkpoint": checkpoint, "step": int(trainer.step.numpy()),
+               "replicas": ctx.strategy.num_replicas_in_sync, **metrics}
     check_gates(ctx.config, summary)
     return summary
 
@@ -374,12 +375,13 @@ def measure(ctx: PipelineContext) -> list[dict]:
 def run_report(ctx: PipelineContext) -> dict:
     from tfbig.report import write_report
 
-    write_json(os.path.join(ctx.run_dir, ENVIRONMENT_FILE), environment(ctx.config))
+    replicas = ctx.state.summary("evaluate").get("replicas")
+    write_json(os.path.join(ctx.run_dir, ENVIRONMENT_FILE), environment(ctx.config, replicas))
     files = write_report(ctx.run_dir)
     return {"html": files.html}
 
 
-def environment(config: Config) -> dict:
+def environment(config: Config, replicas: int | None) -> dict:
     """Versions, devices and strategy: what a figure in the report was measured on."""
     import importlib.metadata
     import platform
@@ -394,11 +396,9 @@ def environment(config: Config) -> dict:
         except importlib.metadata.PackageNotFoundError:
             packages[name] = None
     devices = [d.name for d in tf.config.list_logical_devices()]
-    strategy = config.distribute.strategy
-    replicas = config.distribute.devices if strategy == "mirrored" and config.distribute.devices else 1
     return {"python": platform.python_version(), "platform": platform.platform(),
             "packages": packages, "cpu_count": os.cpu_count(), "devices": devices,
-            "strategy": strategy, "replicas": replicas}
+            "strategy": config.distribute.strategy, "replicas": replicas}
 
 
 STAGE_FUNCTIONS = {
