@@ -28,9 +28,10 @@ def stage_statuses(run_dir) -> dict:
         return {name: entry["status"] for name, entry in json.load(f)["stages"].items()}
 
 
-def test_gpt_pipeline_runs_every_stage_then_skips_them_when_rerun(tmp_path, capsys):
+def test_gpt_pipeline_runs_every_stage_then_skips_them_when_rerun(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     run_dir = tmp_path / "run"
-    config = gpt_pipeline_config(run_dir)
+    config = gpt_pipeline_config("run")  # relative, as scripts/quickstart.sh gives it
     said = []
     result = run_pipeline(config, say=said.append)
 
@@ -50,6 +51,11 @@ def test_gpt_pipeline_runs_every_stage_then_skips_them_when_rerun(tmp_path, caps
     assert all(p["errors"] == 0 and p["p50_ms"] > 0 for p in points.values())
     with open(result.report, encoding="utf-8") as f:
         assert "tinygpt" in f.read()
+    with open(run_dir / "report" / "report.json", encoding="utf-8") as f:
+        collected = json.load(f)
+    assert collected["compression"]["report"]["method"] == "prune"
+    assert collected["export"]["manifest"]["training"]["step"] == 10
+    assert collected["serving"]["smoke"] == serving["smoke"]
     assert any(line.startswith("[pipeline] promote: done") for line in said)
 
     # Again, from the command line: nothing to redo; it says how to serve the model again.

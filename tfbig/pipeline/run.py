@@ -19,7 +19,7 @@ import signal
 import threading
 import time
 
-from tfbig.config import Config, ConfigError
+from tfbig.config import Config, ConfigError, replace
 from tfbig.pipeline import stages
 from tfbig.pipeline.state import STAGES, PipelineState, now
 
@@ -84,6 +84,9 @@ def run_pipeline(config: Config, *, until: str = "report", keep_serving: bool = 
             f"distribute.strategy {config.distribute.strategy!r} runs one process per task: train "
             f"under `tfbig launch` first, then run the pipeline on the run with "
             f"--set distribute.strategy=one_device (its train stage finds the run complete)")
+    # Absolute from here on: the records compare checkpoint and run paths across runs,
+    # which may start from another working directory.
+    config = replace(config, {"output.dir": os.path.abspath(config.output.dir)})
     name = model_name(config)
     base = model_base_path(config, name)
     os.makedirs(config.output.dir, exist_ok=True)
