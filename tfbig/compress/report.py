@@ -37,7 +37,7 @@ from typing import Callable, Iterable
 import numpy as np
 import tensorflow as tf
 
-from tfbig.files import write_atomic
+from tfbig.files import write_atomic, write_json
 from tfbig.export.signatures import INPUT_KEY, PREDICT, predict_function
 from tfbig.export.tflite import TFLiteRunner
 from tfbig.train.losses import per_example_accuracy, per_example_loss
@@ -291,15 +291,14 @@ def write_report(out_dir: str, *, method: str, before: dict, after: dict,
     if details is not None:
         report["details"] = details
     paths = {kind: os.path.join(out_dir, name) for kind, name in REPORT_FILES.items()}
-    text = json.dumps(report, indent=2, default=_json_default) + "\n"
     markdown = f"# tfbig compress: {method}\n\n{markdown_table(method, before, after)}\n"
     markdown += (f"\nEval on {before['eval_examples']} eval examples; latency is the median of "
                  f"{after['latency_runs']} single-example calls.\n")
     if details:
         markdown += ("\n## Details\n\n```json\n"
                      + json.dumps(details, indent=2, default=_json_default) + "\n```\n")
-    write_atomic(paths["json"], text.encode())
-    write_atomic(paths["md"], markdown.encode())
+    write_json(paths["json"], report, default=_json_default)
+    write_atomic(paths["md"], markdown)
     write_atomic(paths["png"], plot_png(method, before, after))
     return paths
 

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from html import escape
 
-from tfbig.files import write_atomic
+from tfbig.files import write_atomic, write_json
 from tfbig.report.collect import collect_run
 from tfbig.report.figures import draw_figures
 
@@ -58,7 +58,7 @@ def write_report(run_dir: str) -> ReportFiles:
     for name, png in pngs.items():
         write_atomic(files.pngs[name], png)
     figures = {name: os.path.basename(path) for name, path in files.pngs.items()}
-    write_atomic(files.json, (json.dumps({**run, "figures": figures}, indent=2) + "\n").encode())
+    write_json(files.json, {**run, "figures": figures})
     write_atomic(files.html, render_html(run, pngs).encode())
     return files
 
