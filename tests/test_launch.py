@@ -105,6 +105,21 @@ def test_output_is_prefixed_per_task_and_success_stops_the_ps(tmp_path):
         assert f"[{task}] no newline at the end" in lines
 
 
+def test_the_evaluator_finishes_its_last_evaluation_after_the_chief_is_done():
+    done = launch("--workers", "1", "--ps", "1", "--evaluator", script="""
+        import json, os, time
+        kind = json.loads(os.environ["TF_CONFIG"])["task"]["type"]
+        if kind == "ps":
+            time.sleep(600)   # serves until stopped
+        if kind == "evaluator":
+            time.sleep(3)     # still evaluating the final checkpoint when the chief exits
+        print("finished", kind, flush=True)
+    """)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[evaluator 0] finished evaluator" in done.stdout.splitlines()
+    assert "[ps 0] finished ps" not in done.stdout
+
+
 def test_a_failed_task_stops_every_task_and_their_children(tmp_path):
     start = time.monotonic()
     done = launch("--workers", "3", "--grace-period", "2", script=f"""

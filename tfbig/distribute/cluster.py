@@ -46,7 +46,8 @@ class Cluster:
 
     @property
     def finishing_tasks(self) -> list[tuple[str, int]]:
-        """Tasks whose successful exit ends the run (ps and evaluator serve until stopped)."""
+        """Tasks whose successful exit ends the run (ps tasks serve until stopped; see
+        `Launcher` for the evaluator)."""
         if self.ps:
             return [("chief", 0)]
         return [("worker", i) for i in range(self.workers)]

@@ -3,8 +3,9 @@
 Each task is a process in its own session (so stopping it stops whatever it
 started), with its TF_CONFIG in the environment and its output printed line
 by line behind `[type index] `. The run succeeds when its finishing tasks
-exit 0 (every worker, or the chief of a parameter-server cluster); ps and
-evaluator tasks are then stopped. When a finishing task fails, every task is
+exit 0 (every worker, or the chief of a parameter-server cluster); ps tasks
+are then stopped, and an evaluator once it has evaluated the final checkpoint
+(it exits by itself; after EVALUATOR_FINISH_S it is stopped too). When a finishing task fails, every task is
 stopped (SIGTERM, then SIGKILL after the grace period) and, with
 `max_restarts`, the whole cluster starts again so the run resumes from its
 last checkpoint. A parameter-server worker that dies is not a failure: the
@@ -24,6 +25,10 @@ from typing import Callable
 from tfbig.distribute.cluster import Cluster
 
 POLL_S = 0.1
+# The chief writes the final checkpoint just before it exits; the evaluator
+# needs this long at most to notice it and evaluate it (early stopping leaves
+# it waiting for a step that never comes, hence a bound).
+EVALUATOR_FINISH_S = 120.0
 ATTEMPT_VARIABLE = "TFBIG_LAUNCH_ATTEMPT"
 
 
@@ -137,7 +142,15 @@ class Launcher:
                     continue
                 return task.name, code
             if all(t.exit_code == 0 for t in finishing):
+                self._await_evaluators(tasks)
                 return None, 0
+            time.sleep(POLL_S)
+
+    def _await_evaluators(self, tasks: list[Task]) -> None:
+        """Let evaluators finish the final checkpoint instead of stopping them mid-way."""
+        evaluators = [t for t in tasks if t.key[0] == "evaluator" and t.exit_code is None]
+        deadline = time.monotonic() + EVALUATOR_FINISH_S
+        while any(t.exit_code is None for t in evaluators) and time.monotonic() < deadline:
             time.sleep(POLL_S)
 
     def _stop(self, tasks: list[Task]) -> None:
