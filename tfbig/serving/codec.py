@@ -10,6 +10,7 @@ JSON examples whose integers become int64 features and decimals float ones.
 from __future__ import annotations
 
 import base64
+import functools
 
 import numpy as np
 import tensorflow as tf
@@ -23,6 +24,26 @@ BYTES_SUFFIX = "_bytes"
 
 # --- TensorProto ------------------------------------------------------------
 
+# The dtype lookups are cached: tf.dtypes.as_dtype costs microseconds, and
+# every request and reply makes several of them.
+@functools.cache
+def _dtype_enum(dtype: np.dtype) -> int:
+    return tf.dtypes.as_dtype(dtype).as_datatype_enum
+
+
+@functools.cache
+def numpy_dtype(dtype_enum: int) -> np.dtype:
+    """The numpy dtype of a TF DataType enum (strings are object arrays of bytes)."""
+    if dtype_enum == types_pb2.DT_STRING:
+        return np.dtype(object)
+    return np.dtype(tf.dtypes.as_dtype(dtype_enum).as_numpy_dtype)
+
+
+@functools.cache
+def dtype_name(dtype_enum: int) -> str:
+    return tf.dtypes.as_dtype(dtype_enum).name
+
+
 def to_tensor_proto(value) -> tensor_pb2.TensorProto:
     """Numbers go straight into `tensor_content` (what TF Serving itself sends): a few
     microseconds instead of tf.make_tensor_proto's tens, on every request and reply."""
@@ -31,7 +52,7 @@ def to_tensor_proto(value) -> tensor_pb2.TensorProto:
         array = np.char.encode(array, "utf-8")
     if array.dtype.kind not in "biuf" or array.dtype.str[0] == ">":
         return tf.make_tensor_proto(array)
-    proto = tensor_pb2.TensorProto(dtype=tf.dtypes.as_dtype(array.dtype).as_datatype_enum,
+    proto = tensor_pb2.TensorProto(dtype=_dtype_enum(array.dtype),
                                    tensor_content=np.ascontiguousarray(array).tobytes())
     proto.tensor_shape.dim.extend(tensor_shape_pb2.TensorShapeProto.Dim(size=n) for n in array.shape)
     return proto
@@ -39,21 +60,10 @@ def to_tensor_proto(value) -> tensor_pb2.TensorProto:
 
 def from_tensor_proto(proto) -> np.ndarray:
     if proto.tensor_content and proto.dtype != types_pb2.DT_STRING:
-        dtype = tf.dtypes.as_dtype(proto.dtype).as_numpy_dtype
+        dtype = numpy_dtype(proto.dtype)
         shape = [d.size for d in proto.tensor_shape.dim]
         return np.frombuffer(proto.tensor_content, dtype=dtype).reshape(shape).copy()  # writable, like make_ndarray
     return tf.make_ndarray(proto)
-
-
-def numpy_dtype(dtype_enum: int) -> np.dtype:
-    """The numpy dtype of a TF DataType enum (strings are object arrays of bytes)."""
-    if dtype_enum == types_pb2.DT_STRING:
-        return np.dtype(object)
-    return np.dtype(tf.dtypes.as_dtype(dtype_enum).as_numpy_dtype)
-
-
-def dtype_name(dtype_enum: int) -> str:
-    return tf.dtypes.as_dtype(dtype_enum).name
 
 
 # --- JSON values -> numpy ---------------------------------------------------
