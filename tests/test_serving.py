@@ -212,6 +212,19 @@ def test_rest_row_columnar_and_b64_formats(server):
     assert status == 200 and len(classified["result"][0]) == 10 and classified["result"][0][3][0] == "3"
 
 
+def test_rest_writes_float32_shortest_and_nan_infinity_like_tf_serving(server):
+    raw = b'{"instances": [{"x": [NaN, 1.0], "tag": "a"}, {"x": [-Infinity, 2.0], "tag": "b"}, {"x": [0.1, 0.2], "tag": "c"}]}'
+    response = requests.post(f"http://127.0.0.1:{server.rest_port}/v1/models/pair:predict", data=raw)
+    assert response.status_code == 200
+    assert "NaN" in response.text and "-Infinity" in response.text
+    totals = [row["total"] for row in json.loads(response.text)["predictions"]]
+    assert np.isnan(totals[0]) and totals[1] == -np.inf
+    assert totals[2] == 0.3  # float32(0.1) + float32(0.2) written as 0.3, not 0.30000001192092896
+    with Client(f"127.0.0.1:{server.rest_port}", protocol="rest") as c:
+        outputs = c.predict("pair", {"x": np.array([[np.nan, 1.0], [np.inf, 1.0]], np.float32), "tag": [b"a", b"b"]})
+    assert np.isnan(outputs["total"][0]) and outputs["total"][1] == np.inf
+
+
 def test_rest_status_and_metadata_json_shapes(server):
     status, body = rest(server, "GET", "/v1/models/digits")
     assert status == 200 and body == {"model_version_status": [

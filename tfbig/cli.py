@@ -148,8 +148,6 @@ def _predict_inputs(args, signature) -> dict:
 
 def cmd_predict(args) -> int:
     """Call a served model (tensorflow_model_server or tfbig serve) and print its outputs as JSON."""
-    import json
-
     from tfbig.serving import Client, codec
 
     with Client(args.target, protocol=args.protocol, timeout=args.timeout) as client:
@@ -160,7 +158,7 @@ def cmd_predict(args) -> int:
                              f"it has {', '.join(sorted(signatures))}")
         outputs = client.predict(args.model, _predict_inputs(args, signatures[name]), signature=args.signature,
                                  version=args.model_version, label=args.label)
-    print(json.dumps({k: codec.array_to_json(v, strings_as_b64=False) for k, v in outputs.items()}))
+    print(codec.dumps({k: codec.array_to_json(v, strings_as_b64=False) for k, v in outputs.items()}).decode())
     return 0
 
 

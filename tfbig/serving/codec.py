@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import base64
 import functools
+import json
 
 import numpy as np
+import orjson
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
@@ -144,7 +146,32 @@ def json_to_array(value, dtype_enum: int) -> np.ndarray:
     return array.reshape(shape)
 
 
+# --- JSON text ---------------------------------------------------------------
+
+def dumps(doc) -> bytes:
+    """JSON bytes for a document that may hold the arrays `array_to_json` returns.
+
+    orjson writes a numeric tensor about 13x faster than `json`, and float32
+    values in their shortest form, as TF Serving's writer does.
+    """
+    return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def loads(text: bytes | str):
+    """Parse JSON; NaN and Infinity, which TF Serving reads and writes, parse too."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)  # accepts the NaN/Infinity tokens; raises for real errors
+
+
 # --- numpy -> JSON ------------------------------------------------------------
+
+# The numpy types orjson writes itself (C-contiguous arrays of these only).
+_ORJSON_NUMERIC = frozenset(map(np.dtype, (
+    np.float64, np.float32, np.float16, np.int64, np.int32, np.int16, np.int8,
+    np.uint64, np.uint32, np.uint16, np.uint8, np.bool_)))
+
 
 def _json_string(value: bytes, as_b64: bool):
     if as_b64:
@@ -153,14 +180,22 @@ def _json_string(value: bytes, as_b64: bool):
 
 
 def array_to_json(array: np.ndarray, *, strings_as_b64: bool):
-    """A numpy array as JSON values; byte strings as text or `{"b64": ...}`."""
+    """A numpy array as a value for `dumps`; byte strings as text or `{"b64": ...}`.
+
+    Numeric arrays stay arrays for orjson to write, except those holding NaN or
+    infinities: orjson would write null, TF Serving writes NaN and Infinity.
+    """
     array = np.asarray(array)
     if array.dtype.kind in "OSU":
         encode = np.frompyfunc(
             lambda v: _json_string(v.encode("utf-8") if isinstance(v, str) else bytes(v),
                                    strings_as_b64), 1, 1)
         return encode(array).tolist() if array.ndim else encode(array.item())
-    return array.tolist()
+    if array.dtype not in _ORJSON_NUMERIC:
+        return array.tolist()
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        return orjson.Fragment(json.dumps(array.tolist()))
+    return array[()] if array.ndim == 0 else np.ascontiguousarray(array)
 
 
 def output_to_json(name: str, array: np.ndarray):
@@ -177,11 +212,11 @@ def rows_to_json(outputs: dict[str, np.ndarray]) -> list:
     if len(sizes) > 1:
         raise invalid_argument(f"Tensors have inconsistent batch sizes {sorted(sizes)}; "
                                "use the columnar 'inputs' format for this signature")
-    columns = {name: output_to_json(name, array) for name, array in outputs.items()}
-    if len(columns) == 1:
-        return next(iter(columns.values()))
-    size = sizes.pop()
-    return [{name: column[i] for name, column in columns.items()} for i in range(size)]
+    if len(outputs) == 1:
+        name, array = next(iter(outputs.items()))
+        return output_to_json(name, array)
+    return [{name: output_to_json(name, array[i]) for name, array in outputs.items()}
+            for i in range(sizes.pop())]
 
 
 def columns_to_json(outputs: dict[str, np.ndarray]):

@@ -72,9 +72,9 @@ class AsyncClient:
         async def call():
             try:
                 async with self._session.request(
-                        method, self._base_url + path, json=body,
+                        method, self._base_url + path, **wire.json_body(body),
                         timeout=aiohttp.ClientTimeout(total=timeout or self.timeout)) as response:
-                    return wire.rest_result(response.status, await response.text())
+                    return wire.rest_result(response.status, await response.read())
             except asyncio.TimeoutError:
                 raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
             except aiohttp.ClientConnectionError as error:

@@ -102,13 +102,13 @@ class Client:
     def _http(self, method: str, path: str, timeout, body=None) -> dict:
         def call():
             try:
-                response = self._session.request(method, self._base_url + path, json=body,
+                response = self._session.request(method, self._base_url + path, **wire.json_body(body),
                                                  timeout=timeout or self.timeout)
             except requests.Timeout:
                 raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
             except requests.ConnectionError as error:
                 raise ServingError(grpc.StatusCode.UNAVAILABLE, f"cannot reach {self._base_url}: {error}") from None
-            return wire.rest_result(response.status_code, response.text)
+            return wire.rest_result(response.status_code, response.content)
         return self._retrying(call)
 
     def _signature(self, spec, timeout=None):

@@ -7,7 +7,6 @@ protocols return exactly the same Python values.
 
 from __future__ import annotations
 
-import json
 import urllib.parse
 
 import numpy as np
@@ -182,13 +181,21 @@ def conform_inputs(inputs, signature: meta_graph_pb2.SignatureDef, spec) -> dict
     return conformed
 
 
-def rest_result(status: int, text: str) -> dict:
+def json_body(body: dict | None) -> dict:
+    """Keyword arguments that send `body` as JSON (written by `codec.dumps`) from either HTTP client."""
+    if body is None:
+        return {}
+    return {"data": codec.dumps(body), "headers": {"Content-Type": "application/json"}}
+
+
+def rest_result(status: int, content: bytes) -> dict:
     """A REST reply as JSON, or its `{"error": ...}` as a ServingError."""
+    text = content[:500].decode("utf-8", errors="replace")
     try:
-        doc = json.loads(text) if text else {}
+        doc = codec.loads(content) if content else {}
     except ValueError:
-        doc = {"error": text[:500]}
+        doc = {"error": text}
     if status != 200:
-        message = doc.get("error", text[:500]) if isinstance(doc, dict) else text[:500]
+        message = doc.get("error", text) if isinstance(doc, dict) else text
         raise ServingError.from_http(status, message)
     return doc

@@ -12,7 +12,6 @@ AVAILABLE version and the server is not draining.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 import urllib.parse
@@ -53,7 +52,7 @@ def parse_json(body: bytes) -> dict:
     if not body.strip():
         raise invalid_argument("JSON Parse error: The document is empty")
     try:
-        doc = json.loads(body)
+        doc = codec.loads(body)
     except (ValueError, UnicodeDecodeError) as error:
         raise invalid_argument(f"JSON Parse error: {error}") from None
     if not isinstance(doc, dict):
@@ -199,7 +198,7 @@ class RestApi:
         if self._cors:
             headers = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "POST, GET",
                        "Access-Control-Allow-Headers": "Content-Type"}
-        return web.Response(text=json.dumps(payload), status=status, headers=headers,
+        return web.Response(body=codec.dumps(payload), status=status, headers=headers,
                             content_type="application/json")
 
     def _process(self, method: str, path: str, body: bytes):
