@@ -1,16 +1,23 @@
 """Serving latency and throughput: in-process call vs the embedded server over gRPC and REST.
 
 Trains and exports the shipped digits CNN and GPT configs for a few steps,
-starts `tfbig serve --engine embedded` in a subprocess (without and with
-server-side batching), and drives it from this process with the bundled
+starts `tfbig serve --engine embedded` twice in subprocesses (without and with
+server-side batching) and drives them from this process with the bundled
 AsyncClient at several concurrencies (coroutines on one thread). The
 in-process baselines call the same SavedModel's serving_default from as many
 threads: numpy in and numpy out (`in_process`, what a Python caller does) and
-on a ready tensor (`in_process_tensor`, the floor).
+the server's own direct call on a ready tensor (`in_process_tensor`, the floor).
+
+The servers and the in-process baselines run on one half of the CPUs, the
+load generator on the other, so that the client's own work is not charged to
+the server (in a deployment clients run elsewhere); on one CPU all share it.
+The machine's speed drifts, so every point is measured in each of `--rounds`
+rounds, the configurations alternating within a round, and reported as the
+median over rounds; a batching speedup is the median of the per-round ratios.
 Per point: p50/p99 latency (ms) and requests/s. One request = one CNN image
 (batch 1) or one GPT window of 64 tokens.
 
-    python scripts/bench_serve.py [--requests 300] [--concurrency 1,8,32]
+    python scripts/bench_serve.py [--requests 300] [--concurrency 1,8,32] [--rounds 3]
 
 Prints one JSON object; `summary` holds grpc_overhead_p50_ms and
 rest_overhead_p50_ms (CNN, concurrency 1, p50 over the numpy in-process call; the
@@ -25,6 +32,7 @@ import concurrent.futures
 import contextlib
 import json
 import os
+import statistics
 import sys
 import tempfile
 import threading
@@ -43,6 +51,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from tfbig.serving.config_files import write_text_proto
 from tfbig.serving.load import summarize, measure_latency
 from tfbig.serving.process import ServerProcess
+from tfbig.serving.server.servable import direct_call
 from tfbig.train import train
 
 
@@ -55,8 +64,24 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=300, help="timed requests per point")
     parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--rounds", type=int, default=3, help="measurements of every point (median)")
     parser.add_argument("--train-steps", type=int, default=10)
     return parser.parse_args()
+
+
+def split_cpus() -> tuple[set[int], set[int]]:
+    """(server CPUs, load generator CPUs): two halves of the CPUs this process may use."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return set(cpus), set(cpus)
+    return set(cpus[len(cpus) // 2:]), set(cpus[:len(cpus) // 2])
+
+
+def pin_process(cpus: set[int]) -> None:
+    """Every thread of this process onto `cpus` (sched_setaffinity(0) moves only the caller)."""
+    for thread_id in os.listdir("/proc/self/task"):
+        with contextlib.suppress(ProcessLookupError):  # a thread that has just ended
+            os.sched_setaffinity(int(thread_id), cpus)
 
 
 def export_config(name: str, workdir: str, steps: int) -> str:
@@ -99,59 +124,98 @@ def drive(call, concurrency: int, requests: int) -> dict:
     return summarize(latencies, time.perf_counter() - start)
 
 
-def bench_server(config_file, extra, inputs, levels, requests) -> dict:
+def in_process_round(bases, inputs, levels, requests) -> dict:
     results = {}
-    flags = ["--host=127.0.0.1", f"--model_config_file={config_file}", "--file_system_poll_wait_seconds=0",
-             *extra]
-    log_path = os.path.join(os.path.dirname(config_file), "serve.log")
-    with ServerProcess(flags, model_name="digits", log_path=log_path, engine="embedded") as server:
-        for protocol, target in (("grpc", server.grpc_target), ("rest", server.rest_target)):
-            for model, array in inputs.items():
-                results[f"{protocol}/{model}"] = {
-                    f"c{c}": measure_latency(target, protocol, model, array, concurrency=c, requests=requests)
-                    for c in levels}
+    for model, array in inputs.items():
+        loaded = tf.saved_model.load(os.path.join(bases[model], "1"))
+        function = loaded.signatures["serving_default"]
+        tensor = tf.constant(array)
+        # What a Python caller of the SavedModel does: numpy in, numpy out.
+        results[f"in_process/{model}"] = {
+            f"c{c}": drive(lambda: function(inputs=tf.constant(array))["logits"].numpy(), c, requests)
+            for c in levels}
+        # The server's own call (direct_call) on a ready tensor: the floor no server can go below.
+        direct = direct_call(function)
+        results[f"in_process_tensor/{model}"] = {
+            f"c{c}": drive(lambda: direct(inputs=tensor), c, requests) for c in levels}
     return results
+
+
+def server_round(servers: dict[str, ServerProcess], inputs, levels, requests) -> dict:
+    """Every point on every server; the servers alternate point by point, so drift hits all alike."""
+    results = {name: {} for name in servers}
+    for protocol in ("grpc", "rest"):
+        for model, array in inputs.items():
+            for c in levels:
+                for name, server in servers.items():
+                    target = server.grpc_target if protocol == "grpc" else server.rest_target
+                    results[name].setdefault(f"{protocol}/{model}", {})[f"c{c}"] = measure_latency(
+                        target, protocol, model, array, concurrency=c, requests=requests)
+    return results
+
+
+def median_points(rounds: list[dict]) -> dict:
+    """{series: {level: point}} with each number the median over rounds (of those measured)."""
+    def median(values):
+        values = [value for value in values if value is not None]
+        return statistics.median(values) if values else None
+
+    return {series: {level: {key: median(r[series][level][key] for r in rounds)
+                             if isinstance(value, (int, float)) or value is None else value
+                             for key, value in point.items()}
+                     for level, point in levels.items()}
+            for series, levels in rounds[0].items()}
+
+
+def speedup(plain: list[dict], batched: list[dict], series: str, level: str) -> float:
+    """Median over rounds of batched/plain requests/s."""
+    return round(statistics.median(b[series][level]["requests_per_s"] / p[series][level]["requests_per_s"]
+                                   for p, b in zip(plain, batched)), 2)
 
 
 def main() -> None:
     args = parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
-    with tempfile.TemporaryDirectory() as workdir:
+    server_cpus, client_cpus = split_cpus()
+    pin_process(server_cpus)  # training and the in-process calls run where the servers will
+    rounds = {"in_process": [], "no_batching": [], "batching": []}
+    with tempfile.TemporaryDirectory() as workdir, contextlib.ExitStack() as stack:
         bases = {"digits": export_config("digits_cnn", workdir, args.train_steps),
                  "gpt": export_config("gpt_tiny", workdir, args.train_steps)}
         config_file = write_model_config(bases, os.path.join(workdir, "models.config"))
         inputs = {"digits": (load_digits().images[:1] / 16.0).astype(np.float32),
                   "gpt": np.frombuffer((b"def __init__(self, *args):\n" * 3)[:64], np.uint8).astype(np.int32)[None]}
-        in_process = {}
-        for model, array in inputs.items():
-            function = tf.saved_model.load(os.path.join(bases[model], "1")).signatures["serving_default"]
-            tensor = tf.constant(array)
-            # What a Python caller of the SavedModel does: numpy in, numpy out.
-            in_process[f"in_process/{model}"] = {
-                f"c{c}": drive(lambda: function(inputs=tf.constant(array))["logits"].numpy(), c, args.requests)
-                for c in levels}
-            # The bare call on a ready tensor: the floor no server can go below.
-            in_process[f"in_process_tensor/{model}"] = {
-                f"c{c}": drive(lambda: function(inputs=tensor), c, args.requests) for c in levels}
-        plain = bench_server(config_file, [], inputs, levels, args.requests)
-        batched = bench_server(config_file, BATCHING, inputs, levels, args.requests)
+        flags = ["--host=127.0.0.1", f"--model_config_file={config_file}", "--file_system_poll_wait_seconds=0"]
+        servers = {name: stack.enter_context(ServerProcess(
+                       flags + extra, model_name="digits", log_path=os.path.join(workdir, f"{name}.log"),
+                       engine="embedded", cpus=server_cpus))
+                   for name, extra in (("no_batching", []), ("batching", BATCHING))}
+        for _ in range(args.rounds):
+            pin_process(server_cpus)
+            rounds["in_process"].append(in_process_round(bases, inputs, levels, args.requests))
+            pin_process(client_cpus)
+            for name, results in server_round(servers, inputs, levels, args.requests).items():
+                rounds[name].append(results)
+    medians = {name: median_points(results) for name, results in rounds.items()}
     c1, top = f"c{levels[0]}", f"c{levels[-1]}"
+
     def overhead(protocol: str, baseline: str) -> float:
-        return round(plain[f"{protocol}/digits"][c1]["p50_ms"] - in_process[f"{baseline}/digits"][c1]["p50_ms"], 3)
+        return round(medians["no_batching"][f"{protocol}/digits"][c1]["p50_ms"]
+                     - medians["in_process"][f"{baseline}/digits"][c1]["p50_ms"], 3)
 
     summary = {
         "grpc_overhead_p50_ms": overhead("grpc", "in_process"),
         "rest_overhead_p50_ms": overhead("rest", "in_process"),
         "grpc_overhead_vs_tensor_call_p50_ms": overhead("grpc", "in_process_tensor"),
         "rest_overhead_vs_tensor_call_p50_ms": overhead("rest", "in_process_tensor"),
-        f"batching_speedup_{top}": round(batched["grpc/digits"][top]["requests_per_s"]
-                                         / plain["grpc/digits"][top]["requests_per_s"], 2),
-        f"batching_speedup_{top}_gpt": round(batched["grpc/gpt"][top]["requests_per_s"]
-                                             / plain["grpc/gpt"][top]["requests_per_s"], 2),
+        f"batching_speedup_{top}": speedup(rounds["no_batching"], rounds["batching"], "grpc/digits", top),
+        f"batching_speedup_{top}_rest": speedup(rounds["no_batching"], rounds["batching"], "rest/digits", top),
+        f"batching_speedup_{top}_gpt": speedup(rounds["no_batching"], rounds["batching"], "grpc/gpt", top),
     }
-    print(json.dumps({"benchmark": "serve", "cpu_count": os.cpu_count(), "requests_per_point": args.requests,
-                      "batching_flags": BATCHING, "summary": summary, "in_process": in_process,
-                      "no_batching": plain, "batching": batched}, indent=1))
+    print(json.dumps({"benchmark": "serve", "cpus": {"server": sorted(server_cpus),
+                                                      "load_generator": sorted(client_cpus)},
+                      "requests_per_point": args.requests, "rounds": args.rounds, "batching_flags": BATCHING,
+                      "summary": summary, **medians}, indent=1))
 
 
 if __name__ == "__main__":

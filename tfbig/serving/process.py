@@ -34,12 +34,14 @@ class ServerProcess:
 
     `flags` are tensorflow_model_server flags naming what to serve (e.g.
     `--model_config_file=...`); the ports are chosen here. Output goes to
-    `log_path`, whose last lines explain a failed start.
+    `log_path`, whose last lines explain a failed start. `cpus` pins the server
+    to those CPUs (a benchmark keeps its load generator off the server's cores).
     """
 
     def __init__(self, flags: list[str], *, model_name: str, log_path: str, engine: str = "auto",
-                 start_timeout_s: float = START_TIMEOUT_S):
+                 start_timeout_s: float = START_TIMEOUT_S, cpus: set[int] | None = None):
         self.model_name = model_name
+        self.cpus = cpus
         self.log_path = log_path
         self.start_timeout_s = start_timeout_s
         self.grpc_port, self.rest_port = free_ports(2)
@@ -64,8 +66,10 @@ class ServerProcess:
         os.makedirs(os.path.dirname(os.path.abspath(self.log_path)), exist_ok=True)
         with open(self.log_path, "ab") as log:
             # Its own session, so that stopping it reaches the model server it may exec.
-            self._process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
-                                             stdin=subprocess.DEVNULL, start_new_session=True)
+            self._process = subprocess.Popen(
+                self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=None if self.cpus is None else lambda: os.sched_setaffinity(0, self.cpus))
         try:
             self._wait_available()
         except BaseException:
