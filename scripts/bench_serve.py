@@ -124,18 +124,26 @@ def drive(call, concurrency: int, requests: int) -> dict:
     return summarize(latencies, time.perf_counter() - start)
 
 
-def in_process_round(bases, inputs, levels, requests) -> dict:
+def load_signatures(bases) -> dict:
+    """Per model: the SavedModel (kept alive), its serving_default, and the server's direct call of it."""
+    callers = {}
+    for model, base in bases.items():
+        loaded = tf.saved_model.load(os.path.join(base, "1"))
+        function = loaded.signatures["serving_default"]
+        callers[model] = (loaded, function, direct_call(function))
+    return callers
+
+
+def in_process_round(callers, inputs, levels, requests) -> dict:
     results = {}
     for model, array in inputs.items():
-        loaded = tf.saved_model.load(os.path.join(bases[model], "1"))
-        function = loaded.signatures["serving_default"]
+        _, function, direct = callers[model]
         tensor = tf.constant(array)
         # What a Python caller of the SavedModel does: numpy in, numpy out.
         results[f"in_process/{model}"] = {
             f"c{c}": drive(lambda: function(inputs=tf.constant(array))["logits"].numpy(), c, requests)
             for c in levels}
         # The server's own call (direct_call) on a ready tensor: the floor no server can go below.
-        direct = direct_call(function)
         results[f"in_process_tensor/{model}"] = {
             f"c{c}": drive(lambda: direct(inputs=tensor), c, requests) for c in levels}
     return results
@@ -190,9 +198,10 @@ def main() -> None:
                        flags + extra, model_name="digits", log_path=os.path.join(workdir, f"{name}.log"),
                        engine="embedded", cpus=server_cpus))
                    for name, extra in (("no_batching", []), ("batching", BATCHING))}
+        callers = load_signatures(bases)
         for _ in range(args.rounds):
             pin_process(server_cpus)
-            rounds["in_process"].append(in_process_round(bases, inputs, levels, args.requests))
+            rounds["in_process"].append(in_process_round(callers, inputs, levels, args.requests))
             pin_process(client_cpus)
             for name, results in server_round(servers, inputs, levels, args.requests).items():
                 rounds[name].append(results)
