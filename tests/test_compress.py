@@ -202,7 +202,9 @@ def test_qat_run_becomes_an_int8_tflite_that_keeps_accuracy(digits_run, tmp_path
     result = compress_run(digits_run, method="qat", output_dir=out,
                           overrides=("compress.steps=20", *FAST))
     assert result.files["artifact"].endswith("model_qat.tflite")
-    assert abs(result.after["eval_accuracy"] - result.before["eval_accuracy"]) <= 0.02
+    # QAT fine-tunes (20 more steps here), so the int8 model may end up better than the
+    # float one it started from; what must not happen is losing more than 2 points.
+    assert result.after["eval_accuracy"] >= result.before["eval_accuracy"] - 0.02
     # `tfbig export` rebuilds the QAT model from the compressed run and serves it.
     assert export_run(out, str(tmp_path / "models")).parity
 
