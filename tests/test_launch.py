@@ -95,9 +95,13 @@ def test_output_is_prefixed_per_task_and_success_stops_the_ps(tmp_path):
         print("hello from", task["type"], task["index"], flush=True)
         sys.stdout.write("no newline at the end")
         sys.stdout.flush()
+        open(f"{task['type']}-{task['index']}.printed", "w").close()
+        if task["type"] == "chief":  # the others are stopped once it is done: let them print first
+            while len([name for name in os.listdir() if name.endswith(".printed")]) < 4:
+                time.sleep(0.05)
         if task["type"] == "ps":
             time.sleep(600)   # serves until stopped
-    """)
+    """, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     for task in ("chief", "worker 0", "worker 1", "ps 0"):
