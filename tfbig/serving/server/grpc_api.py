@@ -8,6 +8,7 @@ and message TF Serving would send.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import grpc
@@ -18,6 +19,13 @@ from tfbig.serving.server.core import ServingCore
 from tfbig.serving.server.metrics import ServerMetrics
 
 log = logging.getLogger("tfbig.serving")
+
+
+def time_remaining(context: grpc.ServicerContext) -> float | None:
+    """Seconds left before the client's deadline, or None when it set none: grpc then
+    reports a deadline centuries away, longer than a lock can wait for."""
+    remaining = context.time_remaining()
+    return None if remaining is None or remaining >= threading.TIMEOUT_MAX else remaining
 
 
 class _Handler:
@@ -43,20 +51,20 @@ class _Handler:
 class PredictionService(_Handler, prediction_service_pb2_grpc.PredictionServiceServicer):
     def Predict(self, request, context):
         return self._call("predict", request.model_spec.name, context, self._core.predict,
-                          request, context.time_remaining())
+                          request, time_remaining(context))
 
     def Classify(self, request, context):
         return self._call("classify", request.model_spec.name, context, self._core.classify,
-                          request, context.time_remaining())
+                          request, time_remaining(context))
 
     def Regress(self, request, context):
         return self._call("regress", request.model_spec.name, context, self._core.regress,
-                          request, context.time_remaining())
+                          request, time_remaining(context))
 
     def MultiInference(self, request, context):
         name = request.tasks[0].model_spec.name if request.tasks else ""
         return self._call("multi_inference", name, context, self._core.multi_inference,
-                          request, context.time_remaining())
+                          request, time_remaining(context))
 
     def GetModelMetadata(self, request, context):
         return self._call("get_model_metadata", request.model_spec.name, context,
