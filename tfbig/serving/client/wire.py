@@ -57,7 +57,7 @@ def single_input_name(signature: meta_graph_pb2.SignatureDef, spec: model_pb2.Mo
 def predict_request(spec: model_pb2.ModelSpec, inputs: dict[str, np.ndarray]) -> predict_pb2.PredictRequest:
     request = predict_pb2.PredictRequest(model_spec=spec)
     for name, value in inputs.items():
-        request.inputs[name].CopyFrom(codec.to_tensor_proto(value))
+        codec.to_tensor_proto(value, out=request.inputs[name])
     return request
 
 

@@ -101,7 +101,7 @@ class ServingCore:
                                          output_filter=list(request.output_filter), timeout=timeout)
         response = predict_pb2.PredictResponse(model_spec=spec)
         for name, value in outputs.items():
-            response.outputs[name].CopyFrom(codec.to_tensor_proto(value))
+            codec.to_tensor_proto(value, out=response.outputs[name])
         return response
 
     def _examples_output(self, servable: Servable, batcher, signature: str, request_input, timeout):

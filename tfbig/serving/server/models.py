@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import os
 import threading
+import types
 
 import grpc
 from tensorflow_serving.apis import get_model_status_pb2, model_pb2
@@ -28,7 +29,9 @@ from tfbig.serving.errors import ServingError, invalid_argument, not_found
 from tfbig.serving.server.batching import Batcher
 from tfbig.serving.server.servable import Servable
 
-State = get_model_status_pb2.ModelVersionStatus.State
+# ModelVersionStatus.State's values as plain attributes: the proto enum wrapper resolves
+# each one through __getattr__ (a microsecond), and every request looks up several.
+State = types.SimpleNamespace(**dict(get_model_status_pb2.ModelVersionStatus.State.items()))
 log = logging.getLogger("tfbig.serving")
 
 

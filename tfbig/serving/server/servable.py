@@ -8,6 +8,7 @@ input, as TF Serving does, instead of an error from deep inside a graph.
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import grpc
 import numpy as np
@@ -34,24 +35,32 @@ def read_signature_defs(path: str) -> dict[str, meta_graph_pb2.SignatureDef]:
     raise ValueError(f"{path} has no MetaGraph tagged '{SERVE_TAG}'")
 
 
-def _shape_matches(shape: tuple, expected: meta_graph_pb2.TensorInfo) -> bool:
-    proto = expected.tensor_shape
-    if proto.unknown_rank:
-        return True
-    dims = [d.size for d in proto.dim]
-    return len(dims) == len(shape) and all(d < 0 or d == s for d, s in zip(dims, shape))
+class InputSpec(NamedTuple):
+    """What a SignatureDef declares for one input, read out of its proto once at load:
+    every request is checked against it, and proto fields are slow to walk."""
 
+    dtype_enum: int
+    dtype: np.dtype
+    dims: tuple[int, ...] | None  # None: any shape; -1: any size
 
-def _shape_text(info: meta_graph_pb2.TensorInfo) -> str:
-    if info.tensor_shape.unknown_rank:
-        return "any shape"
-    return "[" + ", ".join("?" if d.size < 0 else str(d.size) for d in info.tensor_shape.dim) + "]"
+    @classmethod
+    def of(cls, info: meta_graph_pb2.TensorInfo) -> "InputSpec":
+        dims = None if info.tensor_shape.unknown_rank else tuple(d.size for d in info.tensor_shape.dim)
+        return cls(info.dtype, codec.numpy_dtype(info.dtype), dims)
 
+    def accepts_dtype(self, dtype: np.dtype) -> bool:
+        if self.dtype.kind == "O":
+            return dtype.kind in "OSU"
+        return dtype == self.dtype
 
-def _batchable(signature: meta_graph_pb2.SignatureDef) -> bool:
-    """Batching needs every input to have an open first (batch) dimension."""
-    return all(not info.tensor_shape.unknown_rank and info.tensor_shape.dim
-               and info.tensor_shape.dim[0].size == -1 for info in signature.inputs.values())
+    def accepts_shape(self, shape: tuple) -> bool:
+        return self.dims is None or (
+            len(self.dims) == len(shape) and all(d < 0 or d == s for d, s in zip(self.dims, shape)))
+
+    def shape_text(self) -> str:
+        if self.dims is None:
+            return "any shape"
+        return "[" + ", ".join("?" if d < 0 else str(d) for d in self.dims) + "]"
 
 
 def direct_call(signature):
@@ -79,7 +88,11 @@ class Servable:
         self.version = version
         self.path = path
         self.signature_defs = read_signature_defs(path)
-        self._batchable = {name: _batchable(signature) for name, signature in self.signature_defs.items()}
+        self._input_specs = {name: {input_name: InputSpec.of(info) for input_name, info in signature.inputs.items()}
+                             for name, signature in self.signature_defs.items()}
+        # Batching needs every input to have an open first (batch) dimension.
+        self._batchable = {name: all(spec.dims and spec.dims[0] == -1 for spec in specs.values())
+                           for name, specs in self._input_specs.items()}
         loaded = tf.saved_model.load(path, tags=[SERVE_TAG])
         self._loaded = loaded  # keeps the functions' variables alive
         self._functions = {name: direct_call(function) for name, function in loaded.signatures.items()}
@@ -98,25 +111,25 @@ class Servable:
 
     def check_inputs(self, signature_name: str, inputs: dict[str, np.ndarray], max_rows: int = 0) -> None:
         """Names, dtypes and shapes as the SignatureDef declares; at most `max_rows` rows (0: any)."""
-        signature = self.signature_def(signature_name)
-        expected, sent = set(signature.inputs), set(inputs)
-        if expected != sent:
+        self.signature_def(signature_name)  # FAILED_PRECONDITION for an unknown signature
+        specs = self._input_specs[signature_name or DEFAULT_SIGNATURE]
+        if specs.keys() != inputs.keys():
+            expected, sent = set(specs), set(inputs)
             raise invalid_argument(
                 f"input size does not match signature: {len(sent)}!={len(expected)} "
                 f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(expected))}}}). "
                 f"Sent extra: {{{','.join(sorted(sent - expected))}}}. "
                 f"Missing but required: {{{','.join(sorted(expected - sent))}}}.")
         for name, value in inputs.items():
-            info = signature.inputs[name]
-            want = codec.numpy_dtype(info.dtype)
-            if (want.kind == "O") != (value.dtype.kind in "OSU") or (want.kind != "O" and value.dtype != want):
+            spec = specs[name]
+            if not spec.accepts_dtype(value.dtype):
                 raise invalid_argument(
                     f"input '{name}' is {value.dtype.name if value.dtype.kind != 'O' else 'string'} but "
-                    f"signature '{signature_name or DEFAULT_SIGNATURE}' expects {codec.dtype_name(info.dtype)}")
-            if not _shape_matches(value.shape, info):
+                    f"signature '{signature_name or DEFAULT_SIGNATURE}' expects {codec.dtype_name(spec.dtype_enum)}")
+            if not spec.accepts_shape(value.shape):
                 raise invalid_argument(
                     f"input '{name}' has shape {list(value.shape)} but signature "
-                    f"'{signature_name or DEFAULT_SIGNATURE}' expects {_shape_text(info)}")
+                    f"'{signature_name or DEFAULT_SIGNATURE}' expects {spec.shape_text()}")
             if max_rows and value.ndim and value.shape[0] > max_rows:
                 raise invalid_argument(
                     f"input '{name}' has {value.shape[0]} rows; this server accepts at most "
