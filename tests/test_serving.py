@@ -326,7 +326,7 @@ def test_batching_returns_exactly_the_unbatched_results(bases, tmp_path):
             results = list(pool.map(lambda i: batched.predict("digits", images[i:i + 1 + i % 3])["logits"], range(16)))
         for got, want in zip(results, expected):
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-        # TF Serving's own stub with no deadline (grpc reports one centuries away) waits as long as it takes.
+        # TF Serving's own stub with no deadline (grpc reports 9.2e18 s left) waits as long as it takes.
         request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name="digits"))
         request.inputs["inputs"].CopyFrom(codec.to_tensor_proto(images[1:3]))  # as expected[1]
         with grpc.insecure_channel(f"127.0.0.1:{srv.grpc_port}") as channel:

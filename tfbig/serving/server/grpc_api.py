@@ -23,7 +23,7 @@ log = logging.getLogger("tfbig.serving")
 
 def time_remaining(context: grpc.ServicerContext) -> float | None:
     """Seconds left before the client's deadline, or None when it set none: grpc then
-    reports a deadline centuries away, longer than a lock can wait for."""
+    reports 9.2e18 s, longer than a lock can wait for (threading.TIMEOUT_MAX)."""
     remaining = context.time_remaining()
     return None if remaining is None or remaining >= threading.TIMEOUT_MAX else remaining
 
