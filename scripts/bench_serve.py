@@ -11,13 +11,16 @@ the server's own direct call on a ready tensor (`in_process_tensor`, the floor).
 The servers and the in-process baselines run on one half of the CPUs, the
 load generator on the other, so that the client's own work is not charged to
 the server (in a deployment clients run elsewhere); on one CPU all share it.
-The machine's speed drifts, so every point is measured in each of `--rounds`
-rounds, the configurations alternating within a round, and reported as the
-median over rounds; a batching speedup is the median of the per-round ratios.
+Every server, protocol and model first gets `--warmup-requests` untimed
+requests at the highest concurrency. The machine's speed drifts, so every
+point is measured in each of `--rounds` rounds, the configurations
+alternating within a round, and reported as the median over rounds; a
+batching speedup is the median of the per-round ratios.
 Per point: p50/p99 latency (ms) and requests/s. One request = one CNN image
 (batch 1) or one GPT window of 64 tokens.
 
     python scripts/bench_serve.py [--requests 1000] [--concurrency 1,8,32] [--rounds 3]
+                                  [--warmup-requests 500]
 
 Prints one JSON object; `summary` holds grpc_overhead_p50_ms and
 rest_overhead_p50_ms (CNN, concurrency 1, p50 over the numpy in-process call; the
@@ -65,6 +68,8 @@ def parse_args():
     parser.add_argument("--requests", type=int, default=1000, help="timed requests per point")
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--rounds", type=int, default=3, help="measurements of every point (median)")
+    parser.add_argument("--warmup-requests", type=int, default=500,
+                        help="untimed requests per server, protocol and model before the rounds")
     parser.add_argument("--train-steps", type=int, default=10)
     return parser.parse_args()
 
@@ -149,6 +154,16 @@ def in_process_round(callers, inputs, levels, requests) -> dict:
     return results
 
 
+def warm_up(servers: dict[str, ServerProcess], inputs, concurrency: int, requests: int) -> None:
+    """Untimed load on every server, protocol and model before the rounds. A batching server
+    meets a new batch shape at almost every size up to its largest batch, and TensorFlow's
+    first call at a shape costs several times a warm one; the rounds measure the steady state."""
+    for server in servers.values():
+        for protocol, target in (("grpc", server.grpc_target), ("rest", server.rest_target)):
+            for model, array in inputs.items():
+                measure_latency(target, protocol, model, array, concurrency=concurrency, requests=requests)
+
+
 def server_round(servers: dict[str, ServerProcess], inputs, levels, requests) -> dict:
     """Every point on every server; the servers alternate point by point, so drift hits all alike."""
     results = {name: {} for name in servers}
@@ -199,6 +214,8 @@ def main() -> None:
                        engine="embedded", cpus=server_cpus))
                    for name, extra in (("no_batching", []), ("batching", BATCHING))}
         callers = load_signatures(bases)
+        pin_process(client_cpus)
+        warm_up(servers, inputs, max(levels), args.warmup_requests)
         for _ in range(args.rounds):
             pin_process(server_cpus)
             rounds["in_process"].append(in_process_round(callers, inputs, levels, args.requests))
@@ -223,7 +240,8 @@ def main() -> None:
     }
     print(json.dumps({"benchmark": "serve", "cpus": {"server": sorted(server_cpus),
                                                       "load_generator": sorted(client_cpus)},
-                      "requests_per_point": args.requests, "rounds": args.rounds, "batching_flags": BATCHING,
+                      "requests_per_point": args.requests, "rounds": args.rounds,
+                      "warmup_requests": args.warmup_requests, "batching_flags": BATCHING,
                       "summary": summary, **medians}, indent=1))
 
 
