@@ -25,7 +25,7 @@ def time_remaining(context: grpc.ServicerContext) -> float | None:
     """Seconds left before the client's deadline, or None when it set none: grpc then
     reports 9.2e18 s, longer than a lock can wait for (threading.TIMEOUT_MAX)."""
     remaining = context.time_remaining()
-    return None if remaining is None or remaining >= threading.TIMEOUT_MAX else remaining
+    return None if remaining >= threading.TIMEOUT_MAX else remaining
 
 
 class _Handler:
