@@ -17,10 +17,13 @@ point is measured in each of `--rounds` rounds, the configurations
 alternating within a round, and reported as the median over rounds; a
 batching speedup is the median of the per-round ratios.
 Per point: p50/p99 latency (ms) and requests/s. One request = one CNN image
-(batch 1) or one GPT window of 64 tokens.
+(batch 1) or one GPT window of 64 tokens. A server point sends `--requests`
+requests and goes on until it has lasted `--min-seconds`: a batching server
+answers 1000 requests in a quarter of a second, a window in which its
+requests/s varies by more than the margins this benchmark reports.
 
-    python scripts/bench_serve.py [--requests 1000] [--concurrency 1,8,32] [--rounds 3]
-                                  [--warmup-requests 500]
+    python scripts/bench_serve.py [--requests 1000] [--min-seconds 2] [--concurrency 1,8,32]
+                                  [--rounds 3] [--warmup-requests 500]
 
 Prints one JSON object; `summary` holds grpc_overhead_p50_ms and
 rest_overhead_p50_ms (CNN, concurrency 1, p50 over the numpy in-process call; the
@@ -66,6 +69,8 @@ BATCHING = ["--enable_batching", "--max_batch_size=32", "--batch_timeout_micros=
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=1000, help="timed requests per point")
+    parser.add_argument("--min-seconds", type=float, default=2.0,
+                        help="each server point goes on sending requests until it has lasted this long")
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--rounds", type=int, default=3, help="measurements of every point (median)")
     parser.add_argument("--warmup-requests", type=int, default=500,
@@ -164,7 +169,7 @@ def warm_up(servers: dict[str, ServerProcess], inputs, concurrency: int, request
                 measure_latency(target, protocol, model, array, concurrency=concurrency, requests=requests)
 
 
-def server_round(servers: dict[str, ServerProcess], inputs, levels, requests) -> dict:
+def server_round(servers: dict[str, ServerProcess], inputs, levels, requests, min_seconds) -> dict:
     """Every point on every server; the servers alternate point by point, so drift hits all alike."""
     results = {name: {} for name in servers}
     for protocol in ("grpc", "rest"):
@@ -173,7 +178,8 @@ def server_round(servers: dict[str, ServerProcess], inputs, levels, requests) ->
                 for name, server in servers.items():
                     target = server.grpc_target if protocol == "grpc" else server.rest_target
                     results[name].setdefault(f"{protocol}/{model}", {})[f"c{c}"] = measure_latency(
-                        target, protocol, model, array, concurrency=c, requests=requests)
+                        target, protocol, model, array, concurrency=c, requests=requests,
+                        min_seconds=min_seconds)
     return results
 
 
@@ -220,7 +226,8 @@ def main() -> None:
             pin_process(server_cpus)
             rounds["in_process"].append(in_process_round(callers, inputs, levels, args.requests))
             pin_process(client_cpus)
-            for name, results in server_round(servers, inputs, levels, args.requests).items():
+            for name, results in server_round(servers, inputs, levels, args.requests,
+                                              args.min_seconds).items():
                 rounds[name].append(results)
     medians = {name: median_points(results) for name, results in rounds.items()}
     c1, top = f"c{levels[0]}", f"c{levels[-1]}"
@@ -240,7 +247,8 @@ def main() -> None:
     }
     print(json.dumps({"benchmark": "serve", "cpus": {"server": sorted(server_cpus),
                                                       "load_generator": sorted(client_cpus)},
-                      "requests_per_point": args.requests, "rounds": args.rounds,
+                      "requests_per_point": args.requests, "min_seconds_per_server_point": args.min_seconds,
+                      "rounds": args.rounds,
                       "warmup_requests": args.warmup_requests, "batching_flags": BATCHING,
                       "summary": summary, **medians}, indent=1))
 

@@ -24,6 +24,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from tfbig.serving import (
     AsyncClient, Client, EmbeddedServer, ServeConfigError, ServingError, codec, parse_serve_args,
 )
+from tfbig.serving.load import measure_latency
 
 from serving_models import (
     digits_images, export_digits, export_gpt, free_port, model_config_text, save_two_inputs,
@@ -172,6 +173,17 @@ def test_async_client_many_concurrent_requests(server):
         logits, status = asyncio.run(run(protocol, port))
         np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
         assert status[0]["state"] == "AVAILABLE"
+
+
+def test_load_generator_counts_requests_and_runs_at_least_min_seconds(server):
+    image = digits_images(1)
+    target = f"127.0.0.1:{server.grpc_port}"
+    counted = measure_latency(target, "grpc", "digits", image, concurrency=4, requests=10)
+    assert counted["requests"] == 8 and counted["errors"] == 0  # 10 // 4 per coroutine
+    start = time.perf_counter()
+    timed = measure_latency(target, "grpc", "digits", image, concurrency=2, requests=2, min_seconds=0.5)
+    assert time.perf_counter() - start >= 0.5
+    assert timed["requests"] > 2 and timed["errors"] == 0 and timed["p50_ms"] > 0
 
 
 def test_unavailable_is_retried_then_raised():

@@ -28,8 +28,11 @@ def summarize(latencies_ms: list[float], elapsed_s: float) -> dict:
 
 
 def measure_latency(target: str, protocol: str, model: str, inputs, *, concurrency: int,
-                    requests: int, signature: str | None = None, label: str | None = None) -> dict:
-    """About `requests` timed predict calls in all (a multiple of `concurrency`), after a warmup.
+                    requests: int, min_seconds: float = 0.0, signature: str | None = None,
+                    label: str | None = None) -> dict:
+    """About `requests` timed predict calls in all (a multiple of `concurrency`), after a warmup,
+    and more until `min_seconds` have passed: a fast server answers a fixed count in a fraction
+    of a second, too short a window to measure its requests/s to a few percent.
 
     A failed request is counted in `errors`, not timed, and does not stop the run.
     """
@@ -43,7 +46,9 @@ def measure_latency(target: str, protocol: str, model: str, inputs, *, concurren
 
             async def worker():
                 nonlocal errors
-                for _ in range(max(1, requests // concurrency)):
+                sent = 0
+                while sent < max(1, requests // concurrency) or time.perf_counter() < until:
+                    sent += 1
                     start = time.perf_counter()
                     try:
                         await call()
@@ -53,8 +58,9 @@ def measure_latency(target: str, protocol: str, model: str, inputs, *, concurren
                     latencies.append((time.perf_counter() - start) * 1e3)
 
             start = time.perf_counter()
+            until = start + min_seconds
             await asyncio.gather(*(worker() for _ in range(concurrency)))
-            return {**summarize(latencies, time.perf_counter() - start), "errors": errors}
+            return {"requests": len(latencies) + errors,
+                    **summarize(latencies, time.perf_counter() - start), "errors": errors}
 
-    result = asyncio.run(run())
-    return {"protocol": protocol, "concurrency": concurrency, "requests": requests, **result}
+    return {"protocol": protocol, "concurrency": concurrency, **asyncio.run(run())}
