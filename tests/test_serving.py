@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -184,6 +185,23 @@ def test_load_generator_counts_requests_and_runs_at_least_min_seconds(server):
     timed = measure_latency(target, "grpc", "digits", image, concurrency=2, requests=2, min_seconds=0.5)
     assert time.perf_counter() - start >= 0.5
     assert timed["requests"] > 2 and timed["errors"] == 0 and timed["p50_ms"] > 0
+
+
+def readme_client_example() -> str:
+    """The README's Python client example: the python block that imports the clients."""
+    readme = open(os.path.join(os.path.dirname(__file__), os.pardir, "README.md")).read()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    return next(block for block in blocks if "from tfbig.serving import AsyncClient, Client" in block)
+
+
+def test_readme_client_example_runs_and_prints_what_it_says(server, capsys):
+    code = (readme_client_example().replace("localhost:8500", f"127.0.0.1:{server.grpc_port}")
+            .replace("localhost:8501", f"127.0.0.1:{server.rest_port}"))
+    exec(compile(code, "<README client example>", "exec"), {"__name__": "readme_example"})
+    printed = capsys.readouterr().out.splitlines()
+    # Each print's expected output is the comment after it, in the order they run.
+    expected = [line.split("#", 1)[1] for line in code.splitlines() if line.lstrip().startswith("print(")]
+    assert [line.strip() for line in printed] == [text.strip() for text in expected]
 
 
 def test_unavailable_is_retried_then_raised():
