@@ -6,7 +6,6 @@ import asyncio
 import concurrent.futures
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -27,6 +26,7 @@ from tfbig.serving import (
 )
 from tfbig.serving.load import measure_latency
 
+from readme import python_block
 from serving_models import (
     digits_images, export_digits, export_gpt, free_port, model_config_text, save_two_inputs,
     start_server,
@@ -187,15 +187,8 @@ def test_load_generator_counts_requests_and_runs_at_least_min_seconds(server):
     assert timed["requests"] > 2 and timed["errors"] == 0 and timed["p50_ms"] > 0
 
 
-def readme_client_example() -> str:
-    """The README's Python client example: the python block that imports the clients."""
-    readme = open(os.path.join(os.path.dirname(__file__), os.pardir, "README.md")).read()
-    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
-    return next(block for block in blocks if "from tfbig.serving import AsyncClient, Client" in block)
-
-
 def test_readme_client_example_runs_and_prints_what_it_says(server, capsys):
-    code = (readme_client_example().replace("localhost:8500", f"127.0.0.1:{server.grpc_port}")
+    code = (python_block("from tfbig.serving import AsyncClient, Client").replace("localhost:8500", f"127.0.0.1:{server.grpc_port}")
             .replace("localhost:8501", f"127.0.0.1:{server.rest_port}"))
     exec(compile(code, "<README client example>", "exec"), {"__name__": "readme_example"})
     printed = capsys.readouterr().out.splitlines()
