@@ -6,10 +6,21 @@ import re
 README = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
 
 
-def python_block(containing: str) -> str:
-    """The README's python code block that contains `containing`."""
+def python_block(containing: str, replacements: dict[str, str] | None = None) -> str:
+    """The README's python code block that contains `containing`, with `replacements` made
+    (addresses and paths that differ between a reader's machine and a test)."""
     with open(README) as readme:
         blocks = re.findall(r"```python\n(.*?)```", readme.read(), re.S)
     matches = [block for block in blocks if containing in block]
     assert len(matches) == 1, f"{len(matches)} README python blocks contain {containing!r}"
-    return matches[0]
+    code = matches[0]
+    for old, new in (replacements or {}).items():
+        code = code.replace(old, new)
+    return code
+
+
+def run_block(code: str) -> dict:
+    """Run example code as a script of its own; returns its globals."""
+    namespace = {"__name__": "readme_example"}
+    exec(compile(code, "<README example>", "exec"), namespace)
+    return namespace

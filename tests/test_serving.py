@@ -26,7 +26,7 @@ from tfbig.serving import (
 )
 from tfbig.serving.load import measure_latency
 
-from readme import python_block
+from readme import python_block, run_block
 from serving_models import (
     digits_images, export_digits, export_gpt, free_port, model_config_text, save_two_inputs,
     start_server,
@@ -188,9 +188,10 @@ def test_load_generator_counts_requests_and_runs_at_least_min_seconds(server):
 
 
 def test_readme_client_example_runs_and_prints_what_it_says(server, capsys):
-    code = (python_block("from tfbig.serving import AsyncClient, Client").replace("localhost:8500", f"127.0.0.1:{server.grpc_port}")
-            .replace("localhost:8501", f"127.0.0.1:{server.rest_port}"))
-    exec(compile(code, "<README client example>", "exec"), {"__name__": "readme_example"})
+    code = python_block("from tfbig.serving import AsyncClient, Client",
+                        {"localhost:8500": f"127.0.0.1:{server.grpc_port}",
+                         "localhost:8501": f"127.0.0.1:{server.rest_port}"})
+    run_block(code)
     printed = capsys.readouterr().out.splitlines()
     # Each print's expected output is the comment after it, in the order they run.
     expected = [line.split("#", 1)[1] for line in code.splitlines() if line.lstrip().startswith("print(")]
