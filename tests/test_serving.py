@@ -133,6 +133,12 @@ def test_errors_carry_the_servers_code(client):
     with pytest.raises(ServingError) as bad_shape:
         client.predict("digits", np.zeros((1, 8, 7), np.float32))
     assert bad_shape.value.code == grpc.StatusCode.INVALID_ARGUMENT and "[?, 8, 8]" in bad_shape.value.message
+    with pytest.raises(ServingError) as too_long:  # the test GPT's max_len is 32
+        client.predict("gpt", {"text": ["def "], "max_new_tokens": 40, "temperature": 0.0, "top_k": 0,
+                               "seed": 0}, signature="generate")
+    assert too_long.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    # The model's own words come first, not TensorFlow's name for the function that raised them.
+    assert too_long.value.message.startswith("assertion failed: [generate: longest prompt (bytes) + max_new_tokens")
 
 
 def test_multi_inference_and_reload_config_over_grpc(server, bases):

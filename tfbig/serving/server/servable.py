@@ -8,6 +8,7 @@ input, as TF Serving does, instead of an error from deep inside a graph.
 from __future__ import annotations
 
 import os
+import re
 from typing import NamedTuple
 
 import grpc
@@ -22,6 +23,9 @@ from tfbig.serving.errors import ServingError, invalid_argument
 DEFAULT_SIGNATURE = "serving_default"
 SERVE_TAG = "serve"
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
+# TensorFlow prefixes errors raised inside a tf.function with the function's generated name,
+# which tells a client nothing ("{{function_node __inference_<lambda>_18670}} assertion failed: ...").
+_FUNCTION_NODE = re.compile(r"^\{\{function_node [^}]*\}\}\s*")
 
 
 def read_signature_defs(path: str) -> dict[str, meta_graph_pb2.SignatureDef]:
@@ -142,7 +146,7 @@ class Servable:
             outputs = function(**{name: tf.constant(value) for name, value in inputs.items()})
         except tf.errors.OpError as error:
             raise ServingError(_CODES.get(error.error_code, grpc.StatusCode.UNKNOWN),
-                               error.message.split("\n")[0]) from None
+                               _FUNCTION_NODE.sub("", error.message.split("\n")[0])) from None
         return {name: value.numpy() for name, value in outputs.items()}
 
 
