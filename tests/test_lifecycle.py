@@ -15,6 +15,7 @@ from tfbig.serving import Client, codec
 from tfbig.serving.process import ServerProcess
 from tfbig.train import train
 
+from readme import python_block, run_block
 from runs import make_config
 from serving_models import digits_images
 
@@ -174,3 +175,20 @@ def test_models_cli_lists_verifies_and_promotes(two_versions, tmp_path, capsys):
     assert rows["1"][1:3] == ["stable", "yes"] and rows["2"][1:3] == ["-", "-"]
     assert main(["models", "list", "--model-base-path", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_readme_lifecycle_example_promotes_then_rolls_back_on_a_running_server(two_versions, tmp_path):
+    """The README's lifecycle example as written, on a model whose version 1 is stable and
+    served (where a pipeline run leaves it), with the test's path and server address."""
+    registry = copy_of(two_versions, tmp_path)
+    registry.record_validation(1, {"passed": True})
+    registry.promote(1, "stable")
+    flags = [f"--model_config_file={registry.config_file}", "--model_config_file_poll_wait_seconds=1"]
+    with ServerProcess(flags, model_name="digits", log_path=str(tmp_path / "serve.log"),
+                       engine="embedded") as server, Client(server.grpc_target) as client:
+        run_block(python_block("from tfbig.lifecycle import", {
+            "runs/quickstart/models/quickstart": registry.base_path, "localhost:8500": server.grpc_target}))
+        assert client.status("digits", label="stable")[0]["version"] == 1
+    assert registry.validation(2)["passed"]
+    assert [(e["action"], e["version"], e["previous"]) for e in registry.record()["events"]] == [
+        ("promote", 1, None), ("promote", 2, 1), ("rollback", 1, 2)]
