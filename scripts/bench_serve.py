@@ -15,7 +15,8 @@ Every server, protocol and model first gets `--warmup-requests` untimed
 requests at the highest concurrency. The machine's speed drifts, so every
 point is measured in each of `--rounds` rounds, the configurations
 alternating within a round, and reported as the median over rounds; a
-batching speedup is the median of the per-round ratios.
+batching speedup is the median of the per-round ratios (listed in
+`batching_speedup_per_round`).
 Per point: p50/p99 latency (ms) and requests/s. One request = one CNN image
 (batch 1) or one GPT window of 64 tokens. A server point sends `--requests`
 requests and goes on until it has lasted `--min-seconds`: a batching server
@@ -196,10 +197,10 @@ def median_points(rounds: list[dict]) -> dict:
             for series, levels in rounds[0].items()}
 
 
-def speedup(plain: list[dict], batched: list[dict], series: str, level: str) -> float:
-    """Median over rounds of batched/plain requests/s."""
-    return round(statistics.median(b[series][level]["requests_per_s"] / p[series][level]["requests_per_s"]
-                                   for p, b in zip(plain, batched)), 2)
+def round_ratios(plain: list[dict], batched: list[dict], series: str, level: str) -> list[float]:
+    """Batched/plain requests/s in each round (their median is the reported speedup)."""
+    return [round(b[series][level]["requests_per_s"] / p[series][level]["requests_per_s"], 2)
+            for p, b in zip(plain, batched)]
 
 
 def main() -> None:
@@ -236,21 +237,22 @@ def main() -> None:
         return round(medians["no_batching"][f"{protocol}/digits"][c1]["p50_ms"]
                      - medians["in_process"][f"{baseline}/digits"][c1]["p50_ms"], 3)
 
+    speedup_rounds = {f"batching_speedup_{top}{suffix}": round_ratios(rounds["no_batching"], rounds["batching"],
+                                                                      series, top)
+                      for suffix, series in (("", "grpc/digits"), ("_rest", "rest/digits"), ("_gpt", "grpc/gpt"))}
     summary = {
         "grpc_overhead_p50_ms": overhead("grpc", "in_process"),
         "rest_overhead_p50_ms": overhead("rest", "in_process"),
         "grpc_overhead_vs_tensor_call_p50_ms": overhead("grpc", "in_process_tensor"),
         "rest_overhead_vs_tensor_call_p50_ms": overhead("rest", "in_process_tensor"),
-        f"batching_speedup_{top}": speedup(rounds["no_batching"], rounds["batching"], "grpc/digits", top),
-        f"batching_speedup_{top}_rest": speedup(rounds["no_batching"], rounds["batching"], "rest/digits", top),
-        f"batching_speedup_{top}_gpt": speedup(rounds["no_batching"], rounds["batching"], "grpc/gpt", top),
+        **{name: round(statistics.median(ratios), 2) for name, ratios in speedup_rounds.items()},
     }
     print(json.dumps({"benchmark": "serve", "cpus": {"server": sorted(server_cpus),
                                                       "load_generator": sorted(client_cpus)},
                       "requests_per_point": args.requests, "min_seconds_per_server_point": args.min_seconds,
                       "rounds": args.rounds,
                       "warmup_requests": args.warmup_requests, "batching_flags": BATCHING,
-                      "summary": summary, **medians}, indent=1))
+                      "summary": summary, "batching_speedup_per_round": speedup_rounds, **medians}, indent=1))
 
 
 if __name__ == "__main__":
