@@ -15,7 +15,7 @@ from tfbig.serving import Client, codec
 from tfbig.serving.process import ServerProcess
 from tfbig.train import train
 
-from readme import python_block, run_block
+from readme import readme_block, run_block
 from runs import make_config
 from serving_models import digits_images
 
@@ -186,7 +186,7 @@ def test_readme_lifecycle_example_promotes_then_rolls_back_on_a_running_server(t
     flags = [f"--model_config_file={registry.config_file}", "--model_config_file_poll_wait_seconds=1"]
     with ServerProcess(flags, model_name="digits", log_path=str(tmp_path / "serve.log"),
                        engine="embedded") as server, Client(server.grpc_target) as client:
-        run_block(python_block("from tfbig.lifecycle import", {
+        run_block(readme_block("from tfbig.lifecycle import", {
             "runs/quickstart/models/quickstart": registry.base_path, "localhost:8500": server.grpc_target}))
         assert client.status("digits", label="stable")[0]["version"] == 1
     assert registry.validation(2)["passed"]

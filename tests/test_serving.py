@@ -26,7 +26,7 @@ from tfbig.serving import (
 )
 from tfbig.serving.load import measure_latency
 
-from readme import python_block, run_block
+from readme import readme_block, run_block
 from serving_models import (
     digits_images, export_digits, export_gpt, free_port, model_config_text, save_two_inputs,
     start_server,
@@ -194,7 +194,7 @@ def test_load_generator_counts_requests_and_runs_at_least_min_seconds(server):
 
 
 def test_readme_client_example_runs_and_prints_what_it_says(server, capsys):
-    code = python_block("from tfbig.serving import AsyncClient, Client",
+    code = readme_block("from tfbig.serving import AsyncClient, Client",
                         {"localhost:8500": f"127.0.0.1:{server.grpc_port}",
                          "localhost:8501": f"127.0.0.1:{server.rest_port}"})
     run_block(code)
@@ -202,6 +202,25 @@ def test_readme_client_example_runs_and_prints_what_it_says(server, capsys):
     # Each print's expected output is the comment after it, in the order they run.
     expected = [line.split("#", 1)[1] for line in code.splitlines() if line.lstrip().startswith("print(")]
     assert [line.strip() for line in printed] == [text.strip() for text in expected]
+
+
+def test_readme_curl_examples_get_tf_servings_answers(server):
+    script = readme_block("curl localhost:8501/v1/models/digits ",
+                          {"localhost:8501": f"127.0.0.1:{server.rest_port}"}, language="bash")
+    # The commands as written; curl itself fails on an error status and ends each answer with a marker.
+    curl = 'curl() { command curl -sS --fail-with-body -w "\\n@@@\\n" "$@"; }\n'
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+    run = subprocess.run(["bash", "-euo", "pipefail", "-c", curl + script], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+    status, metadata, predicted, classified, generated = [
+        json.loads(answer) for answer in run.stdout.split("@@@") if answer.strip()]
+    assert status["model_version_status"][0]["state"] == "AVAILABLE"
+    assert "classify" in metadata["metadata"]["signature_def"]["signature_def"]
+    assert np.shape(predicted["predictions"]) == (1, 10)
+    assert [label for label, _ in classified["result"][0]] == [str(digit) for digit in range(10)]
+    assert sorted(generated["outputs"]) == ["text", "tokens"]
+    assert len(generated["outputs"]["tokens"][0]) == 16 and generated["outputs"]["text"][0]
 
 
 def test_unavailable_is_retried_then_raised():
