@@ -237,9 +237,10 @@ def main() -> None:
         return round(medians["no_batching"][f"{protocol}/digits"][c1]["p50_ms"]
                      - medians["in_process"][f"{baseline}/digits"][c1]["p50_ms"], 3)
 
-    speedup_rounds = {f"batching_speedup_{top}{suffix}": round_ratios(rounds["no_batching"], rounds["batching"],
-                                                                      series, top)
-                      for suffix, series in (("", "grpc/digits"), ("_rest", "rest/digits"), ("_gpt", "grpc/gpt"))}
+    speedup_series = {f"batching_speedup_{top}": "grpc/digits", f"batching_speedup_{top}_rest": "rest/digits",
+                      f"batching_speedup_{top}_gpt": "grpc/gpt"}
+    speedup_rounds = {name: round_ratios(rounds["no_batching"], rounds["batching"], series, top)
+                      for name, series in speedup_series.items()}
     summary = {
         "grpc_overhead_p50_ms": overhead("grpc", "in_process"),
         "rest_overhead_p50_ms": overhead("rest", "in_process"),

@@ -1,6 +1,6 @@
 """The README's Python API examples run as written: train a digits run, prune it, export it.
-(The client example runs against a server in test_serving.py, the lifecycle example in
-test_lifecycle.py.)"""
+(The client and curl examples run against a server in test_serving.py, the lifecycle example
+in test_lifecycle.py.)"""
 
 import os
 
