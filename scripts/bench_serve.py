@@ -24,7 +24,7 @@ answers 1000 requests in a quarter of a second, a window in which its
 requests/s varies by more than the margins this benchmark reports.
 
     python scripts/bench_serve.py [--requests 1000] [--min-seconds 2] [--concurrency 1,8,32]
-                                  [--rounds 3] [--warmup-requests 500]
+                                  [--rounds 5] [--warmup-requests 500]
 
 Prints one JSON object; `summary` holds grpc_overhead_p50_ms and
 rest_overhead_p50_ms (CNN, concurrency 1, p50 over the numpy in-process call; the
@@ -73,7 +73,8 @@ def parse_args():
     parser.add_argument("--min-seconds", type=float, default=2.0,
                         help="each server point goes on sending requests until it has lasted this long")
     parser.add_argument("--concurrency", default="1,8,32")
-    parser.add_argument("--rounds", type=int, default=3, help="measurements of every point (median)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="measurements of every point (median; five outvote two rounds in a slow spell)")
     parser.add_argument("--warmup-requests", type=int, default=500,
                         help="untimed requests per server, protocol and model before the rounds")
     parser.add_argument("--train-steps", type=int, default=10)
