@@ -12,44 +12,20 @@ import asyncio
 
 import aiohttp
 import grpc
-from tensorflow_serving.apis import (
-    classification_pb2, get_model_status_pb2, model_service_pb2_grpc, prediction_service_pb2_grpc,
-    regression_pb2,
-)
+from tensorflow_serving.apis import classification_pb2, get_model_status_pb2, regression_pb2
 
 from tfbig.serving.client import wire
-from tfbig.serving.client.sync import (
-    MAX_MESSAGE_BYTES, PROTOCOLS, backoff, grpc_credentials, grpc_options,
-)
+from tfbig.serving.client.base import ClientBase, backoff, named_signature, signature_cache_key
 from tfbig.serving.errors import ServingError
 
 
-class AsyncClient:
+class AsyncClient(ClientBase):
     """Same arguments and methods as `Client`, awaited. Use inside a running event loop."""
 
-    def __init__(self, target: str, protocol: str = "grpc", *, timeout: float = 30.0,
-                 max_retries: int = 3, backoff_s: float = 0.05,
-                 max_message_bytes: int = MAX_MESSAGE_BYTES, root_certificates: bytes | None = None,
-                 private_key: bytes | None = None, certificate_chain: bytes | None = None):
-        if protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
-        self.protocol = protocol
-        self.timeout = timeout
-        self.max_retries = max_retries
-        self.backoff_s = backoff_s
-        self._signatures: dict[tuple, dict] = {}
-        if protocol == "grpc":
-            options = grpc_options(max_message_bytes)
-            if root_certificates is not None:
-                credentials = grpc_credentials(root_certificates, private_key, certificate_chain)
-                self._channel = grpc.aio.secure_channel(target, credentials, options=options)
-            else:
-                self._channel = grpc.aio.insecure_channel(target, options=options)
-            self._prediction = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
-            self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
-        else:
-            self._base_url = target if "://" in target else f"http://{target}"
-            self._session = aiohttp.ClientSession()
+    channels = grpc.aio
+
+    def open_http_session(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession()
 
     async def _retrying(self, call):
         for attempt in range(self.max_retries + 1):
@@ -82,14 +58,11 @@ class AsyncClient:
         return await self._retrying(call)
 
     async def _signature(self, spec, timeout=None):
-        key = (spec.name, spec.version.value if spec.HasField("version") else None, spec.version_label)
+        key = signature_cache_key(spec)
         if key not in self._signatures:
             self._signatures[key] = await self.metadata(spec.name, version=key[1], label=key[2] or None,
                                                         timeout=timeout)
-        name = spec.signature_name or wire.DEFAULT_SIGNATURE
-        if name not in self._signatures[key]:
-            raise ServingError(grpc.StatusCode.FAILED_PRECONDITION, f"Serving signature key \"{name}\" not found.")
-        return self._signatures[key][name]
+        return named_signature(self._signatures[key], spec)
 
     async def predict(self, model: str, inputs, signature: str | None = None, version: int | None = None,
                       label: str | None = None, timeout: float | None = None):

@@ -15,39 +15,15 @@ import time
 import grpc
 import requests
 from tensorflow_serving.apis import (
-    classification_pb2, get_model_status_pb2, inference_pb2, model_management_pb2, model_service_pb2_grpc,
-    prediction_service_pb2_grpc, regression_pb2,
+    classification_pb2, get_model_status_pb2, inference_pb2, model_management_pb2, regression_pb2,
 )
 
 from tfbig.serving.client import wire
+from tfbig.serving.client.base import ClientBase, backoff, named_signature, signature_cache_key
 from tfbig.serving.errors import ServingError
 
-PROTOCOLS = ("grpc", "rest")
-# gRPC's default 4 MiB cap is below a batch of images or a long prompt batch.
-MAX_MESSAGE_BYTES = 256 << 20
 
-
-# gRPC waits up to 120 s between reconnects by default; a restarting model
-# server is back in seconds, and a client should notice within MAX_BACKOFF_S.
-MAX_BACKOFF_S = 2.0
-
-
-def grpc_options(max_message_bytes: int) -> list[tuple[str, int]]:
-    return [("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.initial_reconnect_backoff_ms", 100),
-            ("grpc.max_reconnect_backoff_ms", int(MAX_BACKOFF_S * 1000))]
-
-
-def backoff(backoff_s: float, attempt: int) -> float:
-    return min(backoff_s * 2 ** attempt, MAX_BACKOFF_S)
-
-
-def grpc_credentials(root_certificates, private_key, certificate_chain) -> grpc.ChannelCredentials:
-    return grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain)
-
-
-class Client:
+class Client(ClientBase):
     """A TF Serving client.
 
     `target` is `host:port` for gRPC or `http(s)://host:port` (or `host:port`) for
@@ -55,30 +31,8 @@ class Client:
     `private_key`/`certificate_chain` for mutual TLS.
     """
 
-    def __init__(self, target: str, protocol: str = "grpc", *, timeout: float = 30.0,
-                 max_retries: int = 3, backoff_s: float = 0.05,
-                 max_message_bytes: int = MAX_MESSAGE_BYTES, root_certificates: bytes | None = None,
-                 private_key: bytes | None = None, certificate_chain: bytes | None = None):
-        if protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
-        self.target = target
-        self.protocol = protocol
-        self.timeout = timeout
-        self.max_retries = max_retries
-        self.backoff_s = backoff_s
-        self._signatures: dict[tuple, dict] = {}
-        if protocol == "grpc":
-            options = grpc_options(max_message_bytes)
-            if root_certificates is not None:
-                credentials = grpc_credentials(root_certificates, private_key, certificate_chain)
-                self._channel = grpc.secure_channel(target, credentials, options=options)
-            else:
-                self._channel = grpc.insecure_channel(target, options=options)
-            self._prediction = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
-            self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
-        else:
-            self._base_url = target if "://" in target else f"http://{target}"
-            self._session = requests.Session()
+    def open_http_session(self) -> requests.Session:
+        return requests.Session()
 
     # --- plumbing --------------------------------------------------------------
 
@@ -113,14 +67,11 @@ class Client:
 
     def _signature(self, spec, timeout=None):
         """The signature a request uses, fetched once per model version/label."""
-        key = (spec.name, spec.version.value if spec.HasField("version") else None, spec.version_label)
+        key = signature_cache_key(spec)
         if key not in self._signatures:
             self._signatures[key] = self.metadata(spec.name, version=key[1], label=key[2] or None,
                                                   timeout=timeout)
-        name = spec.signature_name or wire.DEFAULT_SIGNATURE
-        if name not in self._signatures[key]:
-            raise ServingError(grpc.StatusCode.FAILED_PRECONDITION, f"Serving signature key \"{name}\" not found.")
-        return self._signatures[key][name]
+        return named_signature(self._signatures[key], spec)
 
     # --- PredictionService -----------------------------------------------------
 
@@ -201,11 +152,6 @@ class Client:
         self._require_grpc("HandleReloadConfigRequest")
         request = model_management_pb2.ReloadConfigRequest(config=config)
         self._rpc(self._models.HandleReloadConfigRequest, request, timeout)
-
-    def _require_grpc(self, method: str) -> None:
-        if self.protocol != "grpc":
-            raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
-                               f"{method} exists only in TF Serving's gRPC API; use protocol='grpc'")
 
     def close(self) -> None:
         if self.protocol == "grpc":

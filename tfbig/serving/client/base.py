@@ -1,0 +1,87 @@
+"""What `Client` and `AsyncClient` share: arguments, channel setup, retry backoff, signature lookup.
+
+The two differ only in how they wait (blocking calls vs. an event loop), so
+everything decided before a request is sent lives here once.
+"""
+
+from __future__ import annotations
+
+import grpc
+from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+from tfbig.serving.client import wire
+from tfbig.serving.errors import ServingError
+
+PROTOCOLS = ("grpc", "rest")
+# gRPC's default 4 MiB cap is below a batch of images or a long prompt batch.
+MAX_MESSAGE_BYTES = 256 << 20
+
+
+# gRPC waits up to 120 s between reconnects by default; a restarting model
+# server is back in seconds, and a client should notice within MAX_BACKOFF_S.
+MAX_BACKOFF_S = 2.0
+
+
+def grpc_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    return [("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", int(MAX_BACKOFF_S * 1000))]
+
+
+def backoff(backoff_s: float, attempt: int) -> float:
+    return min(backoff_s * 2 ** attempt, MAX_BACKOFF_S)
+
+
+def signature_cache_key(spec) -> tuple:
+    """Signatures are fetched once per model, version and label; this names that entry."""
+    return spec.name, spec.version.value if spec.HasField("version") else None, spec.version_label
+
+
+def named_signature(signatures: dict, spec) -> dict:
+    """The signature `spec` asks for, out of a model's signatures (FAILED_PRECONDITION, as TF Serving)."""
+    name = spec.signature_name or wire.DEFAULT_SIGNATURE
+    if name not in signatures:
+        raise ServingError(grpc.StatusCode.FAILED_PRECONDITION, f"Serving signature key \"{name}\" not found.")
+    return signatures[name]
+
+
+class ClientBase:
+    """Validates the arguments and opens the gRPC channel (with TLS when certificates are given)
+    or names the REST base URL. Subclasses say which channel module (`grpc` or `grpc.aio`, which
+    take the same arguments) and which HTTP session they wait with."""
+
+    channels = grpc
+
+    def __init__(self, target: str, protocol: str = "grpc", *, timeout: float = 30.0,
+                 max_retries: int = 3, backoff_s: float = 0.05,
+                 max_message_bytes: int = MAX_MESSAGE_BYTES, root_certificates: bytes | None = None,
+                 private_key: bytes | None = None, certificate_chain: bytes | None = None):
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+        self.target = target
+        self.protocol = protocol
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self._signatures: dict[tuple, dict] = {}
+        if protocol == "grpc":
+            options = grpc_options(max_message_bytes)
+            if root_certificates is not None:
+                credentials = grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain)
+                self._channel = self.channels.secure_channel(target, credentials, options=options)
+            else:
+                self._channel = self.channels.insecure_channel(target, options=options)
+            self._prediction = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+            self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
+        else:
+            self._base_url = target if "://" in target else f"http://{target}"
+            self._session = self.open_http_session()
+
+    def open_http_session(self):
+        raise NotImplementedError
+
+    def _require_grpc(self, method: str) -> None:
+        if self.protocol != "grpc":
+            raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
+                               f"{method} exists only in TF Serving's gRPC API; use protocol='grpc'")
