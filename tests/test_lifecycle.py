@@ -17,7 +17,7 @@ from tfbig.train import train
 
 from readme import readme_block, run_block
 from runs import make_config
-from serving_models import digits_images
+from serving_models import digits_images, labelled_version
 
 MLP = {"name": "mlp", "hidden_units": [16]}
 
@@ -119,10 +119,10 @@ def test_rollback_under_load_fails_no_request(two_versions, tmp_path):
             thread.start()
         try:
             registry.promote(2, "stable", server=server.grpc_target)
-            assert client.status("digits", label="stable")[0]["version"] == 2
+            assert labelled_version(server.grpc_target, "digits", "stable") == 2
             promoted = client.predict("digits", images, label="stable")
             assert registry.rollback("stable", server=server.grpc_target) == {"stable": 1}
-            assert client.status("digits", label="stable")[0]["version"] == 1
+            assert labelled_version(server.grpc_target, "digits", "stable") == 1
             after = client.predict("digits", images, label="stable")
         finally:
             stop.set()
@@ -185,10 +185,10 @@ def test_readme_lifecycle_example_promotes_then_rolls_back_on_a_running_server(t
     registry.promote(1, "stable")
     flags = [f"--model_config_file={registry.config_file}", "--model_config_file_poll_wait_seconds=1"]
     with ServerProcess(flags, model_name="digits", log_path=str(tmp_path / "serve.log"),
-                       engine="embedded") as server, Client(server.grpc_target) as client:
+                       engine="embedded") as server:
         run_block(readme_block("from tfbig.lifecycle import", {
             "runs/quickstart/models/quickstart": registry.base_path, "localhost:8500": server.grpc_target}))
-        assert client.status("digits", label="stable")[0]["version"] == 1
+        assert labelled_version(server.grpc_target, "digits", "stable") == 1
     assert registry.validation(2)["passed"]
     assert [(e["action"], e["version"], e["previous"]) for e in registry.record()["events"]] == [
         ("promote", 1, None), ("promote", 2, 1), ("rollback", 1, 2)]

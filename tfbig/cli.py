@@ -158,7 +158,7 @@ def cmd_predict(args) -> int:
                              f"it has {', '.join(sorted(signatures))}")
         outputs = client.predict(args.model, _predict_inputs(args, signatures[name]), signature=args.signature,
                                  version=args.model_version, label=args.label)
-    print(codec.dumps({k: codec.array_to_json(v, strings_as_b64=False) for k, v in outputs.items()}).decode())
+    print(codec.dumps({k: codec.output_to_json(k, v) for k, v in outputs.items()}).decode())
     return 0
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import math
 
 import numpy as np
 import orjson
@@ -22,6 +23,7 @@ from tfbig.serving.errors import invalid_argument
 
 B64_KEY = "b64"
 BYTES_SUFFIX = "_bytes"
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 # --- TensorProto ------------------------------------------------------------
@@ -44,6 +46,11 @@ def numpy_dtype(dtype_enum: int) -> np.dtype:
 @functools.cache
 def dtype_name(dtype_enum: int) -> str:
     return tf.dtypes.as_dtype(dtype_enum).name
+
+
+def type_string(dtype_enum: int) -> str:
+    """A DataType as TensorFlow's DataTypeString writes it in TF Serving's messages: float, double, int32."""
+    return types_pb2.DataType.Name(dtype_enum).removeprefix("DT_").lower()
 
 
 def to_tensor_proto(value, out: tensor_pb2.TensorProto | None = None) -> tensor_pb2.TensorProto:
@@ -79,8 +86,10 @@ def is_b64(value) -> bool:
 
 
 def _decode_b64(value) -> bytes:
+    # As TF Serving's decoder (absl::Base64Unescape): whitespace is skipped and padding optional.
+    text = "".join(value[B64_KEY].split())
     try:
-        return base64.b64decode(value[B64_KEY], validate=True)
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
     except ValueError:
         raise invalid_argument("Unable to base64 decode") from None
 
@@ -113,9 +122,16 @@ def _flatten(value, shape: list[int], level: int, out: list) -> None:
         _flatten(item, shape, level + 1, out)
 
 
+def _json_type(value) -> str:
+    """The JSON type names of TF Serving's messages (rapidjson's)."""
+    if value is None or isinstance(value, bool):
+        return str(value).replace("None", "Null")
+    return {dict: "Object", list: "Array", str: "String"}.get(type(value), "Number")
+
+
 def _type_error(value, dtype_enum: int):
-    return invalid_argument(
-        f"JSON Value: {value!r} is not of expected type: {dtype_name(dtype_enum)}")
+    return invalid_argument(f"JSON Value: {json.dumps(value)} Type: {_json_type(value)} "
+                            f"is not of expected type: {type_string(dtype_enum)}")
 
 
 def _leaf(value, dtype_enum: int, kind: str):
@@ -175,6 +191,16 @@ def loads(text: bytes | str):
 _ORJSON_NUMERIC = frozenset(map(np.dtype, (
     np.float64, np.float32, np.float16, np.int64, np.int32, np.int16, np.int8,
     np.uint64, np.uint32, np.uint16, np.uint8, np.bool_)))
+_BFLOAT16 = np.dtype(tf.bfloat16.as_numpy_dtype)
+# orjson writes these as null; TF Serving writes the tokens (and reads them back).
+_NON_FINITE = {"nan": orjson.Fragment(b"NaN"), "inf": orjson.Fragment(b"Infinity"),
+               "-inf": orjson.Fragment(b"-Infinity")}
+
+
+def float_to_json(value: float, scalar_type=np.float32):
+    """One decimal as TF Serving writes it: in the shortest form that reads back as the same
+    `scalar_type` (0.1, not float32's 0.10000000149011612), or NaN, Infinity, -Infinity."""
+    return scalar_type(value) if math.isfinite(value) else _NON_FINITE[repr(float(value))]
 
 
 def _json_string(value: bytes, as_b64: bool):
@@ -187,7 +213,8 @@ def array_to_json(array: np.ndarray, *, strings_as_b64: bool):
     """A numpy array as a value for `dumps`; byte strings as text or `{"b64": ...}`.
 
     Numeric arrays stay arrays for orjson to write, except those holding NaN or
-    infinities: orjson would write null, TF Serving writes NaN and Infinity.
+    infinities, whose values are written one by one (`float_to_json`). Types JSON
+    cannot hold (complex numbers) are refused with TF Serving's message.
     """
     array = np.asarray(array)
     if array.dtype.kind in "OSU":
@@ -195,10 +222,13 @@ def array_to_json(array: np.ndarray, *, strings_as_b64: bool):
             lambda v: _json_string(v.encode("utf-8") if isinstance(v, str) else bytes(v),
                                    strings_as_b64), 1, 1)
         return encode(array).tolist() if array.ndim else encode(array.item())
+    if array.dtype == _BFLOAT16:
+        array = array.astype(np.float32)  # exact: every bfloat16 is a float32
     if array.dtype not in _ORJSON_NUMERIC:
-        return array.tolist()
+        raise invalid_argument(f"Failed to write JSON value for tensor type: {array.dtype.name}")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
-        return orjson.Fragment(json.dumps(array.tolist()))
+        decimals = np.frompyfunc(lambda v: float_to_json(v, array.dtype.type), 1, 1)(array)
+        return decimals.tolist() if array.ndim else decimals
     return array[()] if array.ndim == 0 else np.ascontiguousarray(array)
 
 
@@ -265,7 +295,11 @@ def _feature_from_json(name: str, content) -> tf.train.Feature:
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=data))
     if kind == "float":
         return tf.train.Feature(float_list=tf.train.FloatList(value=values))
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
+    integers = [int(v) for v in values]
+    if any(not INT64_MIN <= v <= INT64_MAX for v in integers):
+        raise invalid_argument(f"Feature: {name} has uint64_t element. Only int64_t is supported."
+                               if max(integers) > INT64_MAX else f"Feature: {name} has an element below int64's range")
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=integers))
 
 
 def example_from_json(value) -> tf.train.Example:
@@ -284,8 +318,8 @@ def example_to_json(example: tf.train.Example) -> dict:
         if kind == "bytes_list":
             out[name] = [{B64_KEY: base64.b64encode(v).decode("ascii")} for v in feature.bytes_list.value]
         elif kind == "float_list":
-            # json writes Python floats with a decimal point (2.0), so they stay floats.
-            out[name] = list(feature.float_list.value)
+            # Written with a decimal point (2.0), so the server reads them as floats again.
+            out[name] = [float_to_json(v) for v in feature.float_list.value]
         elif kind == "int64_list":
             out[name] = list(feature.int64_list.value)
     return out

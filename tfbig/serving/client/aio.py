@@ -9,13 +9,15 @@ blocking client, so both return identical values.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
 
 import aiohttp
 import grpc
 from tensorflow_serving.apis import classification_pb2, get_model_status_pb2, regression_pb2
 
 from tfbig.serving.client import wire
-from tfbig.serving.client.base import ClientBase, backoff, named_signature, signature_cache_key
+from tfbig.serving.client.base import ClientBase, named_signature, signature_cache_key
 from tfbig.serving.errors import ServingError
 
 
@@ -27,35 +29,37 @@ class AsyncClient(ClientBase):
     def open_http_session(self) -> aiohttp.ClientSession:
         return aiohttp.ClientSession()
 
-    async def _retrying(self, call):
-        for attempt in range(self.max_retries + 1):
+    async def _retrying(self, call, timeout):
+        deadline = self._deadline(timeout)
+        for attempt in itertools.count():
             try:
-                return await call()
+                return await call(deadline - time.monotonic())
             except ServingError as error:
-                if error.code != grpc.StatusCode.UNAVAILABLE or attempt == self.max_retries:
+                pause = self._retry_pause(error, attempt, deadline)
+                if pause is None:
                     raise
-                await asyncio.sleep(backoff(self.backoff_s, attempt))
+                await asyncio.sleep(pause)
 
     async def _rpc(self, method, request, timeout):
-        async def call():
+        async def call(seconds_left):
             try:
-                return await method(request, timeout=timeout or self.timeout)
+                return await method(request, timeout=seconds_left)
             except grpc.RpcError as error:
                 raise ServingError.from_rpc(error) from None
-        return await self._retrying(call)
+        return await self._retrying(call, timeout)
 
     async def _http(self, method: str, path: str, timeout, body=None) -> dict:
-        async def call():
+        async def call(seconds_left):
             try:
                 async with self._session.request(
                         method, self._base_url + path, **wire.json_body(body),
-                        timeout=aiohttp.ClientTimeout(total=timeout or self.timeout)) as response:
+                        timeout=aiohttp.ClientTimeout(total=seconds_left)) as response:
                     return wire.rest_result(response.status, await response.read())
             except asyncio.TimeoutError:
                 raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
             except aiohttp.ClientConnectionError as error:
                 raise ServingError(grpc.StatusCode.UNAVAILABLE, f"cannot reach {self._base_url}: {error}") from None
-        return await self._retrying(call)
+        return await self._retrying(call, timeout)
 
     async def _signature(self, spec, timeout=None):
         key = signature_cache_key(spec)
@@ -100,6 +104,12 @@ class AsyncClient(ClientBase):
             result = wire.regression_from_json(doc)
         return wire.regress_outputs(result)
 
+    async def multi_inference(self, model: str, examples, tasks, context=None, version: int | None = None,
+                              timeout: float | None = None) -> list:
+        self._require_grpc("MultiInference")
+        request = wire.multi_inference_request(model, examples, tasks, context, version)
+        return wire.multi_inference_outputs(await self._rpc(self._prediction.MultiInference, request, timeout))
+
     async def metadata(self, model: str, version: int | None = None, label: str | None = None,
                        timeout: float | None = None) -> dict:
         spec = wire.model_spec(model, None, version, label)
@@ -108,15 +118,18 @@ class AsyncClient(ClientBase):
             return wire.signatures_from_metadata(response)
         return wire.signatures_from_json(await self._http("GET", wire.rest_path(spec, "/metadata"), timeout))
 
-    async def status(self, model: str, version: int | None = None, label: str | None = None,
-                     timeout: float | None = None) -> list[dict]:
-        spec = wire.model_spec(model, None, version, label)
+    async def status(self, model: str, version: int | None = None, timeout: float | None = None) -> list[dict]:
+        spec = wire.model_spec(model, None, version)
         if self.protocol == "grpc":
             request = get_model_status_pb2.GetModelStatusRequest(model_spec=spec)
             response = await self._rpc(self._models.GetModelStatus, request, timeout)
         else:
             response = wire.status_from_json(await self._http("GET", wire.rest_path(spec), timeout))
         return wire.status_entries(response)
+
+    async def reload_config(self, config, timeout: float | None = None) -> None:
+        self._require_grpc("HandleReloadConfigRequest")
+        await self._rpc(self._models.HandleReloadConfigRequest, wire.reload_config_request(config), timeout)
 
     async def close(self) -> None:
         if self.protocol == "grpc":

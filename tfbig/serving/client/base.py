@@ -6,6 +6,8 @@ everything decided before a request is sent lives here once.
 
 from __future__ import annotations
 
+import time
+
 import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
@@ -29,10 +31,6 @@ def grpc_options(max_message_bytes: int) -> list[tuple[str, int]]:
             ("grpc.max_reconnect_backoff_ms", int(MAX_BACKOFF_S * 1000))]
 
 
-def backoff(backoff_s: float, attempt: int) -> float:
-    return min(backoff_s * 2 ** attempt, MAX_BACKOFF_S)
-
-
 def signature_cache_key(spec) -> tuple:
     """Signatures are fetched once per model, version and label; this names that entry."""
     return spec.name, spec.version.value if spec.HasField("version") else None, spec.version_label
@@ -47,18 +45,24 @@ def named_signature(signatures: dict, spec) -> dict:
 
 
 class ClientBase:
-    """Validates the arguments and opens the gRPC channel (with TLS when certificates are given)
-    or names the REST base URL. Subclasses say which channel module (`grpc` or `grpc.aio`, which
-    take the same arguments) and which HTTP session they wait with."""
+    """Validates the arguments and opens the gRPC channel (with TLS when asked for or certificates
+    are given) or names the REST base URL. Subclasses say which channel module (`grpc` or
+    `grpc.aio`, which take the same arguments) and which HTTP session they wait with."""
 
     channels = grpc
 
     def __init__(self, target: str, protocol: str = "grpc", *, timeout: float = 30.0,
                  max_retries: int = 3, backoff_s: float = 0.05,
-                 max_message_bytes: int = MAX_MESSAGE_BYTES, root_certificates: bytes | None = None,
-                 private_key: bytes | None = None, certificate_chain: bytes | None = None):
+                 max_message_bytes: int = MAX_MESSAGE_BYTES, tls: bool = False,
+                 root_certificates: bytes | None = None, private_key: bytes | None = None,
+                 certificate_chain: bytes | None = None):
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+        certificates = (root_certificates, private_key, certificate_chain)
+        if protocol == "rest" and (tls or any(c is not None for c in certificates)):
+            # TF Serving's REST API has no TLS of its own; it sits behind a proxy that has.
+            raise ValueError("tls and certificates apply to gRPC; for REST over TLS give an https:// "
+                             "target, verified with the system's certificate authorities")
         self.target = target
         self.protocol = protocol
         self.timeout = timeout
@@ -67,8 +71,9 @@ class ClientBase:
         self._signatures: dict[tuple, dict] = {}
         if protocol == "grpc":
             options = grpc_options(max_message_bytes)
-            if root_certificates is not None:
-                credentials = grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain)
+            if tls or any(c is not None for c in certificates):
+                # Without root_certificates grpc verifies the server with its bundled public roots.
+                credentials = grpc.ssl_channel_credentials(*certificates)
                 self._channel = self.channels.secure_channel(target, credentials, options=options)
             else:
                 self._channel = self.channels.insecure_channel(target, options=options)
@@ -80,6 +85,20 @@ class ClientBase:
 
     def open_http_session(self):
         raise NotImplementedError
+
+    def _deadline(self, timeout: float | None) -> float:
+        """When a call must be over (time.monotonic()), its retries included."""
+        return time.monotonic() + (timeout or self.timeout)
+
+    def _retry_pause(self, error: ServingError, attempt: int, deadline: float) -> float | None:
+        """Seconds to wait before retrying after `error`, or None to raise it: only UNAVAILABLE
+        is retried (every other code would fail the same way again), with exponential backoff,
+        at most `max_retries` times and never past the call's deadline."""
+        pause = min(self.backoff_s * 2 ** attempt, MAX_BACKOFF_S)
+        if error.code != grpc.StatusCode.UNAVAILABLE or attempt >= self.max_retries \
+                or time.monotonic() + pause >= deadline:
+            return None
+        return pause
 
     def _require_grpc(self, method: str) -> None:
         if self.protocol != "grpc":

@@ -5,21 +5,21 @@ channel (gRPC) or one HTTP session (REST) is kept per client and reused, since
 opening a connection costs more than a small request. Failures are raised as
 `ServingError(code, message)` whichever the protocol; only UNAVAILABLE
 (server restarting, connection refused) is retried, with exponential
-backoff, because every other code would fail the same way again.
+backoff, because every other code would fail the same way again. A call's
+`timeout` bounds it as a whole, retries included.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import grpc
 import requests
-from tensorflow_serving.apis import (
-    classification_pb2, get_model_status_pb2, inference_pb2, model_management_pb2, regression_pb2,
-)
+from tensorflow_serving.apis import classification_pb2, get_model_status_pb2, regression_pb2
 
 from tfbig.serving.client import wire
-from tfbig.serving.client.base import ClientBase, backoff, named_signature, signature_cache_key
+from tfbig.serving.client.base import ClientBase, named_signature, signature_cache_key
 from tfbig.serving.errors import ServingError
 
 
@@ -27,8 +27,9 @@ class Client(ClientBase):
     """A TF Serving client.
 
     `target` is `host:port` for gRPC or `http(s)://host:port` (or `host:port`) for
-    REST. Pass `root_certificates` (PEM bytes) to use TLS on gRPC, plus
-    `private_key`/`certificate_chain` for mutual TLS.
+    REST. For gRPC over TLS pass `tls=True` (the server is verified with grpc's bundled
+    public roots) or `root_certificates` (PEM bytes), plus `private_key`/`certificate_chain`
+    for mutual TLS.
     """
 
     def open_http_session(self) -> requests.Session:
@@ -36,34 +37,37 @@ class Client(ClientBase):
 
     # --- plumbing --------------------------------------------------------------
 
-    def _retrying(self, call):
-        for attempt in range(self.max_retries + 1):
+    def _retrying(self, call, timeout):
+        """`call(seconds left)` until it succeeds or `_retry_pause` gives up."""
+        deadline = self._deadline(timeout)
+        for attempt in itertools.count():
             try:
-                return call()
+                return call(deadline - time.monotonic())
             except ServingError as error:
-                if error.code != grpc.StatusCode.UNAVAILABLE or attempt == self.max_retries:
+                pause = self._retry_pause(error, attempt, deadline)
+                if pause is None:
                     raise
-                time.sleep(backoff(self.backoff_s, attempt))
+                time.sleep(pause)
 
     def _rpc(self, method, request, timeout):
-        def call():
+        def call(seconds_left):
             try:
-                return method(request, timeout=timeout or self.timeout)
+                return method(request, timeout=seconds_left)
             except grpc.RpcError as error:
                 raise ServingError.from_rpc(error) from None
-        return self._retrying(call)
+        return self._retrying(call, timeout)
 
     def _http(self, method: str, path: str, timeout, body=None) -> dict:
-        def call():
+        def call(seconds_left):
             try:
                 response = self._session.request(method, self._base_url + path, **wire.json_body(body),
-                                                 timeout=timeout or self.timeout)
+                                                 timeout=seconds_left)
             except requests.Timeout:
                 raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
             except requests.ConnectionError as error:
                 raise ServingError(grpc.StatusCode.UNAVAILABLE, f"cannot reach {self._base_url}: {error}") from None
             return wire.rest_result(response.status_code, response.content)
-        return self._retrying(call)
+        return self._retrying(call, timeout)
 
     def _signature(self, spec, timeout=None):
         """The signature a request uses, fetched once per model version/label."""
@@ -117,13 +121,8 @@ class Client(ClientBase):
                         timeout: float | None = None) -> list:
         """gRPC MultiInference: `tasks` is [(signature, "classify"|"regress"), ...] on the same examples."""
         self._require_grpc("MultiInference")
-        request = inference_pb2.MultiInferenceRequest(input=wire.examples_input(examples, context))
-        for signature, method in tasks:
-            task = request.tasks.add(method_name=f"tensorflow/serving/{method}")
-            task.model_spec.CopyFrom(wire.model_spec(model, signature, version))
-        response = self._rpc(self._prediction.MultiInference, request, timeout)
-        return [wire.classify_outputs(r.classification_result) if r.HasField("classification_result")
-                else wire.regress_outputs(r.regression_result) for r in response.results]
+        request = wire.multi_inference_request(model, examples, tasks, context, version)
+        return wire.multi_inference_outputs(self._rpc(self._prediction.MultiInference, request, timeout))
 
     def metadata(self, model: str, version: int | None = None, label: str | None = None,
                  timeout: float | None = None) -> dict:
@@ -136,10 +135,10 @@ class Client(ClientBase):
 
     # --- ModelService ----------------------------------------------------------
 
-    def status(self, model: str, version: int | None = None, label: str | None = None,
-               timeout: float | None = None) -> list[dict]:
-        """Version states, e.g. [{"version": 2, "state": "AVAILABLE", "error_code": 0, ...}]."""
-        spec = wire.model_spec(model, None, version, label)
+    def status(self, model: str, version: int | None = None, timeout: float | None = None) -> list[dict]:
+        """Version states, newest first, e.g. [{"version": 2, "state": "AVAILABLE", "error_code": 0, ...}].
+        No label argument: TF Serving's GetModelStatus ignores labels (GetModelMetadata resolves them)."""
+        spec = wire.model_spec(model, None, version)
         if self.protocol == "grpc":
             request = get_model_status_pb2.GetModelStatusRequest(model_spec=spec)
             response = self._rpc(self._models.GetModelStatus, request, timeout)
@@ -150,8 +149,7 @@ class Client(ClientBase):
     def reload_config(self, config, timeout: float | None = None) -> None:
         """Replace the served models with a ModelServerConfig (gRPC only, as in TF Serving)."""
         self._require_grpc("HandleReloadConfigRequest")
-        request = model_management_pb2.ReloadConfigRequest(config=config)
-        self._rpc(self._models.HandleReloadConfigRequest, request, timeout)
+        self._rpc(self._models.HandleReloadConfigRequest, wire.reload_config_request(config), timeout)
 
     def close(self) -> None:
         if self.protocol == "grpc":

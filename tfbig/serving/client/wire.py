@@ -13,8 +13,8 @@ import numpy as np
 from google.protobuf import json_format
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import (
-    classification_pb2, get_model_metadata_pb2, get_model_status_pb2, input_pb2, model_pb2, predict_pb2,
-    regression_pb2,
+    classification_pb2, get_model_metadata_pb2, get_model_status_pb2, inference_pb2, input_pb2,
+    model_management_pb2, model_pb2, predict_pb2, regression_pb2,
 )
 
 from tfbig.serving import codec
@@ -105,9 +105,28 @@ def examples_body(spec: model_pb2.ModelSpec, request_input: input_pb2.Input) -> 
     return body
 
 
+def multi_inference_request(model: str, examples, tasks, context=None,
+                            version: int | None = None) -> inference_pb2.MultiInferenceRequest:
+    """`tasks`: [(signature, "classify" | "regress"), ...], all run on the same examples."""
+    request = inference_pb2.MultiInferenceRequest(input=examples_input(examples, context))
+    for signature, method in tasks:
+        task = request.tasks.add(method_name=f"tensorflow/serving/{method}")
+        task.model_spec.CopyFrom(model_spec(model, signature, version))
+    return request
+
+
+def multi_inference_outputs(response: inference_pb2.MultiInferenceResponse) -> list:
+    return [classify_outputs(r.classification_result) if r.HasField("classification_result")
+            else regress_outputs(r.regression_result) for r in response.results]
+
+
+def reload_config_request(config) -> model_management_pb2.ReloadConfigRequest:
+    return model_management_pb2.ReloadConfigRequest(config=config)
+
+
 def classification_from_json(doc: dict) -> classification_pb2.ClassificationResult:
     result = classification_pb2.ClassificationResult()
-    for row in doc["result"]:
+    for row in doc["results"]:
         classes = result.classifications.add()
         for label, score in row:
             classes.classes.add(label=label, score=score)
@@ -116,7 +135,7 @@ def classification_from_json(doc: dict) -> classification_pb2.ClassificationResu
 
 def regression_from_json(doc: dict) -> regression_pb2.RegressionResult:
     result = regression_pb2.RegressionResult()
-    for value in doc["result"]:
+    for value in doc["results"]:
         result.regressions.add(value=value)
     return result
 
@@ -159,25 +178,32 @@ def metadata_request(spec: model_pb2.ModelSpec) -> get_model_metadata_pb2.GetMod
     return get_model_metadata_pb2.GetModelMetadataRequest(model_spec=spec, metadata_field=[SIGNATURE_DEF_FIELD])
 
 
-def conform_inputs(inputs, signature: meta_graph_pb2.SignatureDef, spec) -> dict[str, np.ndarray]:
-    """Named arrays in the signature's dtypes.
+def _conformed(array: np.ndarray, want: np.dtype) -> np.ndarray:
+    """`array` in dtype `want` where that is a cast a caller means: decimals to the declared
+    float type, integers to a float type, or to an integer type that holds every value (so
+    `[5]` goes to a uint8 input, and 2**40 is not wrapped into an int32). Anything else is
+    sent as given, for the server to judge."""
+    if array.dtype == want or array.dtype.kind not in "iuf" or want.kind not in "iuf":
+        return array
+    if want.kind == "f":
+        return array.astype(want)
+    if array.dtype.kind == "f":
+        return array
+    limits = np.iinfo(want)
+    fits = array.size == 0 or (limits.min <= array.min() and array.max() <= limits.max)
+    return array.astype(want) if fits else array
 
-    Python numbers arrive as int64/float64; casting them (within the same kind,
-    or int to float) to what the signature declares spares every caller from
-    writing `np.int32(8)`. Anything else is sent as given, for the server to judge.
-    """
+
+def conform_inputs(inputs, signature: meta_graph_pb2.SignatureDef, spec) -> dict[str, np.ndarray]:
+    """Named arrays in the signature's dtypes: Python numbers arrive as int64/float64, and
+    casting them to what the signature declares spares every caller from writing `np.int32(8)`."""
     if not isinstance(inputs, dict):
         inputs = {single_input_name(signature, spec): inputs}
     conformed = {}
     for name, value in inputs.items():
         array = np.asarray(value)
         info = signature.inputs.get(name)
-        if info is not None and array.dtype.kind not in "OSU":
-            want = codec.numpy_dtype(info.dtype)
-            if want.kind != "O" and array.dtype != want and np.can_cast(array.dtype, want, "same_kind") \
-                    or array.dtype.kind in "iu" and want.kind == "f":
-                array = array.astype(want)
-        conformed[name] = array
+        conformed[name] = array if info is None else _conformed(array, codec.numpy_dtype(info.dtype))
     return conformed
 
 

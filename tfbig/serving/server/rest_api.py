@@ -36,12 +36,16 @@ PREDICTION_PATH = re.compile(
 STATUS_PATH = re.compile(
     r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?")
 API_PREFIX = re.compile(r"(?i)/v1/")
+# A CORS preflight is answered when it names an origin (http_server.cc).
+PREFLIGHT_ORIGIN = re.compile(r"https?://")
 _JSON_OPTIONS = {"always_print_fields_with_no_presence": True}
 
 
 def _model_spec(name: str, version: str | None, label: str | None) -> model_pb2.ModelSpec:
     spec = model_pb2.ModelSpec(name=urllib.parse.unquote(name))
     if version:
+        if int(version) > codec.INT64_MAX:
+            raise invalid_argument(f"Failed to convert version: {version} to numeric.")
         spec.version.value = int(version)
     if label:
         spec.version_label = urllib.parse.unquote(label)
@@ -170,6 +174,8 @@ class RestApi:
         start = time.perf_counter()
         if not API_PREFIX.match(request.path):
             return self._reply(404, {"error": f"Not found: {request.method} {request.path}"})
+        if request.method == "OPTIONS":
+            return self._preflight(request)
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
@@ -193,13 +199,22 @@ class RestApi:
         self._metrics.record(model_name, api, "REST", code, time.perf_counter() - start)
         return response
 
+    def _headers(self) -> dict[str, str]:
+        if not self._cors:
+            return {}
+        return {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "POST, GET",
+                "Access-Control-Allow-Headers": "Content-Type"}
+
     def _reply(self, status: int, payload) -> web.Response:
-        headers = {}
-        if self._cors:
-            headers = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "POST, GET",
-                       "Access-Control-Allow-Headers": "Content-Type"}
-        return web.Response(body=codec.dumps(payload), status=status, headers=headers,
+        return web.Response(body=codec.dumps(payload), status=status, headers=self._headers(),
                             content_type="application/json")
+
+    def _preflight(self, request: web.Request) -> web.Response:
+        """A browser asks before it POSTs JSON to another origin; TF Serving answers any
+        preflight that names an origin, with the CORS headers when they are enabled."""
+        if PREFLIGHT_ORIGIN.search(request.headers.get("Origin", "")):
+            return web.Response(status=200, headers=self._headers())
+        return self._reply(400, {"error": "Origin header is missing in CORS preflight"})
 
     def _process(self, method: str, path: str, body: bytes):
         """Returns (model name, api, JSON payload or ServingError); runs on the executor."""
@@ -233,11 +248,12 @@ class RestApi:
         if method == "classify":
             request = classification_pb2.ClassificationRequest(model_spec=spec, input=examples_input(doc, method))
             result = self._core.classify(request, self._timeout).result
-            return {"result": [[[c.label, c.score] for c in item.classes] for item in result.classifications]}
+            return {"results": [[[c.label, codec.float_to_json(c.score)] for c in item.classes]
+                                for item in result.classifications]}
         if method == "regress":
             request = regression_pb2.RegressionRequest(model_spec=spec, input=examples_input(doc, method))
             result = self._core.regress(request, self._timeout).result
-            return {"result": [r.value for r in result.regressions]}
+            return {"results": [codec.float_to_json(r.value) for r in result.regressions]}
         return self._predict(spec, doc)
 
     def _predict(self, spec: model_pb2.ModelSpec, doc: dict):
