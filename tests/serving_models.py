@@ -1,10 +1,16 @@
 """Model base paths and servers shared by the serving tests."""
 
+import json
 import os
+import shutil
 import socket
+import subprocess
 
+import grpc
 import numpy as np
+import pytest
 import tensorflow as tf
+from tensorflow_serving.apis import get_model_metadata_pb2, prediction_service_pb2_grpc
 
 from tfbig.export import export_run
 from tfbig.serving import EmbeddedServer, parse_serve_args
@@ -19,6 +25,33 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def write_tls_files(folder) -> tuple[bytes, bytes, str]:
+    """A self-signed certificate for localhost and 127.0.0.1: (key PEM, certificate PEM, path of
+    a TF Serving SSLConfig naming them)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    key, cert = os.path.join(folder, "key.pem"), os.path.join(folder, "cert.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", cert, "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True, capture_output=True)
+    with open(key, "rb") as k, open(cert, "rb") as c:
+        key_pem, cert_pem = k.read(), c.read()
+    ssl_config = os.path.join(folder, "ssl.config")
+    with open(ssl_config, "w") as f:
+        f.write(f"server_key: {json.dumps(key_pem.decode())}\nserver_cert: {json.dumps(cert_pem.decode())}\n")
+    return key_pem, cert_pem, ssl_config
+
+
+def labelled_version(grpc_target: str, model: str, label: str) -> int:
+    """The version a server resolves `label` to: GetModelMetadata's reply names it (GetModelStatus
+    ignores labels, in TF Serving and here)."""
+    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    request.model_spec.name, request.model_spec.version_label = model, label
+    with grpc.insecure_channel(grpc_target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        return stub.GetModelMetadata(request, timeout=30).model_spec.version.value
 
 
 def export_digits(run_dir, base) -> str:

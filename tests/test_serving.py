@@ -18,18 +18,22 @@ import numpy as np
 import pytest
 import requests
 import tensorflow as tf
+from tensorflow.core.framework import types_pb2
+from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_service_pb2_grpc
 from tensorflow_serving.config import model_server_config_pb2
 
 from tfbig.serving import (
     AsyncClient, Client, EmbeddedServer, ServeConfigError, ServingError, codec, parse_serve_args,
 )
+from tfbig.cli import main
+from tfbig.serving.client import wire
 from tfbig.serving.load import measure_latency
 
 from readme import readme_block, run_block
 from serving_models import (
-    digits_images, export_digits, export_gpt, free_port, model_config_text, save_two_inputs,
-    start_server,
+    digits_images, export_digits, export_gpt, free_port, labelled_version, model_config_text,
+    save_two_inputs, start_server, write_tls_files,
 )
 
 
@@ -164,6 +168,17 @@ def test_multi_inference_and_reload_config_over_grpc(server, bases):
         r.reload_config(config)
     assert rest_only.value.code == grpc.StatusCode.UNIMPLEMENTED
 
+    async def awaited():
+        async with AsyncClient(f"127.0.0.1:{server.grpc_port}") as a:
+            results = await a.multi_inference("digits", [{"inputs": i.ravel()} for i in images],
+                                              [("classify", "classify"), ("regress", "regress")])
+            await a.reload_config(config)
+            return results
+
+    async_classified, async_regressed = asyncio.run(awaited())
+    np.testing.assert_array_equal(async_classified["scores"], classified["scores"])
+    np.testing.assert_array_equal(async_regressed, regressed)
+
 
 def test_async_client_many_concurrent_requests(server):
     images = digits_images(20)
@@ -218,9 +233,24 @@ def test_readme_curl_examples_get_tf_servings_answers(server):
     assert status["model_version_status"][0]["state"] == "AVAILABLE"
     assert "classify" in metadata["metadata"]["signature_def"]["signature_def"]
     assert np.shape(predicted["predictions"]) == (1, 10)
-    assert [label for label, _ in classified["result"][0]] == [str(digit) for digit in range(10)]
+    assert [label for label, _ in classified["results"][0]] == [str(digit) for digit in range(10)]
     assert sorted(generated["outputs"]) == ["text", "tokens"]
     assert len(generated["outputs"]["tokens"][0]) == 16 and generated["outputs"]["text"][0]
+
+
+def test_a_timeout_bounds_a_call_with_its_retries():
+    with Client(f"127.0.0.1:{free_port()}", max_retries=100, backoff_s=0.05, timeout=0.6) as c:
+        start = time.monotonic()
+        with pytest.raises(ServingError) as error:
+            c.status("digits")
+    assert error.value.code == grpc.StatusCode.UNAVAILABLE
+    assert time.monotonic() - start < 2  # 100 backoffs of up to 2 s each, were they all taken
+
+
+def test_tls_and_certificates_are_grpc_only():
+    for arguments in ({"tls": True}, {"root_certificates": b"PEM"}):
+        with pytest.raises(ValueError, match="https://"):
+            Client("127.0.0.1:1", protocol="rest", **arguments)
 
 
 def test_unavailable_is_retried_then_raised():
@@ -258,7 +288,61 @@ def test_rest_row_columnar_and_b64_formats(server):
     assert generated["outputs"]["text"][0].encode() == bytes(generated["outputs"]["tokens"][0])
     status, classified = rest(server, "POST", "/v1/models/digits:classify",
                               {"signature_name": "classify", "examples": [{"inputs": images[0][0] * 0 + [0.5] * 8 * 8}]})
-    assert status == 200 and len(classified["result"][0]) == 10 and classified["result"][0][3][0] == "3"
+    assert status == 200 and len(classified["results"][0]) == 10 and classified["results"][0][3][0] == "3"
+
+
+def test_client_casts_python_numbers_only_where_nothing_is_lost():
+    signature = meta_graph_pb2.SignatureDef()
+    for name, dtype in (("pixels", types_pb2.DT_UINT8), ("ids", types_pb2.DT_INT32), ("x", types_pb2.DT_FLOAT)):
+        signature.inputs[name].dtype = dtype
+    spec = model_pb2.ModelSpec(name="m")
+    conformed = wire.conform_inputs({"pixels": [5, 255], "ids": [7], "x": [1, 2]}, signature, spec)
+    assert [conformed[n].dtype for n in ("pixels", "ids", "x")] == [np.uint8, np.int32, np.float32]
+    # Values the declared type cannot hold go as they are, for the server to refuse by name.
+    unchanged = wire.conform_inputs({"pixels": [-1, 300], "ids": [2 ** 40], "x": [1.5]}, signature, spec)
+    assert [unchanged[n].dtype for n in ("pixels", "ids")] == [np.int64, np.int64]
+    assert unchanged["ids"][0] == 2 ** 40
+
+
+def test_json_refuses_tensors_it_cannot_hold_with_tf_servings_message():
+    with pytest.raises(ServingError) as error:
+        codec.array_to_json(np.array([1 + 2j], np.complex64), strings_as_b64=False)
+    assert error.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.value.message == "Failed to write JSON value for tensor type: complex64"
+    bfloat16 = np.array([1.5, np.nan], tf.bfloat16.as_numpy_dtype)
+    assert codec.dumps(codec.array_to_json(bfloat16, strings_as_b64=False)) == b"[1.5,NaN]"
+
+
+def test_rest_answers_what_tf_serving_accepts(server, bases):
+    url = f"http://127.0.0.1:{server.rest_port}/v1/models"
+    preflight = requests.options(f"{url}/digits:predict", headers={"Origin": "https://app.example"})
+    assert preflight.status_code == 200 and preflight.content == b""
+    # Base64 without its padding, or broken by whitespace, decodes as absl's decoder does it.
+    status, rows = rest(server, "POST", "/v1/models/pair:predict",
+                        {"instances": [{"x": [1.0, 2.0], "tag": {"b64": "YQ"}}, {"x": [3.0, 4.0], "tag": {"b64": "Y\nQ=="}}]})
+    assert status == 200 and [row["tag_bytes"] for row in rows["predictions"]] == [{"b64": "Yf8="}] * 2
+    # Classify and regress answer under "results", scores as float32 in their shortest form, NaN as NaN.
+    examples = [{"inputs": [0.5] * 64}, {"inputs": [3e38] * 64}]  # the second overflows inside: NaN scores
+    for method in ("classify", "regress"):
+        response = requests.post(f"{url}/digits:{method}", data=json.dumps({"signature_name": method, "examples": examples}))
+        assert response.status_code == 200 and "NaN" in response.text
+        results = json.loads(response.text)["results"]
+        scores = [score for _, score in results[0]] if method == "classify" else results[:1]
+        assert scores and all(str(np.float32(score)) in response.text for score in scores)
+    with Client(f"127.0.0.1:{server.rest_port}", protocol="rest") as client:
+        regressed = client.regress("digits", examples, signature="regress")
+        # The client sends a NaN feature as NaN (JSON's null would be refused).
+        nan_feature = client.regress("digits", [{"inputs": [float("nan")] * 64}], signature="regress")
+    assert regressed.dtype == np.float32 and np.isfinite(regressed[0]) and np.isnan(regressed[1])
+    with Client(f"127.0.0.1:{server.grpc_port}") as client:
+        np.testing.assert_array_equal(nan_feature, client.regress("digits", [{"inputs": [float("nan")] * 64}],
+                                                                  signature="regress"))
+
+
+def test_tfbig_predict_prints_bytes_outputs_as_b64(server, capsys):
+    inputs = json.dumps({"x": [[1.0, 2.0]], "tag": ["a"]})
+    assert main(["predict", f"127.0.0.1:{server.grpc_port}", "pair", "--inputs", inputs]) == 0
+    assert json.loads(capsys.readouterr().out) == {"total": [3.0], "tag_bytes": [{"b64": "Yf8="}]}
 
 
 def test_rest_writes_float32_shortest_and_nan_infinity_like_tf_serving(server):
@@ -292,6 +376,13 @@ def test_rest_status_and_metadata_json_shapes(server):
 
 IMAGE = [[0.0] * 8] * 8
 ERRORS = [
+    ("GET", "/v1/models/digits/versions/99999999999999999999", None, 400,
+     "Failed to convert version: 99999999999999999999 to numeric."),
+    ("POST", "/v1/models/digits:regress", {"signature_name": "regress", "examples": [{"inputs": [2 ** 64 - 1]}]},
+     400, "Feature: inputs has uint64_t element. Only int64_t is supported."),
+    ("OPTIONS", "/v1/models/digits:predict", None, 400, "Origin header is missing in CORS preflight"),
+    ("POST", "/v1/models/digits:predict", {"instances": [[[True] * 8] * 8]}, 400,
+     "JSON Value: true Type: True is not of expected type: float"),
     ("POST", "/v1/models/nope:predict", {"instances": [IMAGE]}, 404, "Servable not found for request: Latest(nope)"),
     ("POST", "/v1/models/digits/versions/3:predict", {"instances": [IMAGE]}, 404, "Specific(digits, 3)"),
     ("POST", "/v1/models/digits/labels/gold:predict", {"instances": [IMAGE]}, 400, "Unrecognized servable version label: gold"),
@@ -503,6 +594,47 @@ def test_hot_reload_under_load_loses_no_request(bases, tmp_path):
     assert versions.count(1) > 0 and versions.count(2) > 0 and versions[-1] == 2
 
 
+def test_a_failed_load_is_retried_and_a_version_out_of_retries_loads_when_published_again(bases, tmp_path):
+    base = tmp_path / "digits"
+    shutil.copytree(os.path.join(bases["digits"], "1"), base / "1")
+    options = parse_serve_args(["--host=127.0.0.1", "--port=0", f"--model_base_path={base}", "--model_name=digits",
+                                "--file_system_poll_wait_seconds=1", "--max_num_load_retries=1",
+                                "--load_retry_interval_micros=1000000"])
+    srv = EmbeddedServer(options).start()
+
+    def state_of(client, version, wanted):
+        """The version's state once it is `wanted` (or after 30 s); None while the server has not seen it."""
+        deadline = time.monotonic() + 30
+        while True:
+            states = {s["version"]: s["state"] for s in client.status("digits")}
+            if states.get(version) == wanted or time.monotonic() > deadline:
+                return states.get(version)
+            time.sleep(0.1)
+
+    try:
+        with Client(f"127.0.0.1:{srv.grpc_port}") as c:
+            # Copied in place, not renamed in: the poll sees the SavedModel before its variables.
+            shutil.copytree(base / "1", base / "2", ignore=shutil.ignore_patterns("variables"))
+            assert state_of(c, 2, "END") == "END" and c.status("digits", version=2)[0]["error_code"]
+            shutil.copytree(base / "1" / "variables", base / "2" / "variables")
+            assert state_of(c, 2, "AVAILABLE") == "AVAILABLE"  # the retry loaded it
+
+            shutil.copytree(base / "1", base / "3", ignore=shutil.ignore_patterns("variables"))
+            assert state_of(c, 3, "END") == "END"
+            time.sleep(3)  # its one retry fails too
+            shutil.copytree(base / "1" / "variables", base / "3" / "variables")
+            time.sleep(3)
+            assert c.status("digits", version=3)[0]["state"] == "END"  # out of retries
+            shutil.rmtree(base / "3")
+            time.sleep(2)
+            shutil.copytree(base / "1", tmp_path / "staging")
+            os.rename(tmp_path / "staging", base / "3")
+            assert state_of(c, 3, "AVAILABLE") == "AVAILABLE"
+            assert c.predict("digits", digits_images(1))["logits"].shape == (1, 10)
+    finally:
+        srv.stop()
+
+
 def test_config_file_polling_adds_models_and_tampered_versions_are_refused(bases, tmp_path):
     config = tmp_path / "models.config"
     config.write_text(model_config_text({"digits": bases["digits"]}))
@@ -559,7 +691,8 @@ def test_cli_serve_predict_and_drain_on_sigterm(bases, tmp_path):
         stderr=subprocess.PIPE, text=True, env=env)
     try:
         with Client(f"127.0.0.1:{grpc_port}", max_retries=60, backoff_s=0.25) as c:
-            assert c.status("digits", label="stable")[0]["state"] == "AVAILABLE"
+            assert c.status("digits")[0]["state"] == "AVAILABLE"
+            assert labelled_version(f"127.0.0.1:{grpc_port}", "digits", "stable") == 1
         image = json.dumps(digits_images(1).tolist())
         predicted = subprocess.run(
             [sys.executable, "-m", "tfbig.cli", "predict", f"127.0.0.1:{rest_port}", "digits", "--protocol",
@@ -632,20 +765,13 @@ def test_request_limits_and_deadlines(bases, tmp_path):
 
 
 def test_grpc_over_tls(bases, tmp_path):
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make a test certificate")
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-                    "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True, capture_output=True)
-    ssl_config = tmp_path / "ssl.config"
-    ssl_config.write_text(f"server_key: {json.dumps(key.read_text())}\nserver_cert: {json.dumps(cert.read_text())}\n")
+    _, cert, ssl_config = write_tls_files(tmp_path)
     options = parse_serve_args(["--host=127.0.0.1", "--port=0", f"--model_base_path={bases['digits']}",
                                 "--model_name=digits", f"--ssl_config_file={ssl_config}",
                                 "--file_system_poll_wait_seconds=0"])
     srv = EmbeddedServer(options).start()
     try:
-        with Client(f"127.0.0.1:{srv.grpc_port}", root_certificates=cert.read_bytes()) as secure:
+        with Client(f"127.0.0.1:{srv.grpc_port}", root_certificates=cert) as secure:
             assert secure.predict("digits", digits_images(1))["logits"].shape == (1, 10)
         with Client(f"127.0.0.1:{srv.grpc_port}", max_retries=0, timeout=5) as plain, \
                 pytest.raises(ServingError) as refused:

@@ -6,7 +6,6 @@ import dataclasses
 import json
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -22,6 +21,8 @@ from tfbig.serving.config_files import ServeConfigError
 from tfbig.serving.model_server import ModelServerError, model_server_command, run_model_server
 from tfbig.serving.options import ServeOptions, parse_serve_args
 from tfbig.serving.protos import BatchingParameters, MonitoringConfig
+
+from serving_models import free_port, write_tls_files
 
 SERVING_DIR = Path(__file__).resolve().parent.parent / "serving"
 _FIELDS = [field.name for field in dataclasses.fields(ServeOptions)]
@@ -168,7 +169,8 @@ def test_model_server_command_writes_the_config_files_and_flags(tmp_path):
         "--file_system_poll_wait_seconds=1",
         "--enable_batching=true", f"--batching_parameters_file={config_dir}/batching_parameters.txt",
         f"--monitoring_config_file={config_dir}/monitoring.config", f"--ssl_config_file={ssl}",
-        "--enable_model_warmup=false", "--num_request_iterations_for_warmup=1",
+        "--enable_model_warmup=false", "--num_request_iterations_for_warmup=0",
+        "--max_num_load_retries=5", "--load_retry_interval_micros=60000000",
         "--allow_version_labels_for_unavailable_models=true", "--rest_api_enable_cors_support=true",
         "--grpc_channel_arguments=grpc.max_connection_age_ms=2000", "--tensorflow_intra_op_parallelism=2",
         "--saved_model_tags=serve", "--xla_cpu_compilation_enabled=true",
@@ -192,7 +194,8 @@ def test_model_server_command_defaults_write_only_the_model_config(tmp_path):
         "tms", "--port=8500", "--rest_api_port=0", "--rest_api_timeout_in_ms=30000",
         f"--model_config_file={tmp_path}/models.config", "--model_config_file_poll_wait_seconds=0",
         "--file_system_poll_wait_seconds=1", "--enable_model_warmup=true",
-        "--num_request_iterations_for_warmup=1", "--allow_version_labels_for_unavailable_models=false",
+        "--num_request_iterations_for_warmup=0", "--max_num_load_retries=5",
+        "--load_retry_interval_micros=60000000", "--allow_version_labels_for_unavailable_models=false",
         "--rest_api_enable_cors_support=false",
     ]
     assert sorted(os.listdir(tmp_path)) == ["models.config"]
@@ -219,7 +222,8 @@ def test_model_server_command_rejects_a_bad_ssl_file_before_launch(tmp_path):
 
 FAKE_SERVER = """#!PYTHON
 # A stand-in for tensorflow_model_server: records its argv, answers GetModelStatus with
-# AVAILABLE for the models in --model_config_file, exits 0 on SIGTERM.
+# AVAILABLE for the models in --model_config_file (over TLS with --ssl_config_file, with the
+# key and certificate the test left beside it), exits 0 on SIGTERM.
 import json, os, signal, sys, threading
 from concurrent import futures
 
@@ -250,7 +254,12 @@ stopped = threading.Event()
 signal.signal(signal.SIGTERM, lambda *_: stopped.set())
 server = grpc.server(futures.ThreadPoolExecutor(2))
 model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(), server)
-server.add_insecure_port("127.0.0.1:" + flags["port"])
+if "ssl_config_file" in flags:
+    with open(sys.argv[0] + ".key", "rb") as key, open(sys.argv[0] + ".crt", "rb") as cert:
+        credentials = grpc.ssl_server_credentials([(key.read(), cert.read())])
+    server.add_secure_port("127.0.0.1:" + flags["port"], credentials)
+else:
+    server.add_insecure_port("127.0.0.1:" + flags["port"])
 server.start()
 stopped.wait()
 server.stop(0)
@@ -262,12 +271,6 @@ def fake_binary(tmp_path, text) -> str:
     path.write_text(text.replace("#!PYTHON", f"#!{sys.executable}"))
     path.chmod(0o755)
     return str(path)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def assert_gone(pid: int) -> None:
@@ -330,6 +333,26 @@ def test_run_model_server_serves_until_sigterm(tmp_path, monkeypatch):
     assert recorded["argv"] == model_server_command(options, str(tmp_path / "config"), binary)
     written = model_config((tmp_path / "config" / "models.config").read_text())
     assert dict(written.model_config_list.config[0].version_labels) == {"stable": 1}
+
+
+@pytest.mark.timeout(60)
+def test_run_model_server_over_tls_waits_for_the_secure_port(tmp_path, monkeypatch):
+    binary = fake_binary(tmp_path, FAKE_SERVER)
+    key, cert, ssl_config = write_tls_files(tmp_path)
+    Path(binary + ".key").write_bytes(key)
+    Path(binary + ".crt").write_bytes(cert)
+    port = free_port()
+    options = parse_serve_args([f"--port={port}", "--model_name=digits", "--model_base_path=/models/digits",
+                                f"--ssl_config_file={ssl_config}", "--engine=tensorflow_model_server"])
+    watch = StderrWatch()
+    monkeypatch.setattr(sys, "stderr", watch)
+    thread = send_sigterm_to_self_when(watch.announced.is_set)
+
+    assert run_model_server(options, binary=binary, wait_timeout_s=30) == 0
+
+    thread.join(5)
+    assert f"serving digits with tensorflow_model_server on gRPC :{port}" in watch.text.splitlines()
+    assert f"--ssl_config_file={ssl_config}" in json.loads(Path(binary + ".argv.json").read_text())["argv"]
 
 
 def made_config_dir(tmp_path, monkeypatch) -> Path:
@@ -484,3 +507,10 @@ def test_compose_file():
     assert tfbig["command"][:2] == ["tfbig", "serve"]
     assert check_config_args(tfbig["command"][2:]).engine == "embedded"
     assert {p.split(":")[1] for p in tfbig["ports"]} == {"8500", "8501"}
+
+
+def test_a_bare_boolean_tf_serving_flag_is_passed_on_as_true():
+    options = parse_serve_args(["--model_base_path=/m", "--enable_grpc_healthcheck_service",
+                                "--enable-profiler=false", "--load_retry_interval_micros=5"])
+    assert options.pass_through == ("--enable_profiler=false", "--enable_grpc_healthcheck_service=true")
+    assert options.load_retry_interval_micros == 5

@@ -86,6 +86,8 @@ def model_server_command(options: ServeOptions, config_dir: str, binary: str) ->
     argv += [
         _flag("enable_model_warmup", options.enable_model_warmup),
         _flag("num_request_iterations_for_warmup", options.num_request_iterations_for_warmup),
+        _flag("max_num_load_retries", options.max_num_load_retries),
+        _flag("load_retry_interval_micros", options.load_retry_interval_micros),
         _flag("allow_version_labels_for_unavailable_models",
               options.allow_version_labels_for_unavailable_models),
         _flag("rest_api_enable_cors_support", options.rest_api_enable_cors_support),
@@ -98,46 +100,69 @@ def model_server_command(options: ServeOptions, config_dir: str, binary: str) ->
     return argv + list(options.pass_through)
 
 
-def wait_until_available(port: int, model_names, timeout_s: float, process) -> None:
+def _port_open(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), _STATUS_TIMEOUT_S):
+        return True
+    return False
+
+
+def _poll(check, port: int, timeout_s: float, process) -> None:
+    """Call `check()` -> (models still waiting, note) until none waits; raise if the binary
+    exits first or `timeout_s` passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        waiting, note = check()
+        if process.poll() is not None:
+            raise ModelServerError(
+                f"{BINARY} exited with code {process.returncode} before serving "
+                f"{', '.join(waiting) or 'its models'}; its log above says why")
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            raise ModelServerError(
+                f"{BINARY} did not make {', '.join(waiting)} available on 127.0.0.1:{port} "
+                f"within {timeout_s:g} s{note}")
+        time.sleep(_POLL_INTERVAL_S)
+
+
+def wait_until_available(port: int, model_names, timeout_s: float, process, *, tls: bool = False) -> None:
     """Return once every model has an AVAILABLE version, asking the binary over gRPC.
 
     The binary opens its ports only after the first load, and a model that
     fails to load keeps it waiting or makes it exit; both end here with an
     error that says which, instead of a server that silently serves nothing.
+    With TLS (`--ssl_config_file`) the binary could only be asked with a
+    certificate naming this host, and a client certificate when it verifies
+    clients, which the launcher need not hold; it waits for the gRPC port to
+    open instead, which TF Serving does only once every model's first load
+    is done (ServerCore::Create waits for them and fails when one fails).
     """
     import grpc
     from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 
-    available = get_model_status_pb2.ModelVersionStatus.AVAILABLE
     waiting = list(model_names)
-    last_error = ""
-    deadline = time.monotonic() + timeout_s
+    if tls:
+        _poll(lambda: ([] if _port_open(port) else waiting, ""), port, timeout_s, process)
+        return
+    available = get_model_status_pb2.ModelVersionStatus.AVAILABLE
     # Reconnect quickly: gRPC's default backoff grows to minutes while the binary loads.
     channel_options = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 500)]
     with grpc.insecure_channel(f"127.0.0.1:{port}", options=channel_options) as channel:
         stub = model_service_pb2_grpc.ModelServiceStub(channel)
-        while True:
-            if process.poll() is not None:
-                raise ModelServerError(
-                    f"{BINARY} exited with code {process.returncode} before serving "
-                    f"{', '.join(waiting)}; its log above says why")
+
+        def check():
             for name in list(waiting):
                 request = get_model_status_pb2.GetModelStatusRequest()
                 request.model_spec.name = name
                 try:
                     response = stub.GetModelStatus(request, timeout=_STATUS_TIMEOUT_S)
                 except grpc.RpcError as error:
-                    last_error = f" (last answer: {error.code().name}: {error.details()})"
-                    break
+                    return waiting, f" (last answer: {error.code().name}: {error.details()})"
                 if any(v.state == available for v in response.model_version_status):
                     waiting.remove(name)
-            if not waiting:
-                return
-            if time.monotonic() > deadline:
-                raise ModelServerError(
-                    f"{BINARY} did not make {', '.join(waiting)} available on 127.0.0.1:{port} "
-                    f"within {timeout_s:g} s{last_error}")
-            time.sleep(_POLL_INTERVAL_S)
+            return waiting, ""
+
+        _poll(check, port, timeout_s, process)
 
 
 def _free_port() -> int:
@@ -195,7 +220,8 @@ def run_model_server(options: ServeOptions, *, binary: str, wait_timeout_s: floa
         try:
             with _forwarding_signals(process, received):
                 try:
-                    wait_until_available(options.port, names, wait_timeout_s, process)
+                    wait_until_available(options.port, names, wait_timeout_s, process,
+                                         tls=bool(options.ssl_config_file))
                     rest = f", REST :{options.rest_api_port}" if options.rest_api_port else ""
                     print(f"serving {', '.join(names)} with {BINARY} on gRPC :{options.port}{rest}",
                           file=sys.stderr, flush=True)

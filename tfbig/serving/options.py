@@ -20,7 +20,7 @@ DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 # TF Serving flags forwarded to the binary untouched and ignored by the embedded server.
 PASS_THROUGH_FLAGS = (
     "grpc_socket_path", "rest_api_num_threads", "num_load_threads", "num_unload_threads",
-    "max_num_load_retries", "load_retry_interval_micros", "flush_filesystem_caches",
+    "flush_filesystem_caches",
     "tensorflow_session_parallelism", "tensorflow_session_config_file", "platform_config_file",
     "per_process_gpu_memory_fraction", "saved_model_tags", "grpc_max_threads", "prefer_tflite_model",
     "num_tflite_pools", "num_tflite_interpreters_per_pool", "enable_profiler", "mixed_precision",
@@ -50,7 +50,9 @@ class ServeOptions:
     monitoring_config_file: str = ""
     ssl_config_file: str = ""
     enable_model_warmup: bool = True
-    num_request_iterations_for_warmup: int = 1
+    num_request_iterations_for_warmup: int = 0
+    max_num_load_retries: int = 5
+    load_retry_interval_micros: int = 60_000_000
     allow_version_labels_for_unavailable_models: bool = False
     grpc_channel_arguments: str = ""
     tensorflow_intra_op_parallelism: int = 0
@@ -121,8 +123,9 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
             kwargs.update(type={"int": int, "float": float}.get(field.type, str))
         parser.add_argument(*_spellings(field.name), **kwargs)
     for name in PASS_THROUGH_FLAGS:
-        parser.add_argument(*_spellings(name), dest=f"pass_{name}", default=None,
-                            help=argparse.SUPPRESS)
+        # TF's flag parser takes a bare boolean flag as true, as in `--enable_profiler`.
+        parser.add_argument(*_spellings(name), dest=f"pass_{name}", default=None, nargs="?",
+                            const="true", help=argparse.SUPPRESS)
     return parser
 
 

@@ -166,7 +166,7 @@ class ServingCore:
     def warmup(self, servable: Servable) -> None:
         """Replay the version's warmup records before it is made AVAILABLE, as TF Serving does."""
         path = os.path.join(servable.path, WARMUP_FILE)
-        if not os.path.exists(path) or self._warmup_iterations <= 0:
+        if not os.path.exists(path):
             return
         for log in read_warmup(path):
             kind = log.WhichOneof("log_type")

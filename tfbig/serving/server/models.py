@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import os
 import threading
+import time
 import types
 
 import grpc
@@ -45,6 +46,8 @@ class LoadedVersion:
     servable: Servable | None = None
     batcher: Batcher | None = None
     in_flight: int = 0
+    failed_loads: int = 0  # in a row; a version that loads starts again from 0
+    retry_at: float = 0.0  # time.monotonic() after which a failed load may be tried again
 
 
 def version_dirs(base_path: str) -> dict[int, str]:
@@ -84,8 +87,13 @@ class ModelManager:
     """Loads, serves and unloads model versions according to a ModelServerConfig."""
 
     def __init__(self, config: model_server_config_pb2.ModelServerConfig, *, batching=None,
-                 warmup=None, allow_labels_for_unavailable: bool = False, on_batch=None):
+                 warmup=None, allow_labels_for_unavailable: bool = False, on_batch=None,
+                 load_retries: int = 5, load_retry_interval_s: float = 60.0):
         self._config = config
+        # A version written while the server polls (SavedModel first, variables after) fails
+        # its first load; like TF Serving, try it again up to `load_retries` times.
+        self._load_retries = load_retries
+        self._load_retry_interval_s = load_retry_interval_s
         self._on_batch = on_batch  # (model name, batch size) of every batch run
         self._batching = batching
         self._warmup = warmup
@@ -146,10 +154,13 @@ class ModelManager:
             found = version_dirs(model.base_path)
             aspired = aspired_versions(model, list(found))
             current = self._versions.setdefault(name, {})
+            for version, entry in current.items():
+                if version not in found:  # published again later, it gets every attempt again
+                    entry.failed_loads, entry.retry_at = 0, 0.0
             for version in sorted(aspired):
                 entry = current.get(version)
-                if entry is None or entry.state == State.END and entry.error is None:
-                    self._load(name, version, found[version])
+                if entry is None or entry.state == State.END and self._may_load_again(entry):
+                    self._load(name, version, found[version], 0 if entry is None else entry.failed_loads)
             # Availability first: keep old versions until an aspired one is serving
             # (a new version that fails to load does not take the model down).
             if any(current[v].state == State.AVAILABLE for v in aspired if v in current):
@@ -157,8 +168,13 @@ class ModelManager:
                     if version not in aspired and entry.state == State.AVAILABLE:
                         self._unload(name, version)
 
-    def _load(self, name: str, version: int, path: str) -> None:
-        entry = LoadedVersion(version, State.LOADING)
+    def _may_load_again(self, entry: LoadedVersion) -> bool:
+        """An unloaded version may be loaded again; one that failed, while it has retries left."""
+        return entry.error is None or (entry.failed_loads <= self._load_retries
+                                       and time.monotonic() >= entry.retry_at)
+
+    def _load(self, name: str, version: int, path: str, failed_loads: int = 0) -> None:
+        entry = LoadedVersion(version, State.LOADING, failed_loads=failed_loads)
         with self._lock:
             self._versions[name][version] = entry
         try:
@@ -178,9 +194,12 @@ class ModelManager:
         except Exception as error:  # a broken version must not take the server down
             code = error.code if isinstance(error, ServingError) else grpc.StatusCode.UNKNOWN
             message = error.message if isinstance(error, ServingError) else f"{type(error).__name__}: {error}"
-            log.error("failed to load version %d of model %s: %s", version, name, message)
+            log.error("failed to load version %d of model %s (attempt %d of %d): %s", version, name,
+                      failed_loads + 1, self._load_retries + 1, message)
             with self._lock:
                 entry.state, entry.error = State.END, ServingError(code, message)
+                entry.failed_loads += 1
+                entry.retry_at = time.monotonic() + self._load_retry_interval_s
             return
         with self._lock:
             entry.servable, entry.batcher, entry.state = servable, batcher, State.AVAILABLE
@@ -242,18 +261,10 @@ class ModelManager:
                     self._lock.notify_all()  # the unload waiting for this version's last request
 
     def status(self, spec: model_pb2.ModelSpec) -> list[LoadedVersion]:
-        """Versions matching `spec` with their states, newest first, as GetModelStatus reports."""
+        """Versions matching `spec` with their states, newest first, as GetModelStatus reports
+        (which ignores a version label: TF Serving answers for every version then)."""
         with self._lock:
             versions = dict(self._versions.get(spec.name, {}))
-            if spec.version_label:
-                labels = next((m.version_labels for m in self._config.model_config_list.config
-                               if m.name == spec.name), {})
-                if spec.version_label not in labels:
-                    raise invalid_argument(f"Unrecognized servable version label: {spec.version_label}")
-                wanted = labels[spec.version_label]
-                if wanted not in versions:
-                    raise not_found(f"Could not find version {wanted} of model {spec.name}")
-                return [dataclasses.replace(versions[wanted])]
             if spec.HasField("version"):
                 if spec.version.value not in versions:
                     raise not_found(f"Could not find version {spec.version.value} of model {spec.name}")
