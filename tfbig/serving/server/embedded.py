@@ -70,7 +70,8 @@ class EmbeddedServer:
             allow_labels_for_unavailable=options.allow_version_labels_for_unavailable_models,
             on_batch=self.metrics.record_batch, load_retries=options.max_num_load_retries,
             load_retry_interval_s=options.load_retry_interval_micros / 1e6)
-        self.core = ServingCore(self.manager, warmup_iterations=options.num_request_iterations_for_warmup or 1,  # 0: once, as TF Serving
+        # --num_request_iterations_for_warmup=0 means once, as in TF Serving.
+        self.core = ServingCore(self.manager, warmup_iterations=options.num_request_iterations_for_warmup or 1,
                                 max_request_batch_size=options.max_request_batch_size)
         self.grpc_port: int | None = None
         self.rest_port: int | None = None

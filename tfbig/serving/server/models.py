@@ -174,7 +174,7 @@ class ModelManager:
                                        and time.monotonic() >= entry.retry_at)
 
     def _load(self, name: str, version: int, path: str, failed_loads: int = 0) -> None:
-        entry = LoadedVersion(version, State.LOADING, failed_loads=failed_loads)
+        entry = LoadedVersion(version, State.LOADING)
         with self._lock:
             self._versions[name][version] = entry
         try:
@@ -198,7 +198,7 @@ class ModelManager:
                       failed_loads + 1, self._load_retries + 1, message)
             with self._lock:
                 entry.state, entry.error = State.END, ServingError(code, message)
-                entry.failed_loads += 1
+                entry.failed_loads = failed_loads + 1
                 entry.retry_at = time.monotonic() + self._load_retry_interval_s
             return
         with self._lock:
