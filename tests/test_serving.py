@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -844,6 +845,23 @@ def test_nothing_outside_a_base_path_is_loaded(bases, tmp_path):
         assert not srv.ready()
     finally:
         srv.stop()
+
+
+@pytest.mark.parametrize("taken_flag,protocol", [("--port", "gRPC"), ("--rest_api_port", "REST")])
+def test_a_port_in_use_is_a_clear_error_and_leaves_nothing_running(bases, taken_flag, protocol):
+    taken = socket.create_server(("127.0.0.1", 0))  # without SO_REUSEPORT, so no one else can bind it
+    port = taken.getsockname()[1]
+    ports = {"--port": 0, "--rest_api_port": 0, taken_flag: port}
+    srv = EmbeddedServer(parse_serve_args(["--host=127.0.0.1", f"--model_base_path={bases['digits']}",
+                                           "--model_name=digits", "--file_system_poll_wait_seconds=0",
+                                           *(f"{flag}={value}" for flag, value in ports.items())]))
+    threads_before = {thread.ident for thread in threading.enumerate()}
+    with taken, pytest.raises(ServeConfigError, match=f"cannot listen for {protocol} on 127.0.0.1:{port}"):
+        srv.start()
+    statuses = srv.manager.status(model_pb2.ModelSpec(name="digits"))
+    assert [status.state for status in statuses] == [get_model_status_pb2.ModelVersionStatus.END]  # unloaded
+    assert [t.name for t in threading.enumerate() if t.ident not in threads_before] == []
+    srv.stop()  # what a `finally` does: nothing more to stop, and it returns
 
 
 def test_only_names_that_parse_as_int64_are_versions(bases, tmp_path):

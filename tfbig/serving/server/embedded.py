@@ -111,14 +111,21 @@ class EmbeddedServer:
             tf.config.threading.set_inter_op_parallelism_threads(self.options.tensorflow_inter_op_parallelism)
         self.manager.reconcile()
         try:
+            self._check_labels()
+            self._start_grpc()
+            if self.options.rest_api_port:
+                self._start_rest()
+        except config_files.ServeConfigError:
+            self.stop(grace=0)  # unload the models and close what did open: nothing is left running
+            raise
+        self._start_polling()
+        return self
+
+    def _check_labels(self) -> None:
+        try:
             self.manager.check_labels()
         except ServingError as error:
             raise config_files.ServeConfigError(error.message) from None
-        self._start_grpc()
-        if self.options.rest_api_port:
-            self._start_rest()
-        self._start_polling()
-        return self
 
     def _start_grpc(self) -> None:
         options = [("grpc.max_receive_message_length", self.options.max_request_bytes),
@@ -131,10 +138,13 @@ class EmbeddedServer:
         if self._health is not None:
             self._health.add_to(self._grpc)
         address = f"{self.options.host}:{self.options.port}"
-        if self._ssl is not None:
-            self.grpc_port = self._grpc.add_secure_port(address, _server_credentials(self._ssl))
-        else:
-            self.grpc_port = self._grpc.add_insecure_port(address)
+        try:
+            if self._ssl is not None:
+                self.grpc_port = self._grpc.add_secure_port(address, _server_credentials(self._ssl))
+            else:
+                self.grpc_port = self._grpc.add_insecure_port(address)
+        except RuntimeError:  # grpcio raises "Failed to bind"; older releases returned port 0
+            self.grpc_port = 0
         if not self.grpc_port:
             raise config_files.ServeConfigError(f"cannot listen for gRPC on {address}: is the port in use?")
         self._grpc.start()
@@ -161,6 +171,9 @@ class EmbeddedServer:
             try:
                 started.set_result(self._loop.run_until_complete(open_site()))
             except Exception as error:
+                if self._runner is not None:
+                    self._loop.run_until_complete(self._runner.cleanup())
+                self._loop.close()
                 started.set_exception(error)
                 return
             self._loop.run_forever()
@@ -171,6 +184,7 @@ class EmbeddedServer:
         try:
             self.rest_port = started.result()
         except OSError as error:
+            self._loop = None  # closed with its thread: stop() has no REST listener to close
             raise config_files.ServeConfigError(
                 f"cannot listen for REST on {self.options.host}:{self.options.rest_api_port}: "
                 f"{error.strerror}") from None
