@@ -29,6 +29,7 @@ from tfbig.serving.errors import ServingError
 from tfbig.serving.options import ServeOptions
 from tfbig.serving.server.core import ServingCore
 from tfbig.serving.server.grpc_api import add_services
+from tfbig.serving.server.handler_pool import HandlerPool
 from tfbig.serving.server.health import ServerHealth
 from tfbig.serving.server.metrics import ServerMetrics
 from tfbig.serving.server.models import ModelManager
@@ -88,6 +89,7 @@ class EmbeddedServer:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             options.rest_api_num_threads or REQUEST_THREADS, thread_name_prefix="rest")
         self._grpc: grpc.Server | None = None
+        self._grpc_pool: HandlerPool | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
 
@@ -132,8 +134,8 @@ class EmbeddedServer:
                    ("grpc.max_send_message_length", -1)]
         options += _channel_arguments(self.options.grpc_channel_arguments)
         threads = self.options.grpc_max_threads or REQUEST_THREADS
-        self._grpc = grpc.server(concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="grpc"),
-                                 options=options)
+        self._grpc_pool = HandlerPool(threads, name="grpc")
+        self._grpc = grpc.server(self._grpc_pool, options=options)
         add_services(self._grpc, self.core, self.metrics)
         if self._health is not None:
             self._health.add_to(self._grpc)
@@ -240,6 +242,7 @@ class EmbeddedServer:
             self._loop.call_soon_threadsafe(self._loop.stop)
         if grpc_stopped is not None:
             grpc_stopped.wait()
+            self._grpc_pool.shutdown()
         for thread in self._threads:
             thread.join()
         self._executor.shutdown(wait=True)

@@ -1,0 +1,50 @@
+"""The embedded server's gRPC handler pool: what grpc.server relies on from its thread pool."""
+
+import threading
+
+import tfbig  # noqa: F401  (Keras 2 before TensorFlow loads)
+
+from tfbig.serving.server.handler_pool import HandlerPool
+
+
+def test_calls_run_on_the_pool_threads_and_shutdown_lets_queued_ones_finish():
+    pool = HandlerPool(2, name="test")
+    release, ran = threading.Event(), []
+    lock = threading.Lock()
+
+    def record(value):
+        release.wait()
+        with lock:
+            ran.append((value, threading.current_thread().name.startswith("test-")))
+
+    for value in range(10):  # more calls than threads: eight wait in the queue
+        pool.submit(record, value)
+    release.set()
+    pool.shutdown()
+    assert sorted(ran) == [(value, True) for value in range(10)]
+
+
+def test_a_done_callback_runs_once_whether_added_before_or_after_the_call_ran():
+    pool = HandlerPool(1, name="test")
+    started, release = threading.Event(), threading.Event()
+    blocked = pool.submit(lambda: (started.set(), release.wait()))
+    started.wait()
+    before = []
+    blocked.add_done_callback(before.append)  # still running: the worker calls it
+    release.set()
+    finished = pool.submit(lambda: None)
+    pool.shutdown()  # both calls have run
+    after = []
+    finished.add_done_callback(after.append)  # already done: called at once
+    assert before == [blocked] and after == [finished]
+
+
+def test_a_failing_call_leaves_its_thread_serving_and_still_completes(caplog):
+    pool = HandlerPool(1, name="test")
+    completed, results = [], []
+    failing = pool.submit(lambda: 1 / 0)
+    failing.add_done_callback(completed.append)
+    pool.submit(results.append, "next")
+    pool.shutdown()
+    assert results == ["next"]
+    assert completed == [failing] and "a gRPC handler failed" in caplog.text
