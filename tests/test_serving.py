@@ -529,6 +529,8 @@ def test_a_request_without_model_spec_is_invalid_as_in_tf_serving(server):
 
 def test_prometheus_metrics_count_requests_by_status(server):
     rest(server, "POST", "/v1/models/nope:predict", {"instances": [IMAGE]})
+    rest(server, "POST", "/v1/models/digits:predict", {"instances": [IMAGE]})
+    rest(server, "GET", "/v1/models/digits/metadata")
     with Client(f"127.0.0.1:{server.grpc_port}") as c:
         c.predict("digits", digits_images(1))
     text = requests.get(f"http://127.0.0.1:{server.rest_port}/monitoring/prometheus/metrics").text
@@ -545,8 +547,11 @@ def test_prometheus_metrics_count_requests_by_status(server):
     assert bounds[:5] == ["10", "18", "32.4", "58.32", "104.976"] and bounds[-2:] == ["1.47476e+09", "+Inf"]
     families = {family.name: family for family in text_string_to_metric_families(text)}
     assert families[":tensorflow:serving:request_count"].type == "counter"
-    assert any(sample.labels.get("API") == "Predict" and sample.name.endswith("_count") and sample.value >= 1
-               for sample in families[":tensorflow:serving:request_latency"].samples)
+    timed = {(sample.labels["API"], sample.labels["entrypoint"])
+             for sample in families[":tensorflow:serving:request_latency"].samples
+             if sample.labels.get("model_name") == "digits" and sample.name.endswith("_count") and sample.value >= 1}
+    # API is the gRPC method, or the REST URL's :method as written (none for a GET).
+    assert {("Predict", "GRPC"), ("predict", "REST"), ("", "REST")} <= timed
 
 
 # --- batching -------------------------------------------------------------------------------

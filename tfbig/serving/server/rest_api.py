@@ -224,14 +224,15 @@ class RestApi:
                 spec = _model_spec(name, version, label)
                 model_name = spec.name
                 return model_name, api, self._post(api.lower(), spec, body)
+            # The API label is the URL's :method, as tensorflow_model_server records it; a GET has none.
             if method == "GET" and (match := STATUS_PATH.fullmatch(path)):
                 name, version, label, metadata = match.groups()
                 if name is None and not (version or label or metadata):
-                    return "", "list_models", self._list_models()
+                    return "", api, self._list_models()
                 if name is None:
                     raise invalid_argument("Missing model name in request.")
                 spec = _model_spec(name, version, label)
-                model_name, api = spec.name, "metadata" if metadata else "status"
+                model_name = spec.name
                 return model_name, api, self._metadata(spec) if metadata else self._status(spec)
             raise invalid_argument(f"Malformed request: {method} {path}")
         except ServingError as error:
