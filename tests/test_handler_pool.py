@@ -47,4 +47,4 @@ def test_a_failing_call_leaves_its_thread_serving_and_still_completes(caplog):
     pool.submit(results.append, "next")
     pool.shutdown()
     assert results == ["next"]
-    assert completed == [failing] and "a gRPC handler failed" in caplog.text
+    assert completed == [failing] and "a request handler failed" in caplog.text

@@ -86,8 +86,7 @@ class EmbeddedServer:
         self._stop_once = threading.Lock()
         self._stop_polling = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            options.rest_api_num_threads or REQUEST_THREADS, thread_name_prefix="rest")
+        self._rest_pool: HandlerPool | None = None
         self._grpc: grpc.Server | None = None
         self._grpc_pool: HandlerPool | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -153,7 +152,8 @@ class EmbeddedServer:
 
     def _start_rest(self) -> None:
         prometheus = self._monitoring.prometheus_config
-        api = RestApi(self.core, self.metrics, executor=self._executor,
+        self._rest_pool = HandlerPool(self.options.rest_api_num_threads or REQUEST_THREADS, name="rest")
+        api = RestApi(self.core, self.metrics, pool=self._rest_pool,
                       timeout_s=self.options.rest_api_timeout_in_ms / 1000,
                       max_request_bytes=self.options.max_request_bytes,
                       prometheus_path=prometheus.path if prometheus.enable else None,
@@ -245,7 +245,8 @@ class EmbeddedServer:
             self._grpc_pool.shutdown()
         for thread in self._threads:
             thread.join()
-        self._executor.shutdown(wait=True)
+        if self._rest_pool is not None:
+            self._rest_pool.shutdown()
         self.manager.unload_all()
 
     def __enter__(self) -> "EmbeddedServer":

@@ -1,7 +1,8 @@
-"""The thread pool that runs the embedded server's gRPC handlers.
+"""The thread pools that run the embedded server's gRPC and REST requests.
 
 grpc.server hands every RPC to its pool's `submit()` and uses what comes back
-only through `add_done_callback` (to count RPCs in flight). A
+only through `add_done_callback` (to count RPCs in flight); the REST handlers
+answer their event loop themselves (rest_api.py). A
 concurrent.futures.ThreadPoolExecutor does more per call than that: a Future
 with its own Condition, an idle-thread semaphore, a global shutdown lock. With
 batching, where each request's share of the model's work is small, that
@@ -79,6 +80,6 @@ class HandlerPool:
         while (call := self._calls.get()) is not None:
             try:
                 call.function(*call.args)
-            except Exception:  # gRPC answers its own errors; anything else must not end the thread
-                log.exception("a gRPC handler failed")
+            except Exception:  # handlers answer their own errors; anything else must not end the thread
+                log.exception("a request handler failed")
             call._finish()

@@ -28,6 +28,7 @@ from tensorflow_serving.apis import (
 from tfbig.serving import codec
 from tfbig.serving.errors import ServingError, deadline_exceeded, invalid_argument
 from tfbig.serving.server.core import SIGNATURE_DEF_FIELD, ServingCore
+from tfbig.serving.server.handler_pool import HandlerPool
 from tfbig.serving.server.metrics import ServerMetrics
 
 # TF Serving's own patterns (model_servers/http_rest_api_util.cc).
@@ -39,6 +40,11 @@ API_PREFIX = re.compile(r"(?i)/v1/")
 # A CORS preflight is answered when it names an origin (http_server.cc).
 PREFLIGHT_ORIGIN = re.compile(r"https?://")
 _JSON_OPTIONS = {"always_print_fields_with_no_presence": True}
+
+
+def _set_unless_cancelled(future: asyncio.Future, result) -> None:
+    if not future.cancelled():  # wait_for stopped waiting for it (--rest_api_timeout_in_ms)
+        future.set_result(result)
 
 
 def _model_spec(name: str, version: str | None, label: str | None) -> model_pb2.ModelSpec:
@@ -140,11 +146,11 @@ def examples_input(doc: dict, method: str):
 class RestApi:
     """The request handlers; `app()` wires them into an aiohttp application."""
 
-    def __init__(self, core: ServingCore, metrics: ServerMetrics, *, executor, timeout_s: float,
+    def __init__(self, core: ServingCore, metrics: ServerMetrics, *, pool: HandlerPool, timeout_s: float,
                  max_request_bytes: int, prometheus_path: str | None, cors: bool, is_ready):
         self._core = core
         self._metrics = metrics
-        self._executor = executor
+        self._pool = pool  # requests run here: a model call or a batch wait would block the loop
         self._timeout = timeout_s if timeout_s > 0 else None
         self._max_bytes = max_request_bytes
         self._prometheus_path = prometheus_path
@@ -181,10 +187,8 @@ class RestApi:
         except web.HTTPRequestEntityTooLarge:
             return self._reply(413, {"error": f"Request body is larger than the {self._max_bytes} "
                                               f"bytes this server accepts (--max_request_bytes)"})
-        loop = asyncio.get_running_loop()
         # The undecoded path, as TF Serving matches it: %2F inside a model name stays in the name.
-        path = request.rel_url.raw_path
-        work = loop.run_in_executor(self._executor, self._process, request.method, path, body)
+        work = self._in_pool(request.method, request.rel_url.raw_path, body)
         try:
             model_name, api, payload = await asyncio.wait_for(work, self._timeout)
             code = grpc.StatusCode.OK
@@ -197,6 +201,19 @@ class RestApi:
             response = self._reply(200, payload)
         self._metrics.record(model_name, api, "REST", code, time.perf_counter() - start)
         return response
+
+    def _in_pool(self, method: str, path: str, body: bytes) -> asyncio.Future:
+        """`_process` on a pool thread, answered as a future of this loop. run_in_executor
+        would put a concurrent.futures.Future, chained to an asyncio one, on every request."""
+        loop = asyncio.get_running_loop()
+        answer = loop.create_future()
+
+        def process():
+            result = self._process(method, path, body)  # errors come back as values: it never raises
+            loop.call_soon_threadsafe(_set_unless_cancelled, answer, result)
+
+        self._pool.submit(process)
+        return answer
 
     def _headers(self) -> dict[str, str]:
         if not self._cors:
@@ -216,7 +233,7 @@ class RestApi:
         return self._reply(400, {"error": "Origin header is missing in CORS preflight"})
 
     def _process(self, method: str, path: str, body: bytes):
-        """Returns (model name, api, JSON payload or ServingError); runs on the executor."""
+        """Returns (model name, api, JSON payload or ServingError); runs on the pool."""
         model_name, api = "", ""
         try:
             if method == "POST" and (match := PREDICTION_PATH.fullmatch(path)):
