@@ -171,8 +171,11 @@ def json_to_array(value, dtype_enum: int) -> np.ndarray:
 def dumps(doc) -> bytes:
     """JSON bytes for a document that may hold the arrays `array_to_json` returns.
 
-    orjson writes a numeric tensor about 13x faster than `json`, and float32
-    values in their shortest form, as TF Serving's writer does.
+    orjson writes a numeric tensor about 13x faster than `json`, and each float32
+    in the shortest form that reads back as the same float32. TF Serving's writer
+    (json_tensor.cc) writes six significant digits where they read back exactly and
+    nine where not, so the text can differ (0.12345679 here, 0.123456791 there;
+    9000000.0 here, 9e+06 there) but never the values a client reads.
     """
     return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
 
@@ -198,8 +201,8 @@ _NON_FINITE = {"nan": orjson.Fragment(b"NaN"), "inf": orjson.Fragment(b"Infinity
 
 
 def float_to_json(value: float, scalar_type=np.float32):
-    """One decimal as TF Serving writes it: in the shortest form that reads back as the same
-    `scalar_type` (0.1, not float32's 0.10000000149011612), or NaN, Infinity, -Infinity."""
+    """One decimal in the shortest form that reads back as the same `scalar_type` (0.1, not
+    float32's 0.10000000149011612), or NaN, Infinity, -Infinity as TF Serving writes them."""
     return scalar_type(value) if math.isfinite(value) else _NON_FINITE[repr(float(value))]
 
 
