@@ -1,9 +1,9 @@
 """tfbig's embedded model server: TF Serving's gRPC and REST APIs in one process.
 
 Started with the same ServeOptions as `tensorflow_model_server` flags. The
-gRPC server (grpcio) answers on its own thread pool; the REST server
-(aiohttp) runs its event loop on a background thread; both hand requests to
-one ServingCore. A poll thread rescans model base paths (and the model config
+gRPC server (grpcio) and the REST server (aiohttp, its event loop on a
+background thread) each run requests on their own HandlerPool, and both hand
+them to one ServingCore. A poll thread rescans model base paths (and the model config
 file) so versions hot-load and unload. `stop()` drains: readiness goes false,
 listeners close, in-flight requests get `drain_seconds` to finish, then
 models unload.
