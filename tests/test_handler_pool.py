@@ -1,4 +1,4 @@
-"""The embedded server's gRPC handler pool: what grpc.server relies on from its thread pool."""
+"""The embedded server's request handler pools: what grpc.server relies on from its thread pool."""
 
 import threading
 

@@ -25,24 +25,24 @@ log = logging.getLogger("tfbig.serving")
 class HandlerCall:
     """One submitted call: what grpc.server needs of a Future and nothing more."""
 
-    __slots__ = ("function", "args", "done", "_callbacks")
+    __slots__ = ("function", "args", "_done", "_callbacks")
 
     def __init__(self, function: Callable, args: tuple):
         self.function = function
         self.args = args
-        self.done = False
+        self._done = False
         self._callbacks: list[Callable] = []
 
     def add_done_callback(self, callback: Callable[["HandlerCall"], None]) -> None:
         """Runs `callback(self)` once the call has run, at once if it already has."""
         self._callbacks.append(callback)
-        if self.done:  # the worker may have drained the list just before the append
+        if self._done:  # the worker may have drained the list just before the append
             self._run_callbacks()
 
     def _finish(self) -> None:
-        # `done` is set before draining and read after appending, and list.pop() is
+        # `_done` is set before draining and read after appending, and list.pop() is
         # atomic, so every callback runs exactly once whichever thread gets there first.
-        self.done = True
+        self._done = True
         self._run_callbacks()
 
     def _run_callbacks(self) -> None:
@@ -55,9 +55,9 @@ class HandlerCall:
 
 
 class HandlerPool:
-    """`threads` threads running submitted calls in order of arrival, for grpc.server."""
+    """`threads` threads running submitted calls in order of arrival; threads are named `name-i`."""
 
-    def __init__(self, threads: int, name: str = "grpc"):
+    def __init__(self, threads: int, name: str):
         self._calls: queue.SimpleQueue[HandlerCall | None] = queue.SimpleQueue()
         self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
                          for i in range(threads)]
