@@ -473,6 +473,98 @@ def test_grpc_status_codes_for_bad_requests(server):
     assert predict(inputs=np.zeros((5000, 8, 8), np.float32))[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+# --- hostile requests -----------------------------------------------------------------------
+
+def peak_rss_growth_mb(send) -> float:
+    """How far this process's peak RSS (the in-process server's included) rose while `send` ran:
+    writing 5 to clear_refs starts the peak (VmHWM) again from the current RSS."""
+    def peak_kb():
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+    before = peak_kb()
+    send()
+    return (peak_kb() - before) / 1024
+
+
+def declared_tensor(dims, dtype=types_pb2.DT_FLOAT, **values) -> predict_pb2.PredictRequest:
+    request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name="digits"))
+    proto = request.inputs["inputs"]
+    proto.dtype = dtype
+    for size in dims:
+        proto.tensor_shape.dim.add(size=size)
+    for field, items in values.items():
+        getattr(proto, field).extend(items) if field != "tensor_content" else setattr(proto, field, items)
+    return request
+
+
+def test_a_few_bytes_declaring_a_huge_tensor_are_refused_before_it_is_allocated(server, bases):
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}"))
+    refusals = []
+
+    def send():
+        for request in (declared_tensor([2 ** 31, 8, 8]),  # 20 bytes on the wire, 512 GiB declared
+                        declared_tensor([1_562_500, 8, 8], float_val=[1.0])):  # 400 MB
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Predict(request, timeout=30)
+            refusals.append(refused.value)
+
+    assert peak_rss_growth_mb(send) < 50
+    for refused in refusals:
+        assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.details()
+        assert "decodes at most 1000000 bytes of inputs per request (--max_tensor_bytes)" in refused.details()
+    # Within the limit, TensorFlow's rule holds: a declared shape is filled with the last value.
+    reply = stub.Predict(declared_tensor([2, 8, 8], float_val=[0.25, 0.5]), timeout=30)
+    filled = np.full((2, 8, 8), 0.5, np.float32)
+    filled.flat[0] = 0.25
+    expected = in_process(bases["digits"], 1, "serving_default", inputs=filled)["logits"]
+    np.testing.assert_allclose(codec.from_tensor_proto(reply.outputs["logits"]), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("request_, message", [
+    (declared_tensor([1, 8, 8], dtype=types_pb2.DT_VARIANT), "input 'inputs' is variant but signature"),
+    (declared_tensor([1, 8, 8], dtype=types_pb2.DT_RESOURCE), "input 'inputs' is resource but signature"),
+    (declared_tensor([1, 8, 8], dtype=999), "input 'inputs' is unknown DataType 999 but signature"),
+    (declared_tensor([1, 8, 8], tensor_content=b"\0" * 8), "carries 8 bytes of tensor_content, but its shape"),
+    (declared_tensor([-1, 8, 8]), "negative dimension"),
+    (declared_tensor([0, 2 ** 62, 2 ** 62]), "shape [0, 4611686018427387904, 4611686018427387904]"),
+    (declared_tensor([1] * 65), "has 65 dimensions"),
+], ids=["variant", "resource", "unknown-dtype", "content-size", "negative-dim", "overflow", "rank"])
+def test_malformed_tensor_protos_are_invalid_arguments(server, request_, message):
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}"))
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.Predict(request_, timeout=30)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in refused.value.details()
+
+
+def test_a_large_json_body_is_refused_without_decoding_it_into_objects(server):
+    body = codec.dumps({"instances": [1.0] * 240_000})  # 960 KB, under the server's 1 MB limit
+    replies = []
+    growth = peak_rss_growth_mb(lambda: replies.append(rest(server, "POST", "/v1/models/digits:predict", raw=body)))
+    assert replies[0][0] == 400 and "has shape [240000] but signature" in replies[0][1]["error"]
+    assert growth < 20 * len(body) / 1e6, growth  # orjson's float objects, and nothing per instance
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"[" * 100_000, "JSON Parse error"),
+    (b'{"instances": ' + b"[" * 2000 + b"]" * 2000 + b"}", "depth limit exceeded"),
+    (b'{"instances": [NaN, ' + b"[" * 990 + b"]" * 990 + b"]}", "nested too deeply"),
+    (b'{"instances": ' + b"[" * 100 + b"0.5" + b"]" * 100 + b"}", "nested more than 64 deep"),
+    (json.dumps({"instances": [IMAGE], "signature_name": "serving_default",
+                 "inputs": {"x": [[{"deep": [[[[]]]]}]]}}).encode(), "only one of"),
+], ids=["unclosed", "deep-orjson", "deep-nan", "rank", "both-keys"])
+def test_deep_json_is_a_client_error(server, body, message):
+    status, reply = rest(server, "POST", "/v1/models/digits:predict", raw=body)
+    assert status == 400 and message in reply["error"]
+
+
+def test_no_hostile_request_above_was_answered_as_a_server_fault(server):
+    text = requests.get(f"http://127.0.0.1:{server.rest_port}/monitoring/prometheus/metrics").text
+    assert 'status="INTERNAL"' not in text
+
+
 def test_grpc_max_threads_bounds_the_requests_handled_at_once(bases, tmp_path):
     # Two concurrent requests with room for both in one batch: with one handler thread the
     # second is not taken until the first is answered, so each runs in a batch of its own.

@@ -24,6 +24,8 @@ from tfbig.serving.errors import invalid_argument
 B64_KEY = "b64"
 BYTES_SUFFIX = "_bytes"
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+# The most dimensions a decoded tensor may have: numpy's own limit (TensorFlow's is 254).
+MAX_RANK = 64
 
 
 # --- TensorProto ------------------------------------------------------------
@@ -94,21 +96,26 @@ def _decode_b64(value) -> bytes:
         raise invalid_argument("Unable to base64 decode") from None
 
 
-def _shape_of(value) -> list[int]:
+def json_shape(value) -> tuple[int, ...]:
+    """The shape of nested JSON lists, read down their first elements (`_flatten` checks
+    the rest); refused past MAX_RANK, before anything recurses that deep."""
     shape = []
     while isinstance(value, list):
         shape.append(len(value))
+        if len(shape) > MAX_RANK:
+            raise invalid_argument(f"JSON arrays are nested more than {MAX_RANK} deep; "
+                                   f"a tensor has at most {MAX_RANK} dimensions")
         if not value:
             break
         value = value[0]
-    return shape
+    return tuple(shape)
 
 
-def _flatten(value, shape: list[int], level: int, out: list) -> None:
+def _flatten(value, shape: tuple[int, ...], level: int, out: list) -> None:
     if not isinstance(value, list):
         if level != len(shape):
             raise invalid_argument(
-                f"JSON Value: {value!r} found at incorrect level: {level + 1} in the JSON DOM. "
+                f"JSON Value: {_value_text(value)} found at incorrect level: {level + 1} in the JSON DOM. "
                 f"Expected at level: {len(shape)}")
         out.append(value)
         return
@@ -118,6 +125,9 @@ def _flatten(value, shape: list[int], level: int, out: list) -> None:
         raise invalid_argument(
             f"Encountered list at unexpected size: {len(value)} at level: {level} "
             f"expected size: {shape[level]}")
+    if level == len(shape) - 1 and list not in set(map(type, value)):
+        out.extend(value)  # the innermost lists hold the leaves: no call per leaf
+        return
     for item in value:
         _flatten(item, shape, level + 1, out)
 
@@ -129,8 +139,17 @@ def _json_type(value) -> str:
     return {dict: "Object", list: "Array", str: "String"}.get(type(value), "Number")
 
 
+def _value_text(value) -> str:
+    """A JSON value for an error message: short, and safe however deeply it nests."""
+    try:
+        text = orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:  # nested past orjson's writer limit, or NaN
+        text = "[...]" if isinstance(value, list) else "{...}" if isinstance(value, dict) else repr(value)
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
 def _type_error(value, dtype_enum: int):
-    return invalid_argument(f"JSON Value: {json.dumps(value)} Type: {_json_type(value)} "
+    return invalid_argument(f"JSON Value: {_value_text(value)} Type: {_json_type(value)} "
                             f"is not of expected type: {type_string(dtype_enum)}")
 
 
@@ -152,17 +171,36 @@ def _leaf(value, dtype_enum: int, kind: str):
     return value
 
 
-def json_to_array(value, dtype_enum: int) -> np.ndarray:
-    """A JSON value (scalar or nested lists) as an array of the signature's dtype."""
-    dtype = numpy_dtype(dtype_enum)
-    shape = _shape_of(value)
-    leaves: list = []
-    _flatten(value, shape, 0, leaves)
-    values = [_leaf(v, dtype_enum, dtype.kind) for v in leaves]
+# The Python types a JSON leaf may have for each numpy kind (bool is not an int here).
+_LEAF_TYPES = {"b": {bool}, "i": {int}, "u": {int}, "f": {int, float}, "c": {int, float}}
+
+
+def _numeric_leaves(leaves: list, dtype_enum: int, dtype: np.dtype) -> np.ndarray:
+    """Numbers straight into an array: their types are checked in one pass at C speed (a
+    Python check per leaf costs more than the conversion), the offender found only on failure."""
+    if not set(map(type, leaves)) <= _LEAF_TYPES.get(dtype.kind, set()):
+        for value in leaves:
+            _leaf(value, dtype_enum, dtype.kind)
+        raise invalid_argument(f"JSON values are not of expected type: {type_string(dtype_enum)}")
     try:
-        array = np.array(values, dtype=dtype)
+        with np.errstate(over="ignore"):  # a decimal past float32's range is inf, as a C++ cast makes it
+            return np.array(leaves, dtype=dtype)
     except OverflowError:
         raise invalid_argument(f"a value does not fit {dtype_name(dtype_enum)}") from None
+
+
+def json_to_array(value, dtype_enum: int, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """A JSON value (scalar or nested lists) as an array of the signature's dtype; `shape`
+    is `json_shape(value)` when the caller has it already."""
+    dtype = numpy_dtype(dtype_enum)
+    shape = json_shape(value) if shape is None else shape
+    leaves: list = []
+    _flatten(value, shape, 0, leaves)
+    if dtype.kind == "O":
+        array = np.empty(len(leaves), dtype=object)
+        array[:] = [_leaf(v, dtype_enum, "O") for v in leaves]
+    else:
+        array = _numeric_leaves(leaves, dtype_enum, dtype)
     return array.reshape(shape)
 
 
@@ -181,11 +219,18 @@ def dumps(doc) -> bytes:
 
 
 def loads(text: bytes | str):
-    """Parse JSON; NaN and Infinity, which TF Serving reads and writes, parse too."""
+    """Parse JSON; NaN and Infinity, which TF Serving reads and writes, parse too. Nesting
+    is bounded by orjson (1024 levels); the fallback that reads the NaN tokens stops at
+    Python's recursion limit, which answers as a parse error too."""
     try:
         return orjson.loads(text)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as error:
+        if "depth limit" in str(error):
+            raise
+    try:
         return json.loads(text)  # accepts the NaN/Infinity tokens; raises for real errors
+    except RecursionError:
+        raise ValueError("JSON arrays or objects are nested too deeply") from None
 
 
 # --- numpy -> JSON ------------------------------------------------------------
@@ -270,7 +315,7 @@ def json_to_output(value, dtype_enum: int) -> np.ndarray:
         return np.asarray(value, dtype=dtype)
     decode = np.frompyfunc(
         lambda v: _decode_b64(v) if is_b64(v) else str(v).encode("utf-8"), 1, 1)
-    shape = _shape_of(value)
+    shape = json_shape(value)
     leaves: list = []
     _flatten(value, shape, 0, leaves)
     out = np.empty(len(leaves), dtype=object)

@@ -75,6 +75,7 @@ class ServeOptions:
     allowed_batch_sizes: str = ""
     prometheus_path: str = ""
     max_request_bytes: int = 64 << 20
+    max_tensor_bytes: int = 0  # 0: max_request_bytes, the most a client could send outright
     max_request_batch_size: int = 0
     drain_seconds: float = 10.0
     config_dir: str = ""
@@ -99,6 +100,8 @@ _HELP = {
     "allowed_batch_sizes": "comma-separated sizes batches are padded up to",
     "prometheus_path": "serve Prometheus metrics at this path (else monitoring_config_file)",
     "max_request_bytes": "largest request body / gRPC message accepted (embedded server)",
+    "max_tensor_bytes": "most bytes one request's inputs may take once decoded, declared shapes "
+                        "filled included (embedded server); 0 = --max_request_bytes",
     "max_request_batch_size": "largest first dimension one request may send; 0 = no limit",
     "drain_seconds": "on SIGTERM, how long in-flight requests may take to finish",
     "config_dir": "where config files for tensorflow_model_server are written",

@@ -7,8 +7,11 @@ the two protocols cannot drift apart in behaviour or error codes.
 
 from __future__ import annotations
 
+import logging
 import os
+import uuid
 
+import grpc
 import numpy as np
 from google.protobuf import any_pb2
 from tensorflow_serving.apis import (
@@ -18,11 +21,14 @@ from tensorflow_serving.apis import (
 
 from tfbig.export.warmup import WARMUP_FILE, read_warmup
 from tfbig.serving import codec
-from tfbig.serving.errors import deadline_exceeded, invalid_argument
+from tfbig.serving.errors import ServingError, deadline_exceeded, invalid_argument
+from tfbig.serving.server.inputs import InputBudget, check_names, tensor_input
 from tfbig.serving.server.models import ModelManager
 from tfbig.serving.server.servable import (
     DEFAULT_SIGNATURE, Servable, classification_result, regression_result,
 )
+
+log = logging.getLogger("tfbig.serving")
 
 SIGNATURE_DEF_FIELD = "signature_def"
 # Passed as the batcher by warmup replay: no batching and no per-request row limit.
@@ -51,6 +57,16 @@ def serialized_examples(request_input) -> np.ndarray:
     return array
 
 
+def server_fault(api: str, error: Exception) -> ServingError:
+    """A request that failed through no fault of its own: the traceback goes to the server's
+    log under an incident id, the client gets INTERNAL with that id and nothing of the
+    exception (it counts in request_count{status="INTERNAL"})."""
+    incident = uuid.uuid4().hex[:12]
+    log.error("%s failed (incident %s)", api or "request", incident, exc_info=error)
+    return ServingError(grpc.StatusCode.INTERNAL,
+                        f"internal server error (incident {incident} in the server's log)")
+
+
 def require_model_spec(request) -> None:
     """TF Serving refuses a request whose model_spec is unset before it looks for a model
     (predict_impl.cc, classification_service.cc, regression_service.cc,
@@ -69,8 +85,10 @@ def _response_spec(spec: model_pb2.ModelSpec, version: int, signature: str) -> m
 class ServingCore:
     """Predict, Classify, Regress, MultiInference, metadata, status and config reload."""
 
-    def __init__(self, manager: ModelManager, *, warmup_iterations: int = 1, max_request_batch_size: int = 0):
+    def __init__(self, manager: ModelManager, *, max_tensor_bytes: int, warmup_iterations: int = 1,
+                 max_request_batch_size: int = 0):
         self.manager = manager
+        self._max_tensor_bytes = max_tensor_bytes
         self._warmup_iterations = warmup_iterations
         self._max_rows = max_request_batch_size  # clients' limit; warmup records are trusted
 
@@ -85,10 +103,17 @@ class ServingCore:
             return servable.run(signature, inputs)
         return batcher.submit(signature or DEFAULT_SIGNATURE, inputs).result(timeout)
 
-    def run_predict(self, spec: model_pb2.ModelSpec, inputs: dict[str, np.ndarray], *,
-                    output_filter=(), timeout: float | None = None):
-        """Returns (response model spec, outputs) for named numpy inputs."""
+    def budget(self) -> InputBudget:
+        """What one request's inputs may take once decoded."""
+        return InputBudget(self._max_tensor_bytes)
+
+    def run_predict(self, spec: model_pb2.ModelSpec, decode_inputs, *, output_filter=(),
+                    timeout: float | None = None):
+        """Returns (response model spec, outputs). `decode_inputs(signature name, input specs)`
+        builds the named arrays against the signature of the version that will run them."""
         with self.manager.acquire(spec) as entry:
+            signature = spec.signature_name or DEFAULT_SIGNATURE
+            inputs = decode_inputs(signature, entry.servable.input_specs(spec.signature_name))
             outputs = self._run(entry.servable, entry.batcher, spec.signature_name, inputs, timeout)
             version = entry.version
         if output_filter:
@@ -98,18 +123,16 @@ class ServingCore:
             outputs = {name: outputs[name] for name in output_filter}
         return _response_spec(spec, version, spec.signature_name), outputs
 
-    def signature_inputs(self, spec: model_pb2.ModelSpec, signature: str):
-        """The input TensorInfos of a signature (what REST needs to parse JSON)."""
-        with self.manager.acquire(spec) as entry:
-            name = signature or DEFAULT_SIGNATURE
-            if name not in entry.servable.signature_defs:
-                raise invalid_argument(f"Serving signature name: \"{name}\" not found in signature def")
-            return entry.servable.signature_defs[name].inputs
-
     def predict(self, request: predict_pb2.PredictRequest, timeout: float | None = None):
         require_model_spec(request)
-        inputs = {name: codec.from_tensor_proto(proto) for name, proto in request.inputs.items()}
-        spec, outputs = self.run_predict(request.model_spec, inputs,
+
+        def decode(signature: str, specs: dict) -> dict:
+            check_names(signature, specs, request.inputs)
+            budget = self.budget()
+            return {name: tensor_input(name, proto, specs[name], signature, budget)
+                    for name, proto in request.inputs.items()}
+
+        spec, outputs = self.run_predict(request.model_spec, decode,
                                          output_filter=list(request.output_filter), timeout=timeout)
         response = predict_pb2.PredictResponse(model_spec=spec)
         for name, value in outputs.items():

@@ -79,7 +79,8 @@ class EmbeddedServer:
             saved_model_tags=config_files.saved_model_tags(options), on_change=self._update_health)
         # --num_request_iterations_for_warmup=0 means once, as in TF Serving.
         self.core = ServingCore(self.manager, warmup_iterations=options.num_request_iterations_for_warmup or 1,
-                                max_request_batch_size=options.max_request_batch_size)
+                                max_request_batch_size=options.max_request_batch_size,
+                                max_tensor_bytes=options.max_tensor_bytes or options.max_request_bytes)
         self.grpc_port: int | None = None
         self.rest_port: int | None = None
         self._draining = False

@@ -7,7 +7,6 @@ and message TF Serving would send.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 
@@ -15,10 +14,8 @@ import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from tfbig.serving.errors import ServingError
-from tfbig.serving.server.core import ServingCore
+from tfbig.serving.server.core import ServingCore, server_fault
 from tfbig.serving.server.metrics import ServerMetrics
-
-log = logging.getLogger("tfbig.serving")
 
 
 def time_remaining(context: grpc.ServicerContext) -> float | None:
@@ -41,9 +38,9 @@ class _Handler:
             return function(*args)
         except ServingError as error:
             code, message = error.code, error.message
-        except Exception as error:  # a bug must answer INTERNAL, not drop the connection
-            log.exception("%s failed", api)
-            code, message = grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}"
+        except Exception as error:  # a fault of the server's answers INTERNAL, not a dropped connection
+            fault = server_fault(api, error)
+            code, message = fault.code, fault.message
         finally:
             self._metrics.record(model_name, api, "GRPC", code, time.perf_counter() - start)
         context.abort(code, message)

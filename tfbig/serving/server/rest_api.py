@@ -27,8 +27,9 @@ from tensorflow_serving.apis import (
 
 from tfbig.serving import codec
 from tfbig.serving.errors import ServingError, deadline_exceeded, invalid_argument
-from tfbig.serving.server.core import SIGNATURE_DEF_FIELD, ServingCore
+from tfbig.serving.server.core import SIGNATURE_DEF_FIELD, ServingCore, server_fault
 from tfbig.serving.server.handler_pool import HandlerPool
+from tfbig.serving.server.inputs import InputBudget, InputSpec, json_input
 from tfbig.serving.server.metrics import ServerMetrics
 
 # TF Serving's own patterns (model_servers/http_rest_api_util.cc).
@@ -73,54 +74,60 @@ def parse_json(body: bytes) -> dict:
     return doc
 
 
-def _instance_item(value, name: str, info, shapes: dict) -> np.ndarray:
-    array = codec.json_to_array(value, info.dtype)
-    if shapes.setdefault(name, array.shape) != array.shape:
-        raise invalid_argument(f"Expecting shape {list(shapes[name])} but got: {list(array.shape)}")
-    return array
+def _instances_input(name: str, items: list, spec: InputSpec, signature: str, budget: InputBudget):
+    """One input's values across the instances, stacked: every item must have the first one's
+    shape (json_tensor.cc), so the count is known, and charged, before a leaf is converted."""
+    shape = codec.json_shape(items[0])
+    for index, item in enumerate(items):
+        if isinstance(item, list) != bool(shape) or (shape and len(item) != shape[0]):
+            got = codec.json_shape(item)
+            raise invalid_argument(f"Failed to process element: {index} of 'instances' list. "
+                                   f"Error: Expecting shape {list(shape)} but got: {list(got)}")
+    try:
+        return json_input(name, items, spec, signature, budget)
+    except ServingError as error:
+        raise invalid_argument(f"Failed to process 'instances' list for input '{name}'. "
+                               f"Error: {error.message}") from None
 
 
-def instances_to_inputs(instances: list, infos) -> dict[str, np.ndarray]:
+def instances_to_inputs(instances: list, specs: dict[str, InputSpec], signature: str,
+                        budget: InputBudget) -> dict[str, np.ndarray]:
     """Row format: one entry per example, objects keyed by input name when there are several."""
-    names = sorted(infos)
+    names = sorted(specs)
     as_objects = isinstance(instances[0], dict) and not codec.is_b64(instances[0])
     if not as_objects and len(names) > 1:
         raise invalid_argument("instances is a plain list, but expecting list of objects as multiple "
                                "input tensors required as per tensorinfo_map")
+    if not as_objects:
+        return {names[0]: _instances_input(names[0], instances, specs[names[0]], signature, budget)}
     columns: dict[str, list] = {name: [] for name in names}
-    shapes: dict = {}
     for index, item in enumerate(instances):
-        is_object = isinstance(item, dict) and not codec.is_b64(item)
-        try:
-            if as_objects != is_object:
-                raise invalid_argument(f"Expecting {'object' if as_objects else 'value/list'} but got "
-                                       f"{'object' if is_object else 'list'} at item {index} of input list")
-            if as_objects:
-                if set(item) != set(names):
-                    raise invalid_argument(f"JSON object keys {sorted(item)} must be equal to: {','.join(names)}")
-                for name in names:
-                    columns[name].append(_instance_item(item[name], name, infos[name], shapes))
-            else:
-                columns[names[0]].append(_instance_item(item, names[0], infos[names[0]], shapes))
-        except ServingError as error:
-            raise invalid_argument(f"Failed to process element: {index} of 'instances' list. "
-                                   f"Error: {error.message}") from None
-    return {name: np.stack(values) for name, values in columns.items()}
+        if not isinstance(item, dict) or codec.is_b64(item):
+            raise invalid_argument(f"Failed to process element: {index} of 'instances' list. Error: "
+                                   f"Expecting object but got list at item {index} of input list")
+        if item.keys() != columns.keys():
+            raise invalid_argument(f"Failed to process element: {index} of 'instances' list. Error: "
+                                   f"JSON object keys {sorted(item)} must be equal to: {','.join(names)}")
+        for name in names:
+            columns[name].append(item[name])
+    return {name: _instances_input(name, column, specs[name], signature, budget)
+            for name, column in columns.items()}
 
 
-def columns_to_inputs(value, infos) -> dict[str, np.ndarray]:
+def columns_to_inputs(value, specs: dict[str, InputSpec], signature: str,
+                      budget: InputBudget) -> dict[str, np.ndarray]:
     """Columnar format: one value per input (just the value when there is one input)."""
     if not isinstance(value, dict) or codec.is_b64(value):
-        if len(infos) > 1:
+        if len(specs) > 1:
             raise invalid_argument("inputs is a plain value/list, but expecting an object as multiple "
                                    "input tensors required as per tensorinfo_map")
-        name = next(iter(infos))
-        return {name: codec.json_to_array(value, infos[name].dtype)}
+        name = next(iter(specs))
+        return {name: json_input(name, value, specs[name], signature, budget)}
     inputs = {}
-    for name, info in infos.items():
+    for name, spec in specs.items():
         if name not in value:
             raise invalid_argument(f"Missing named input: {name} in 'inputs' object.")
-        inputs[name] = codec.json_to_array(value[name], info.dtype)
+        inputs[name] = json_input(name, value[name], spec, signature, budget)
     return inputs
 
 
@@ -254,8 +261,8 @@ class RestApi:
             raise invalid_argument(f"Malformed request: {method} {path}")
         except ServingError as error:
             return model_name, api, error
-        except Exception as error:  # a bug answers 500 with its message; the server lives on
-            return model_name, api, ServingError(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
+        except Exception as error:  # a fault of the server's answers 500; it lives on
+            return model_name, api, server_fault(api, error)
 
     def _post(self, method: str, spec: model_pb2.ModelSpec, body: bytes):
         doc = parse_json(body)
@@ -272,7 +279,6 @@ class RestApi:
         return self._predict(spec, doc)
 
     def _predict(self, spec: model_pb2.ModelSpec, doc: dict):
-        infos = self._core.signature_inputs(spec, spec.signature_name)
         if "instances" in doc and "inputs" in doc:
             raise invalid_argument("Not formatted correctly expecting only one of 'inputs' or "
                                    "'instances' keys to exist")
@@ -282,12 +288,15 @@ class RestApi:
                 raise invalid_argument("Expecting 'instances' to be an list/array")
             if not instances:
                 raise invalid_argument("No values in 'instances' array")
-            inputs = instances_to_inputs(instances, infos)
+
+            def decode(signature, specs):
+                return instances_to_inputs(instances, specs, signature, self._core.budget())
         elif "inputs" in doc:
-            inputs = columns_to_inputs(doc["inputs"], infos)
+            def decode(signature, specs):
+                return columns_to_inputs(doc["inputs"], specs, signature, self._core.budget())
         else:
             raise invalid_argument("Missing 'inputs' or 'instances' key")
-        _, outputs = self._core.run_predict(spec, inputs, timeout=self._timeout)
+        _, outputs = self._core.run_predict(spec, decode, timeout=self._timeout)
         if "instances" in doc:
             return {"predictions": codec.rows_to_json(outputs)}
         return {"outputs": codec.columns_to_json(outputs)}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-from typing import NamedTuple
 
 import grpc
 import numpy as np
@@ -20,6 +19,7 @@ from tensorflow_serving.apis import classification_pb2, regression_pb2
 from tfbig.serving import codec
 from tfbig.serving.errors import ServingError, invalid_argument
 from tfbig.serving.options import SERVE_TAG
+from tfbig.serving.server.inputs import InputSpec, check_names, check_shape
 
 DEFAULT_SIGNATURE = "serving_default"
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
@@ -41,34 +41,6 @@ def read_signature_defs(path: str, tags: frozenset[str]) -> dict[str, meta_graph
     raise ServingError(grpc.StatusCode.NOT_FOUND,
                        f"Could not find meta graph def matching supplied tags: {{ {' '.join(sorted(tags))} }}. "
                        f"The SavedModel's tag sets: {', '.join(available) or 'none'} (pick one with --saved_model_tags)")
-
-
-class InputSpec(NamedTuple):
-    """What a SignatureDef declares for one input, read out of its proto once at load:
-    every request is checked against it, and proto fields are slow to walk."""
-
-    dtype_enum: int
-    dtype: np.dtype
-    dims: tuple[int, ...] | None  # None: any shape; -1: any size
-
-    @classmethod
-    def of(cls, info: meta_graph_pb2.TensorInfo) -> "InputSpec":
-        dims = None if info.tensor_shape.unknown_rank else tuple(d.size for d in info.tensor_shape.dim)
-        return cls(info.dtype, codec.numpy_dtype(info.dtype), dims)
-
-    def accepts_dtype(self, dtype: np.dtype) -> bool:
-        if self.dtype.kind == "O":
-            return dtype.kind in "OSU"
-        return dtype == self.dtype
-
-    def accepts_shape(self, shape: tuple) -> bool:
-        return self.dims is None or (
-            len(self.dims) == len(shape) and all(d < 0 or d == s for d, s in zip(self.dims, shape)))
-
-    def shape_text(self) -> str:
-        if self.dims is None:
-            return "any shape"
-        return "[" + ", ".join("?" if d < 0 else str(d) for d in self.dims) + "]"
 
 
 def direct_call(signature):
@@ -117,27 +89,23 @@ class Servable:
         open first dimension); looked up on every request, so decided once at load."""
         return self._batchable[signature_name or DEFAULT_SIGNATURE]
 
+    def input_specs(self, signature_name: str) -> dict[str, InputSpec]:
+        """What the signature takes, by input name; FAILED_PRECONDITION for an unknown signature."""
+        self.signature_def(signature_name)
+        return self._input_specs[signature_name or DEFAULT_SIGNATURE]
+
     def check_inputs(self, signature_name: str, inputs: dict[str, np.ndarray], max_rows: int = 0) -> None:
         """Names, dtypes and shapes as the SignatureDef declares; at most `max_rows` rows (0: any)."""
-        self.signature_def(signature_name)  # FAILED_PRECONDITION for an unknown signature
-        specs = self._input_specs[signature_name or DEFAULT_SIGNATURE]
-        if specs.keys() != inputs.keys():
-            expected, sent = set(specs), set(inputs)
-            raise invalid_argument(
-                f"input size does not match signature: {len(sent)}!={len(expected)} "
-                f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(expected))}}}). "
-                f"Sent extra: {{{','.join(sorted(sent - expected))}}}. "
-                f"Missing but required: {{{','.join(sorted(expected - sent))}}}.")
+        specs = self.input_specs(signature_name)
+        signature = signature_name or DEFAULT_SIGNATURE
+        check_names(signature, specs, inputs)
         for name, value in inputs.items():
             spec = specs[name]
             if not spec.accepts_dtype(value.dtype):
                 raise invalid_argument(
                     f"input '{name}' is {value.dtype.name if value.dtype.kind != 'O' else 'string'} but "
-                    f"signature '{signature_name or DEFAULT_SIGNATURE}' expects {codec.dtype_name(spec.dtype_enum)}")
-            if not spec.accepts_shape(value.shape):
-                raise invalid_argument(
-                    f"input '{name}' has shape {list(value.shape)} but signature "
-                    f"'{signature_name or DEFAULT_SIGNATURE}' expects {spec.shape_text()}")
+                    f"signature '{signature}' expects {codec.dtype_name(spec.dtype_enum)}")
+            check_shape(name, signature, spec, value.shape)
             if max_rows and value.ndim and value.shape[0] > max_rows:
                 raise invalid_argument(
                     f"input '{name}' has {value.shape[0]} rows; this server accepts at most "
