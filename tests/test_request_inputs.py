@@ -43,6 +43,15 @@ def assert_client_error(error: ServingError) -> None:
     assert error.message and not any(name in error.message for name in EXCEPTION_NAMES), error.message
 
 
+def decoded_or_refused(decode, *args):
+    """What `decode` returns, or None once its refusal is checked to be a client error."""
+    try:
+        return decode(*args)
+    except ServingError as error:
+        assert_client_error(error)
+        return None
+
+
 dims_strategy = st.lists(
     st.one_of(st.integers(0, 6), st.sampled_from([-1, -(2 ** 31), 2 ** 31, 2 ** 40, 2 ** 63 - 1])),
     max_size=5)
@@ -74,10 +83,8 @@ def tensor_protos(draw, dtypes=HOSTILE_DTYPES):
        spec_dims=st.one_of(st.none(), st.lists(st.sampled_from([-1, 0, 1, 2, 3]), max_size=4).map(tuple)))
 def test_a_tensor_proto_is_decoded_within_its_signature_and_budget_or_refused(proto, spec_dtype, spec_dims):
     spec = spec_of(spec_dtype, spec_dims)
-    try:
-        array = tensor_input("x", proto, spec, "serving_default", InputBudget(BUDGET))
-    except ServingError as error:
-        assert_client_error(error)
+    array = decoded_or_refused(tensor_input, "x", proto, spec, "serving_default", InputBudget(BUDGET))
+    if array is None:
         return
     assert proto.dtype == spec_dtype and array.dtype == spec.dtype
     assert spec.accepts_shape(array.shape) and array.size * spec.element_bytes() <= BUDGET
@@ -89,10 +96,8 @@ def test_what_is_accepted_reads_as_tensorflow_reads_it(proto):
     """TensorFlow's own parser (tensor.cc's FromProto, behind tf.io.parse_tensor) decides what
     a TensorProto holds: filled shapes, ignored extras, truncated narrow integers."""
     spec = spec_of(proto.dtype, None)
-    try:
-        array = tensor_input("x", proto, spec, "serving_default", InputBudget(BUDGET))
-    except ServingError as error:
-        assert_client_error(error)
+    array = decoded_or_refused(tensor_input, "x", proto, spec, "serving_default", InputBudget(BUDGET))
+    if array is None:
         return
     out_type = tf.dtypes.as_dtype(proto.dtype)
     expected = np.asarray(tf.io.parse_tensor(proto.SerializeToString(), out_type).numpy(), dtype=array.dtype)
@@ -129,10 +134,8 @@ json_values = st.recursive(json_leaves, lambda inner: st.lists(inner, max_size=4
        spec_dims=st.one_of(st.none(), st.lists(st.sampled_from([-1, 1, 2]), max_size=3).map(tuple)))
 def test_a_json_value_is_decoded_within_its_signature_and_budget_or_refused(value, spec_dtype, spec_dims):
     spec = spec_of(spec_dtype, spec_dims)
-    try:
-        array = json_input("x", value, spec, "serving_default", InputBudget(BUDGET))
-    except ServingError as error:
-        assert_client_error(error)
+    array = decoded_or_refused(json_input, "x", value, spec, "serving_default", InputBudget(BUDGET))
+    if array is None:
         return
     assert array.dtype == spec.dtype and spec.accepts_shape(array.shape)
     if spec.dtype.kind in "fi" and array.size:  # numbers read as numpy reads the same lists
@@ -147,10 +150,8 @@ def test_instances_are_stacked_or_refused(instances, two_inputs):
     if two_inputs:
         specs["tag"] = spec_of(types_pb2.DT_STRING, None)
         instances = [{"x": item, "tag": "a"} for item in instances]
-    try:
-        inputs = instances_to_inputs(instances, specs, "serving_default", InputBudget(BUDGET))
-    except ServingError as error:
-        assert_client_error(error)
+    inputs = decoded_or_refused(instances_to_inputs, instances, specs, "serving_default", InputBudget(BUDGET))
+    if inputs is None:
         return
     assert {len(array) for array in inputs.values()} == {len(instances)}
 
@@ -158,10 +159,8 @@ def test_instances_are_stacked_or_refused(instances, two_inputs):
 @SETTINGS
 @given(body=st.one_of(st.binary(max_size=64), json_values.map(lambda v: json.dumps({"instances": v}).encode())))
 def test_any_body_parses_or_is_a_parse_error(body):
-    try:
-        doc = parse_json(body)
-    except ServingError as error:
-        assert_client_error(error)
+    doc = decoded_or_refused(parse_json, body)
+    if doc is None:
         return
     assert isinstance(doc, dict)
 
