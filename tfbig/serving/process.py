@@ -50,6 +50,11 @@ class ServerProcess:
         self._process: subprocess.Popen | None = None
 
     @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs (benchmarks read its memory from /proc)."""
+        return self._process.pid if self._process is not None else None
+
+    @property
     def grpc_target(self) -> str:
         return f"localhost:{self.grpc_port}"
 

@@ -17,6 +17,7 @@ JSON array is known from its shape before its leaves are converted.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import NamedTuple
 
@@ -159,9 +160,10 @@ def _given_values(proto: tensor_pb2.TensorProto, spec: InputSpec, count: int):
     per_element = 2 if spec.dtype.kind == "c" else 1
     values = getattr(proto, field)
     sent = min(len(values) // per_element, count)
+    # fromiter: one Python number at a time, never a list of all of them (32 bytes each).
+    wire = np.fromiter(itertools.islice(values, sent * per_element), dtype=wire_type, count=sent * per_element)
     if wire_type is object:
-        return list(values[:sent])
-    wire = np.asarray(values[:sent * per_element], dtype=wire_type)
+        return wire
     if spec.dtype_enum in _HALF_BITS:
         return wire.astype(np.uint16).view(spec.dtype)
     if per_element == 2:
