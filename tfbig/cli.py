@@ -1,10 +1,11 @@
 """The `tfbig` command line: one small function per subcommand.
 
 TensorFlow takes seconds to import, so subcommands import it lazily and
-`tfbig --help` / `tfbig --version` answer at once. Every error a user can
-cause (a bad config, a missing file, an unusable strategy, a diverged run) is
-printed as one line naming the problem, with exit status 2 for bad input and
-1 for a failed run, instead of a traceback.
+`tfbig --help` / `tfbig --version` answer at once. Every error tfbig raises
+on purpose derives from `tfbig.errors.TfbigError` and is printed as one line
+naming the problem, with exit status 2 for bad input (`UsageError`: a bad
+config, a missing file) and 1 for failed work (`RunError`: a diverged run,
+damaged checkpoints, an unreachable server), instead of a traceback.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import sys
 
 import tfbig
+from tfbig.errors import TfbigError
 
 EXAMPLES = """\
 examples:
@@ -240,12 +242,9 @@ def cmd_models(args) -> int:
 
 def cmd_report(args) -> int:
     """Write RUN_DIR/report/index.html (training, compression, export, serving) and open it."""
-    from tfbig.report import ReportError, write_report
+    from tfbig.report import write_report
 
-    try:
-        files = write_report(args.run_dir)
-    except ReportError as e:
-        return _usage_error(args, str(e))
+    files = write_report(args.run_dir)
     print(f"report: {files.html}")
     if args.open:
         import webbrowser
@@ -392,27 +391,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
-    if not getattr(args, "loads_tensorflow", True):
-        return args.handler(args)
-    from tfbig.config import ConfigError
-    from tfbig.data import DataError
-    from tfbig.distribute import StrategyError
-    from tfbig.export import ArtifactError, ExportError
-    from tfbig.serving import ServeConfigError, ServingError
-    from tfbig.serving.model_server import ModelServerError
-    from tfbig.lifecycle import LifecycleError
-    from tfbig.pipeline import PipelineError
-    from tfbig.train import TrainingDivergedError
-
     try:
         return args.handler(args)
-    except (StrategyError, TrainingDivergedError, ArtifactError, ServingError, ModelServerError,
-            PipelineError) as e:
+    except TfbigError as e:
         print(f"tfbig {args.command}: error: {e}", file=sys.stderr)
-        return 1
-    except (ConfigError, DataError, ExportError, ServeConfigError, LifecycleError) as e:
-        print(f"tfbig {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     except KeyboardInterrupt:
         # An interrupted export leaves no version (it is staged); a run resumes.
         hint = ("; resume from the last checkpoint by running the same command again"

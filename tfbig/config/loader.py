@@ -18,9 +18,10 @@ from typing import Any, Iterable, Literal, Union
 import yaml
 
 from tfbig.config import schema
+from tfbig.errors import UsageError
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError, ValueError):
     """A config value is missing, unknown, of the wrong type or out of range."""
 
 

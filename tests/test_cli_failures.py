@@ -1,0 +1,40 @@
+"""Every documented way a `tfbig` command fails ends in one line and exit 1 or 2.
+
+Each case is a failure a user meets (a bad config, a missing run, damaged
+checkpoints, a full disk, a busy port, an unreachable server, Ctrl-C) and is
+checked the same way: the exit status, the first line of stderr
+`tfbig CMD: error: ...` and no traceback. Calls are in-process where they
+can be; one tiny trained run is shared by the cases that need a run.
+"""
+
+import re
+import socket
+from pathlib import Path
+
+import pytest
+
+import tfbig
+from tfbig.cli import main
+from tfbig.errors import RunError, UsageError
+
+def assert_one_line_error(capsys, command: str, status: int, code: int, *, match: str = "") -> str:
+    """The command exited `code` with `tfbig COMMAND: error: ...` first and no traceback."""
+    err = capsys.readouterr().err
+    assert status == code, err
+    assert err.startswith(f"tfbig {command}: error: "), err
+    assert "Traceback" not in err
+    assert re.search(match, err.splitlines()[0]), err
+    return err
+
+
+def test_every_tfbig_error_is_a_usage_or_a_run_error():
+    source = Path(tfbig.__file__).parent
+    defined = {m.group(1): path for path in source.rglob("*.py")
+               for m in re.finditer(r"^class (\w+Error)\(", path.read_text(), re.M)}
+    assert len(defined) >= 16
+    for name, path in defined.items():
+        if path.name == "errors.py" and path.parent == source:
+            continue  # the hierarchy itself
+        module = ".".join(path.relative_to(source.parent).with_suffix("").parts)
+        cls = getattr(__import__(module, fromlist=[name]), name)
+        assert issubclass(cls, (UsageError, RunError)), f"{module}.{name}"
