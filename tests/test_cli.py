@@ -8,6 +8,7 @@ import pytest
 
 from tfbig import __version__
 from tfbig.cli import main
+from tfbig.config import load_config
 from tfbig.train import read_metrics
 
 
@@ -95,3 +96,13 @@ def test_mirrored_training_from_a_fresh_process_splits_the_cpu(tmp_path):
                      "--set", "train.progress_bar=false")
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"trained to step 4 in {tmp_path}" in result.stdout
+
+
+def test_a_copied_run_trains_in_its_own_directory(tiny_run, tiny_run_copy, capsys):
+    # cp -r runs/a runs/b; tfbig train runs/b/config.yaml: the saved output.dir names runs/a.
+    assert main(["train", str(tiny_run_copy / "config.yaml"), "--set", "train.steps=6"]) == 0
+    assert f"trained to step 6 in {tiny_run_copy}" in capsys.readouterr().out
+    assert [r["step"] for r in read_metrics(tiny_run_copy) if "loss" in r] == [2, 4, 6]
+    assert [r["step"] for r in read_metrics(tiny_run) if "loss" in r] == [2, 4]
+    # --output-dir (or --set output.dir=...) still chooses another directory.
+    assert load_config(tiny_run_copy / "config.yaml", ["output.dir=elsewhere"]).output.dir == "elsewhere"
