@@ -38,3 +38,15 @@ def test_every_tfbig_error_is_a_usage_or_a_run_error():
         module = ".".join(path.relative_to(source.parent).with_suffix("").parts)
         cls = getattr(__import__(module, fromlist=[name]), name)
         assert issubclass(cls, (UsageError, RunError)), f"{module}.{name}"
+
+
+# ------------------------------------------------------------------- train
+
+
+def test_train_with_every_checkpoint_damaged(tiny_run_copy, capsys):
+    for data_file in (tiny_run_copy / "checkpoints").glob("ckpt-*.data-*"):
+        data_file.write_bytes(b"")
+    with pytest.warns(UserWarning, match="unreadable"):
+        status = main(["train", str(tiny_run_copy / "config.yaml"), "--set", "train.steps=6"])
+    assert_one_line_error(capsys, "train", status, 1, match="no readable checkpoint in .*ckpt-4, ckpt-2 "
+                                                            "are damaged. Move the directory away")
