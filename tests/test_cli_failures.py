@@ -7,6 +7,8 @@ checked the same way: the exit status, the first line of stderr
 can be; one tiny trained run is shared by the cases that need a run.
 """
 
+import errno
+import os
 import re
 import socket
 from pathlib import Path
@@ -50,3 +52,35 @@ def test_train_with_every_checkpoint_damaged(tiny_run_copy, capsys):
         status = main(["train", str(tiny_run_copy / "config.yaml"), "--set", "train.steps=6"])
     assert_one_line_error(capsys, "train", status, 1, match="no readable checkpoint in .*ckpt-4, ckpt-2 "
                                                             "are damaged. Move the directory away")
+
+
+# ------------------------------------------------------------------ export
+
+
+def _disk_full_in_savedmodel(obj, export_dir, **kwargs):
+    """tf.saved_model.save on a full disk: some bytes written, then SaveV2 fails."""
+    import tensorflow as tf
+
+    os.makedirs(os.path.join(export_dir, "variables"))
+    Path(export_dir, "variables", "variables.data-00000-of-00001").write_bytes(b"\0" * 100)
+    raise tf.errors.ResourceExhaustedError(
+        None, None, "{{function_node __wrapped__SaveV2_dtypes_2_device_/job:localhost/replica:0/task:0"
+                    "/device:CPU:0}} variables_temp/part-00000-of-00001.data-00000-of-00001.tempstate1; "
+                    "No space left on device [Op:SaveV2]")
+
+
+def _disk_full_in_python(export_dir, logs):
+    Path(export_dir, "assets.extra").mkdir()
+    raise OSError(errno.ENOSPC, "No space left on device", str(Path(export_dir, "assets.extra", "x")))
+
+
+@pytest.mark.parametrize("target, fail", [("tensorflow.saved_model.save", _disk_full_in_savedmodel),
+                                          ("tfbig.export.exporter.write_warmup", _disk_full_in_python)])
+def test_export_onto_a_full_disk(tiny_run, tmp_path, monkeypatch, capsys, target, fail):
+    monkeypatch.setattr(target, fail)
+    base = tmp_path / "models"
+    status = main(["export", str(tiny_run), "--model-base-path", str(base)])
+    assert_one_line_error(capsys, "export", status, 1,
+                          match=f"version 1 could not be written to {base}: .*No space left on device"
+                                f".*; nothing was left behind$")
+    assert os.listdir(base) == []  # no version, no hidden staging directory

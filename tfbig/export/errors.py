@@ -3,8 +3,7 @@ failed (ArtifactError: an artifact could not be converted or disagrees with
 the model; VersionWriteError: the version could not be written, e.g. on a
 full disk; both exit 1). Either way nothing was kept in the model base path.
 
-ArtifactError stays an ExportError too, as callers catch every export failure
-by that name."""
+Both stay ExportErrors too, as callers catch every export failure by that name."""
 
 from tfbig.errors import RunError, UsageError
 
@@ -19,3 +18,7 @@ class ArtifactError(RunError, ExportError):
 
 class ParityError(ArtifactError):
     """A written artifact gave other outputs than the in-memory model."""
+
+
+class VersionWriteError(RunError, ExportError):
+    """The version could not be written (a full disk, no permission)."""
