@@ -101,6 +101,10 @@ def test_mirrored_training_from_a_fresh_process_splits_the_cpu(tmp_path):
                      "--set", "train.progress_bar=false")
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"trained to step 4 in {tmp_path}" in result.stdout
+    # Quiet by default (the test session has TF_CPP_MIN_LOG_LEVEL=2): no CUDA probing,
+    # no absl banner, no CPU-feature hint.
+    assert "cuda" not in result.stderr.lower() and "absl::InitializeLog" not in result.stderr
+    assert "rebuild TensorFlow" not in result.stderr
 
 
 def test_a_copied_run_trains_in_its_own_directory(tiny_run, tiny_run_copy, capsys):

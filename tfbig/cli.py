@@ -17,6 +17,7 @@ import sys
 
 import tfbig
 from tfbig.errors import TfbigError
+from tfbig.startup import import_tensorflow, verbose_from_env
 
 EXAMPLES = """\
 examples:
@@ -47,6 +48,7 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args):
+    """The config of a command that takes one (tfbig.config imports no TensorFlow)."""
     from tfbig.config import load_config
 
     overrides = list(args.overrides)
@@ -59,7 +61,7 @@ def cmd_train(args) -> int:
     """Train (or resume) the run described by a config."""
     from tfbig.train import train
 
-    config = _load(args)
+    config = args.loaded_config
     result = train(config)
     shown = ", ".join(f"{k}={v:.4g}" for k, v in result.eval_metrics.items())
     print(f"trained to step {result.step} in {config.output.dir}" + (f": {shown}" if shown else ""))
@@ -73,7 +75,7 @@ def cmd_info(args) -> int:
     from tfbig.data import load_data
     from tfbig.models import format_stats, model_stats
 
-    config = _load(args)
+    config = args.loaded_config
     spec = load_data(config.data).spec
     stats = model_stats(
         config.model, spec, batch_size=config.train.batch_size,
@@ -195,7 +197,7 @@ def cmd_pipeline(args) -> int:
     """Train, evaluate, compress, export, validate, promote, serve and report, resumably."""
     from tfbig.pipeline import run_pipeline, serving_hint
 
-    config = _load(args)
+    config = args.loaded_config
     result = run_pipeline(config, until=args.until, keep_serving=args.keep_serving)
     if result.report:
         print(f"report: {result.report}   (tfbig report {result.run_dir})")
@@ -270,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"tfbig {tfbig.__version__}")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's own start-up logs (also: TFBIG_LOG=1)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     train = commands.add_parser("train", help=cmd_train.__doc__, description=cmd_train.__doc__)
@@ -382,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument("--name", default="tfbig-train", help="name for --k8s-manifest")
     launch.add_argument("task_command", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
     launch.set_defaults(handler=cmd_launch, loads_tensorflow=False)
+    for command in commands.choices.values():  # `tfbig CMD ... --verbose` as well
+        command.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                             help="show TensorFlow's own start-up logs (also: TFBIG_LOG=1)")
     return parser
 
 
@@ -392,6 +399,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        # What needs no TensorFlow is checked before it loads (seconds): the config.
+        if "config" in vars(args):
+            args.loaded_config = _load(args)
+        if getattr(args, "loads_tensorflow", True):
+            import_tensorflow(verbose=args.verbose or verbose_from_env())
         return args.handler(args)
     except TfbigError as e:
         print(f"tfbig {args.command}: error: {e}", file=sys.stderr)
