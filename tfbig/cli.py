@@ -264,8 +264,15 @@ def _variant_list(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line `tfbig CMD: error: ...` like every other error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tfbig",
         description="Train, compress, export and serve TensorFlow/Keras models from one config.",
         epilog=EXAMPLES,
@@ -386,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument("--name", default="tfbig-train", help="name for --k8s-manifest")
     launch.add_argument("task_command", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
     launch.set_defaults(handler=cmd_launch, loads_tensorflow=False)
+    parser.commands = commands.choices
     for command in commands.choices.values():  # `tfbig CMD ... --verbose` as well
         command.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
                              help="show TensorFlow's own start-up logs (also: TFBIG_LOG=1)")
@@ -394,7 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the command's parser: `tfbig CMD: error: ...`
+        parser.commands.get(args.command, parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
@@ -412,8 +422,8 @@ def main(argv: list[str] | None = None) -> int:
         # An interrupted export leaves no version (it is staged); a run resumes.
         hint = ("; resume from the last checkpoint by running the same command again"
                 if args.command == "train" else "; nothing was written")
-        print(f"tfbig {args.command}: interrupted{hint}", file=sys.stderr)
-        return 130
+        print(f"tfbig {args.command}: error: interrupted{hint}", file=sys.stderr)
+        return 130  # 128 + SIGINT, as shells report a Ctrl-C
 
 
 if __name__ == "__main__":
