@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from tfbig import cli
 from tfbig.export import (
-    ExportError, ParityError, export_run, restore_run, verify_manifest,
+    ExportError, ParityError, VersionWriteError, export_run, restore_run, verify_manifest,
 )
 from tfbig.export.exporter import sample_inputs
 from tfbig.export.generate import make_generate
@@ -321,8 +321,10 @@ def test_a_failure_mid_export_leaves_no_version(cnn_run, tmp_path, monkeypatch):
 
     monkeypatch.setattr(exporter, "write_manifest", broken)
     base = tmp_path / "digits"
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(VersionWriteError, match="version 1 could not be written to .*: disk full; "
+                                                "nothing was left behind") as raised:
         export_run(cnn_run, str(base))
+    assert isinstance(raised.value.__cause__, OSError)
     assert os.listdir(base) == []
 
 

@@ -1,10 +1,11 @@
 """The `tfbig` command line: one small function per subcommand.
 
 TensorFlow takes seconds to import, so subcommands import it lazily and
-`tfbig --help` / `tfbig --version` answer at once. Every error a user can
-cause (a bad config, a missing file, an unusable strategy, a diverged run) is
-printed as one line naming the problem, with exit status 2 for bad input and
-1 for a failed run, instead of a traceback.
+`tfbig --help` / `tfbig --version` answer at once. Every error tfbig raises
+on purpose derives from `tfbig.errors.TfbigError` and is printed as one line
+naming the problem, with exit status 2 for bad input (`UsageError`: a bad
+config, a missing file) and 1 for failed work (`RunError`: a diverged run,
+damaged checkpoints, an unreachable server), instead of a traceback.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import os
 import sys
 
 import tfbig
+from tfbig.errors import TfbigError
+from tfbig.startup import import_tensorflow, verbose_from_env
 
 EXAMPLES = """\
 examples:
@@ -45,6 +48,7 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args):
+    """The config of a command that takes one (tfbig.config imports no TensorFlow)."""
     from tfbig.config import load_config
 
     overrides = list(args.overrides)
@@ -57,7 +61,7 @@ def cmd_train(args) -> int:
     """Train (or resume) the run described by a config."""
     from tfbig.train import train
 
-    config = _load(args)
+    config = args.loaded_config
     result = train(config)
     shown = ", ".join(f"{k}={v:.4g}" for k, v in result.eval_metrics.items())
     print(f"trained to step {result.step} in {config.output.dir}" + (f": {shown}" if shown else ""))
@@ -71,7 +75,7 @@ def cmd_info(args) -> int:
     from tfbig.data import load_data
     from tfbig.models import format_stats, model_stats
 
-    config = _load(args)
+    config = args.loaded_config
     spec = load_data(config.data).spec
     stats = model_stats(
         config.model, spec, batch_size=config.train.batch_size,
@@ -193,7 +197,7 @@ def cmd_pipeline(args) -> int:
     """Train, evaluate, compress, export, validate, promote, serve and report, resumably."""
     from tfbig.pipeline import run_pipeline, serving_hint
 
-    config = _load(args)
+    config = args.loaded_config
     result = run_pipeline(config, until=args.until, keep_serving=args.keep_serving)
     if result.report:
         print(f"report: {result.report}   (tfbig report {result.run_dir})")
@@ -240,12 +244,9 @@ def cmd_models(args) -> int:
 
 def cmd_report(args) -> int:
     """Write RUN_DIR/report/index.html (training, compression, export, serving) and open it."""
-    from tfbig.report import ReportError, write_report
+    from tfbig.report import write_report
 
-    try:
-        files = write_report(args.run_dir)
-    except ReportError as e:
-        return _usage_error(args, str(e))
+    files = write_report(args.run_dir)
     print(f"report: {files.html}")
     if args.open:
         import webbrowser
@@ -263,14 +264,23 @@ def _variant_list(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line `tfbig CMD: error: ...` like every other error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tfbig",
         description="Train, compress, export and serve TensorFlow/Keras models from one config.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"tfbig {tfbig.__version__}")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's own start-up logs (also: TFBIG_LOG=1)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     train = commands.add_parser("train", help=cmd_train.__doc__, description=cmd_train.__doc__)
@@ -383,42 +393,37 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument("--name", default="tfbig-train", help="name for --k8s-manifest")
     launch.add_argument("task_command", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
     launch.set_defaults(handler=cmd_launch, loads_tensorflow=False)
+    parser.commands = commands.choices
+    for command in commands.choices.values():  # `tfbig CMD ... --verbose` as well
+        command.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                             help="show TensorFlow's own start-up logs (also: TFBIG_LOG=1)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the command's parser: `tfbig CMD: error: ...`
+        parser.commands.get(args.command, parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
-    if not getattr(args, "loads_tensorflow", True):
-        return args.handler(args)
-    from tfbig.config import ConfigError
-    from tfbig.data import DataError
-    from tfbig.distribute import StrategyError
-    from tfbig.export import ArtifactError, ExportError
-    from tfbig.serving import ServeConfigError, ServingError
-    from tfbig.serving.model_server import ModelServerError
-    from tfbig.lifecycle import LifecycleError
-    from tfbig.pipeline import PipelineError
-    from tfbig.train import TrainingDivergedError
-
     try:
+        # What needs no TensorFlow is checked before it loads (seconds): the config.
+        if "config" in vars(args):
+            args.loaded_config = _load(args)
+        if getattr(args, "loads_tensorflow", True):
+            import_tensorflow(verbose=args.verbose or verbose_from_env())
         return args.handler(args)
-    except (StrategyError, TrainingDivergedError, ArtifactError, ServingError, ModelServerError,
-            PipelineError) as e:
+    except TfbigError as e:
         print(f"tfbig {args.command}: error: {e}", file=sys.stderr)
-        return 1
-    except (ConfigError, DataError, ExportError, ServeConfigError, LifecycleError) as e:
-        print(f"tfbig {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     except KeyboardInterrupt:
         # An interrupted export leaves no version (it is staged); a run resumes.
         hint = ("; resume from the last checkpoint by running the same command again"
                 if args.command == "train" else "; nothing was written")
-        print(f"tfbig {args.command}: interrupted{hint}", file=sys.stderr)
-        return 130
+        print(f"tfbig {args.command}: error: interrupted{hint}", file=sys.stderr)
+        return 130  # 128 + SIGINT, as shells report a Ctrl-C
 
 
 if __name__ == "__main__":

@@ -18,10 +18,17 @@ from typing import Any, Iterable, Literal, Union
 import yaml
 
 from tfbig.config import schema
+from tfbig.errors import UsageError
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError, ValueError):
     """A config value is missing, unknown, of the wrong type or out of range."""
+
+
+# A run directory (see tfbig.train.run) holds its resolved config under this
+# name, beside what training writes into it (any one of RUN_MARKERS).
+RUN_CONFIG_FILE = "config.yaml"
+RUN_MARKERS = ("checkpoints", "metrics.jsonl")
 
 
 # ------------------------------------------------------------------- loading
@@ -43,7 +50,26 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> schem
             f"config file {str(path)!r} must hold a mapping of sections "
             f"(model, data, train, ...), got {type(raw).__name__}"
         )
+    run_dir = run_directory_of(path)
+    if run_dir is not None and isinstance(raw.get("output", {}), dict):
+        raw = {**raw, "output": {**raw.get("output", {}), "dir": run_dir}}
     return config_from_dict(apply_overrides(raw, overrides))
+
+
+def run_directory_of(path: str | os.PathLike) -> str | None:
+    """The run directory whose own config.yaml `path` is, else None.
+
+    A run's config.yaml means that run wherever the directory now is: its saved
+    `output.dir` names where the run was made, which after `cp -r runs/a runs/b`
+    is another run. So loading it points `output.dir` at the file's directory
+    (overrides such as --output-dir still win).
+    """
+    directory = os.path.dirname(os.fspath(path)) or os.curdir
+    if os.path.basename(os.fspath(path)) != RUN_CONFIG_FILE:
+        return None
+    if not any(os.path.exists(os.path.join(directory, marker)) for marker in RUN_MARKERS):
+        return None
+    return directory
 
 
 def config_from_dict(raw: dict) -> schema.Config:

@@ -17,9 +17,10 @@ import tensorflow as tf
 
 from tfbig.data.pipeline import index_pipeline
 from tfbig.data.spec import DataSpec
+from tfbig.errors import UsageError
 
 
-class DataError(ValueError):
+class DataError(UsageError, ValueError):
     """A data set is missing, malformed or too small for the config."""
 
 

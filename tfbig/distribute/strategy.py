@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from tfbig.config import DistributeConfig
 from tfbig.distribute.parameter_server import make_parameter_server_strategy
+from tfbig.errors import RunError
 
 # Without GPUs, `mirrored` with devices=0 splits the CPU in two: the smallest
 # split that exercises real cross-replica reduction.
@@ -32,7 +33,7 @@ COLLECTIVE_KEY_STRIDE = 100_000
 _collective_key_ranges = itertools.count()
 
 
-class StrategyError(RuntimeError):
+class StrategyError(RunError, RuntimeError):
     """The requested strategy cannot be built on this machine or process."""
 
 

@@ -5,7 +5,7 @@ see `tfbig.export.exporter`. `verify_manifest` lets a server check a version
 before loading it.
 """
 
-from tfbig.export.errors import ArtifactError, ExportError, ParityError
+from tfbig.export.errors import ArtifactError, ExportError, ParityError, VersionWriteError
 from tfbig.export.exporter import ExportResult, export_model, export_run
 from tfbig.export.manifest import read_manifest, verify_manifest
 from tfbig.export.restore import TrainedModel, restore_run
@@ -13,7 +13,8 @@ from tfbig.config.schema import TFLITE_VARIANTS
 from tfbig.export.versions import existing_versions, next_version
 
 __all__ = [
-    "ArtifactError", "ExportError", "ParityError", "ExportResult", "export_model", "export_run",
+    "ArtifactError", "ExportError", "ParityError", "VersionWriteError", "ExportResult", "export_model",
+    "export_run",
     "read_manifest", "verify_manifest", "TrainedModel", "restore_run", "TFLITE_VARIANTS",
     "existing_versions", "next_version",
 ]

@@ -41,6 +41,9 @@ from tfbig.export.warmup import (
 )
 
 SAMPLE_BATCH = 8
+# What writing a version raises when the disk or its permissions refuse: OSError
+# from Python's writes, TensorFlow's own error types from its (SaveV2, ...).
+WRITE_ERRORS = (OSError, tf.errors.ResourceExhaustedError, tf.errors.PermissionDeniedError)
 GENERATE_SAMPLE_TOKENS = 8
 
 
@@ -82,7 +85,8 @@ def export_model(trained: TrainedModel, model_base_path: str, *, version: int | 
     functions = serving_functions(trained)
     samples = sample_inputs(trained)
     expected = {name: _numpy(functions[name](**_tensors(samples[name]))) for name in functions}
-    with staged_version(model_base_path, version, overwrite=overwrite) as staging:
+    with staged_version(model_base_path, version, overwrite=overwrite,
+                        write_errors=WRITE_ERRORS) as staging:
         holder = tf.Module()
         holder.model_variables = list(trained.model.variables)
         tf.saved_model.save(holder, staging, signatures=functions)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 
 from tfbig.atoi import simple_atoi
-from tfbig.export.errors import ExportError
+from tfbig.export.errors import ExportError, VersionWriteError
 
 # The folder of a version that TF Serving leaves alone: warmup requests,
 # tfbig's manifest and the ONNX/TFLite artifacts live there.
@@ -45,26 +46,42 @@ def check_version(base_path: str, version: int, *, overwrite: bool = False) -> N
 
 
 @contextlib.contextmanager
-def staged_version(base_path: str, version: int, *, overwrite: bool = False):
+def staged_version(base_path: str, version: int, *, overwrite: bool = False,
+                   write_errors: tuple[type[BaseException], ...] = (OSError,)):
     """Yield a temporary directory that becomes `base_path/version` if the block succeeds.
 
     On any exception the temporary directory is removed and no version
     appears. With `overwrite`, an existing version is swapped out (renamed
-    aside, then deleted) only after the new one is complete.
+    aside, then deleted) only after the new one is complete. A `write_errors`
+    exception (a full disk, no permission; TensorFlow's writes raise its own
+    types, hence the parameter) becomes one VersionWriteError saying which
+    version could not be written where, and that nothing was left behind.
     """
     check_version(base_path, version, overwrite=overwrite)
     final = os.path.join(base_path, str(version))
-    os.makedirs(base_path, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=base_path)
+    staging = None
     try:
+        os.makedirs(base_path, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=base_path)
         # mkdtemp makes it private (0700); a version must be readable like any
         # directory the user creates, e.g. by a server running as another user.
         os.chmod(staging, 0o777 & ~_umask())
         yield staging
         _publish(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+    except BaseException as error:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(error, write_errors):
+            raise VersionWriteError(_not_written(version, base_path, staging, error)) from error
         raise
+
+
+def _not_written(version: int, base_path: str, staging: str | None, error: BaseException) -> str:
+    left = (f"its staging directory {staging} could not be removed; delete it by hand"
+            if staging is not None and os.path.exists(staging) else "nothing was left behind")
+    # TensorFlow prefixes its op errors with the function's name: {{function_node ...}}.
+    reason = re.sub(r"\{\{.*?\}\}\s*", "", " ".join(str(error).split())) or type(error).__name__
+    return f"version {version} could not be written to {base_path}: {reason}; {left}"
 
 
 def _umask() -> int:

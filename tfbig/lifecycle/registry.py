@@ -33,6 +33,7 @@ import time
 
 from tensorflow_serving.config import model_server_config_pb2
 
+from tfbig.errors import UsageError
 from tfbig.files import write_json
 from tfbig.serving.client import Client
 from tfbig.serving.config_files import read_text_proto, write_text_proto
@@ -46,7 +47,7 @@ _LABEL = re.compile(r"^[a-z][a-z0-9_-]*$")
 SERVER_WAIT_S = 300.0
 
 
-class LifecycleError(ValueError):
+class LifecycleError(UsageError, ValueError):
     """A lifecycle action cannot be done as asked; the message says why and what to do."""
 
 

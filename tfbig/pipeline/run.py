@@ -20,6 +20,7 @@ import threading
 import time
 
 from tfbig.config import Config, ConfigError, replace
+from tfbig.errors import RunError, TfbigError
 from tfbig.pipeline import stages
 from tfbig.pipeline.state import STAGES, PipelineState, now
 
@@ -28,7 +29,7 @@ from tfbig.pipeline.state import STAGES, PipelineState, now
 PIPELINE_STRATEGIES = ("one_device", "mirrored", "tpu", "dtensor")
 
 
-class PipelineError(RuntimeError):
+class PipelineError(RunError, RuntimeError):
     """A stage failed; the message names it and says why."""
 
 
@@ -130,28 +131,13 @@ def _run_stage(ctx: stages.PipelineContext, stage: str, say) -> str:
         message = _one_line(error)
         ctx.state.record(stage, status="failed", started=started, seconds=time.perf_counter() - clock,
                          error=message)
-        if not _is_expected(error):
+        if not isinstance(error, TfbigError):  # a bug: keep its traceback
             raise
         raise PipelineError(f"stage {stage} failed: {message}") from error
     seconds = time.perf_counter() - clock
     ctx.state.record(stage, status=status, started=started, seconds=seconds, summary=summary)
     say(f"[pipeline] {stage}: {status} ({seconds:.1f} s){_shown(summary)}")
     return status
-
-
-def _is_expected(error: Exception) -> bool:
-    """Errors that say what is wrong with the run, the model or the machine (not bugs)."""
-    from tfbig.data import DataError
-    from tfbig.distribute import StrategyError
-    from tfbig.export import ArtifactError, ExportError
-    from tfbig.lifecycle import LifecycleError
-    from tfbig.serving import ServeConfigError, ServingError
-    from tfbig.serving.process import ServerStartError
-    from tfbig.train import TrainingDivergedError
-
-    return isinstance(error, (ConfigError, DataError, StrategyError, ArtifactError, ExportError,
-                              LifecycleError, ServeConfigError, ServingError, ServerStartError,
-                              TrainingDivergedError, stages.GateError))
 
 
 def _one_line(error: Exception) -> str:

@@ -19,6 +19,7 @@ import shutil
 import numpy as np
 
 from tfbig.config import Config, ConfigError, config_to_dict, replace
+from tfbig.errors import RunError
 from tfbig.export.signatures import GENERATE, INPUT_KEY, PREDICT
 from tfbig.files import write_atomic, write_json
 from tfbig.pipeline.state import PipelineState
@@ -35,7 +36,7 @@ SMOKE_NEW_TOKENS = 24
 CONFIG_POLL_S = 2
 
 
-class GateError(ValueError):
+class GateError(RunError, ValueError):
     """The model missed a quality gate of `pipeline:`; nothing is exported."""
 
 

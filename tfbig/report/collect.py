@@ -15,12 +15,13 @@ import os
 import yaml
 
 from tfbig.atoi import simple_atoi
+from tfbig.errors import UsageError
 
 REPORT_FORMAT = "tfbig-report/1"
 MANIFEST = os.path.join("assets.extra", "tfbig_manifest.json")
 
 
-class ReportError(ValueError):
+class ReportError(UsageError, ValueError):
     """The directory asked about is not a tfbig run directory."""
 
 

@@ -16,6 +16,7 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from tfbig.atoi import simple_atoi
+from tfbig.errors import UsageError
 from tfbig.serving.options import DEFAULT_PROMETHEUS_PATH, ServeOptions
 from tfbig.serving.protos import DEFAULT_MAX_BATCH_SIZE, BatchingParameters, MonitoringConfig, SSLConfig
 
@@ -26,7 +27,7 @@ MONITORING_FILE = "monitoring.config"
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 
 
-class ServeConfigError(ValueError):
+class ServeConfigError(UsageError, ValueError):
     """A serving flag or config file is wrong; the message says which and how."""
 
 

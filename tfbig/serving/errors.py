@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import grpc
 
+from tfbig.errors import RunError
+
 HTTP_STATUS = {
     grpc.StatusCode.OK: 200,
     grpc.StatusCode.CANCELLED: 499,
@@ -38,7 +40,7 @@ _CODE_FOR_HTTP.update({400: grpc.StatusCode.INVALID_ARGUMENT, 413: grpc.StatusCo
                        500: grpc.StatusCode.INTERNAL, 409: grpc.StatusCode.ABORTED})
 
 
-class ServingError(Exception):
+class ServingError(RunError):
     """A request failed: `code` is a `grpc.StatusCode`, `message` the server's words."""
 
     def __init__(self, code: grpc.StatusCode, message: str):

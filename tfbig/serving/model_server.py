@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 
+from tfbig.errors import RunError
 from tfbig.serving import config_files
 from tfbig.serving.options import SERVE_TAG, ServeOptions
 
@@ -33,7 +34,7 @@ _POLL_INTERVAL_S = 0.2
 _STATUS_TIMEOUT_S = 1.0
 
 
-class ModelServerError(RuntimeError):
+class ModelServerError(RunError, RuntimeError):
     """tensorflow_model_server exited or never made its models available."""
 
 

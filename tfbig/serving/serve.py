@@ -8,6 +8,7 @@ exiting, so a rolling update loses no request.
 from __future__ import annotations
 
 import signal
+import socket
 import sys
 import threading
 
@@ -41,9 +42,31 @@ def embedded_version() -> str:
     return f"TensorFlow ModelServer: {tfbig.__version__}+tfbig.embedded\nTensorFlow Library: {tf.__version__}"
 
 
+def check_ports_free(options: ServeOptions) -> None:
+    """Refuse a port in use at once: before loading the models (seconds), and before
+    gRPC logs its own multi-line bind failure; the server still checks as it binds."""
+    from tfbig.serving.config_files import ServeConfigError
+
+    for flag, port in (("--port", options.port), ("--rest_api_port", options.rest_api_port)):
+        if not port:  # 0: no REST API, or any free port
+            continue
+        family, kind, proto, _, address = socket.getaddrinfo(
+            options.host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        with socket.socket(family, kind, proto) as probe:
+            # As servers do, so that a port left in TIME_WAIT by a stopped server counts as free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as error:
+                raise ServeConfigError(
+                    f"{flag}={port}: cannot listen on {options.host}:{port}: {error.strerror}; "
+                    f"choose another port or stop what is using it") from None
+
+
 def serve_embedded(options: ServeOptions) -> int:
     from tfbig.serving.server.embedded import EmbeddedServer, describe
 
+    check_ports_free(options)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:

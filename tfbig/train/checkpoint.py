@@ -19,6 +19,8 @@ import warnings
 
 import tensorflow as tf
 
+from tfbig.errors import RunError
+
 
 def dropout_generators(model) -> list[tf.random.Generator]:
     """The `tf.random.Generator` of every random layer in `model`, in a fixed order.
@@ -96,5 +98,5 @@ class Checkpointer:
         return self.manager.save(checkpoint_number=step)
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(RunError, RuntimeError):
     """No checkpoint of a run can be restored."""

@@ -17,6 +17,7 @@ import yaml
 
 from tfbig import data as tfdata
 from tfbig import models
+from tfbig.config import RUN_CONFIG_FILE as CONFIG_FILE
 from tfbig.config import Config, ConfigError, DistributeConfig, config_to_dict, save_config
 from tfbig.distribute import make_strategy
 from tfbig.distribute.dtensor_strategy import model_scope
@@ -27,7 +28,6 @@ from tfbig.train.logging import RunLog
 from tfbig.train.optim import make_optimizer
 from tfbig.train.trainer import Trainer, TrainResult
 
-CONFIG_FILE = "config.yaml"
 # Sections that define what is being trained; a resumed run must not change them.
 FIXED_SECTIONS = ("model", "data")
 EVALUATOR_DIR = "evaluator"

@@ -24,6 +24,7 @@ import tf_keras as keras
 
 from tfbig import data as tfdata
 from tfbig.config import ConfigError, TrainConfig
+from tfbig.errors import RunError
 from tfbig.train import losses
 from tfbig.train.checkpoint import Checkpointer, dropout_generators
 from tfbig.train.execution import CoordinatedExecution, make_execution
@@ -33,7 +34,7 @@ from tfbig.train.optim import current_learning_rate
 from tfbig.train.preemption import preemption_saver
 
 
-class TrainingDivergedError(RuntimeError):
+class TrainingDivergedError(RunError, RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is untouched."""
 
 
