@@ -418,10 +418,11 @@ class Tally:
         }
 
 
-def run_cases(cases, server: Server, watcher: Watcher, tally: Tally, *, threads: int, timeout_s: float,
+def run_cases(cases, server: Server, watcher: Watcher, record, *, threads: int, timeout_s: float,
               batch: int = 500, stop_at: float | None = None) -> dict | None:
     """Send `cases` (an iterator) from `threads` threads until it ends, `stop_at` (monotonic) passes
-    or the server dies. Returns the crash record, or None. Heavy cases go one at a time."""
+    or the server dies; `record(case, answer)` counts each answer. Returns the crash record, or
+    None. Heavy cases go one at a time."""
     cases = iter(cases)
     lock, heavy = threading.Lock(), threading.Semaphore(1)
     in_flight: dict[int, str] = {}
@@ -450,7 +451,7 @@ def run_cases(cases, server: Server, watcher: Watcher, tally: Tally, *, threads:
                     if watcher.died.is_set() and answer.code == "no_answer":
                         crash.setdefault("in_flight", set()).add(case.kind)
                         return  # not counted: the server had gone
-                    tally.add(case, answer)
+                    record(case, answer)
             finally:
                 sender._close()
 
@@ -526,7 +527,8 @@ def compare_answers(before: dict, after: dict) -> dict:
         references = [("before", before.get(key))] + ([("numpy", expected[key])] if expected.get(key) else [])
         for name, reference in references:
             if not isinstance(reference, dict) or set(reference) != set(answer):
-                problems.append(f"{key}: outputs {sorted(answer)} vs {name} {reference if isinstance(reference, str) else sorted(reference or {})}")
+                got = reference if isinstance(reference, str) else sorted(reference or {})
+                problems.append(f"{key}: outputs {sorted(answer)} vs {name} {got}")
                 continue
             for output, value in answer.items():
                 value, ref = np.asarray(value), np.asarray(reference[output])
@@ -545,7 +547,7 @@ def warm_up(server: Server, signatures, threads: int, requests: int, timeout_s: 
     watcher = Watcher(server)
     watcher.start()
     tally = Tally()
-    run_cases(cases, server, watcher, tally, threads=threads, timeout_s=timeout_s)
+    run_cases(cases, server, watcher, tally.add, threads=threads, timeout_s=timeout_s)
     watcher.stop()
     if tally.valid_failed_count:
         raise RuntimeError(f"valid warm-up requests failed: {tally.valid_failed}")
@@ -607,7 +609,7 @@ def main() -> int:
         watcher.start()
         tally = Tally()
         fuzz_start = time.monotonic()
-        crash = run_cases(cases, server, watcher, tally, threads=args.threads, timeout_s=args.timeout)
+        crash = run_cases(cases, server, watcher, tally.add, threads=args.threads, timeout_s=args.timeout)
         fuzz_seconds = time.monotonic() - fuzz_start
         watcher.stop()
         after = final = None

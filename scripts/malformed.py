@@ -101,7 +101,7 @@ def signatures_of(model: str, signature_map: get_model_metadata_pb2.SignatureDef
 class Generator:
     """Cases for `signatures`. `example_features` names the tf.Example features a
     classify/regress signature parses ({feature: ("float"|"int64"|"bytes", length)});
-    `valid_spec()` gives (version, label) for valid requests (default: latest)."""
+    `valid_spec(model)` gives (version, label) for valid requests (default: latest)."""
 
     def __init__(self, signatures: list[Signature], rng: random.Random, *,
                  example_features: dict | None = None, valid_spec=None):
@@ -111,7 +111,7 @@ class Generator:
         self.examples = [s for s in signatures if s.method in ("classify", "regress")]
         self.models = sorted({s.model for s in signatures})
         self.example_features = example_features or {}
-        self.valid_spec = valid_spec or (lambda: (None, None))
+        self.valid_spec = valid_spec or (lambda model: (None, None))
 
     # --- choosing ----------------------------------------------------------------------------
 
@@ -210,7 +210,7 @@ class Generator:
         return f"/v1/models/{model}{where}:{api}"
 
     def valid_rest_path(self, model: str, api: str) -> str:
-        version, label = self.valid_spec()
+        version, label = self.valid_spec(model)
         return self.rest_path(model, api, version, label)
 
     def rest_json(self, doc, model: str, api: str = "predict", **path) -> Case:
@@ -265,7 +265,7 @@ class Generator:
         if signature and (signature != "serving_default" or self.rng.random() < 0.3):
             message.model_spec.signature_name = signature
         if valid:
-            version, label = self.valid_spec()
+            version, label = self.valid_spec(model)
             if version is not None:
                 message.model_spec.version.value = version
             elif label:
@@ -517,12 +517,12 @@ def rest_method_path(g: Generator) -> Case:
         (g.pick(["GET", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE", "FOO"]), g.rest_path(model)),
         ("POST", f"/v1/models/{model}"), ("POST", f"/v1/models/{model}/metadata"), ("PUT", f"/v1/models/{model}"),
         ("POST", f"/v1/models/{model}:explain"), ("POST", f"/v1/models/{model}:"), ("POST", "/v1/models/:predict"),
-        ("POST", f"/v1/models//versions/1:predict"), ("POST", f"/v1/models/{model}/versions/:predict"),
+        ("POST", "/v1/models//versions/1:predict"), ("POST", f"/v1/models/{model}/versions/:predict"),
         ("POST", f"/v1/models/{model}/versions/abc:predict"), ("POST", f"/v1/models/{model}/versions/-1:predict"),
         ("POST", f"/v1/models/{model}/versions/{'9' * 30}:predict"), ("POST", f"/v1/models/{model}/labels/:predict"),
         ("POST", f"/v1/models/{model}/versions/1/labels/x:predict"), ("POST", "/v2/models/x:predict"),
         ("POST", "/v1/"), ("GET", "/v1/models/" + "a" * 5000), ("POST", f"/v1/models/{model}%2F..%2Fx:predict"),
-        ("POST", f"/v1/models/%ff%fe:predict"), ("POST", f"/v1/models/{model}:predict?x=1&&="),
+        ("POST", "/v1/models/%ff%fe:predict"), ("POST", f"/v1/models/{model}:predict?x=1&&="),
         ("GET", f"/v1/models/{model}/versions/0/metadata"), ("GET", "/v1/models/%00"), ("GET", "/v1/models/%"),
         ("POST", f"/V1/MODELS/{model.upper()}:PREDICT"), ("GET", f"/v1/models/{model}/labels/%25/metadata"),
         ("POST", f"/v1/models/{model}/versions/{2**63}:predict"), ("GET", "/healthz/../v1/models"),
