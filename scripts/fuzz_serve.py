@@ -142,12 +142,15 @@ def write_model_config(path: str, bases: dict[str, str], labels: dict | None = N
 # --- the server -----------------------------------------------------------------------------------
 
 def proc_stats(pid: int) -> dict:
-    """RSS, peak RSS (VmHWM), address space (MB), threads and open fds of a live process."""
+    """RSS, peak RSS (VmHWM), address space (MB), threads and open fds of a live process
+    (OSError when it has exited)."""
     fields = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             key, _, value = line.partition(":")
             fields[key] = value.split()[0] if value.split() else ""
+    if "VmRSS" not in fields:  # a zombie: exited, not yet reaped
+        raise ProcessLookupError(f"process {pid} has exited")
     return {"rss_mb": int(fields["VmRSS"]) / 1024, "hwm_mb": int(fields["VmHWM"]) / 1024,
             "vmsize_mb": int(fields["VmSize"]) / 1024, "threads": int(fields["Threads"]),
             "fds": len(os.listdir(f"/proc/{pid}/fd"))}
@@ -547,8 +550,10 @@ def warm_up(server: Server, signatures, threads: int, requests: int, timeout_s: 
     watcher = Watcher(server)
     watcher.start()
     tally = Tally()
-    run_cases(cases, server, watcher, tally.add, threads=threads, timeout_s=timeout_s)
+    crash = run_cases(cases, server, watcher, tally.add, threads=threads, timeout_s=timeout_s)
     watcher.stop()
+    if crash:
+        raise RuntimeError(f"the server exited during the valid warm-up requests: {crash}")
     if tally.valid_failed_count:
         raise RuntimeError(f"valid warm-up requests failed: {tally.valid_failed}")
 
@@ -609,6 +614,7 @@ def main() -> int:
         watcher.start()
         tally = Tally()
         fuzz_start = time.monotonic()
+        print(f"fuzz_serve: sending {len(cases)} requests to server pid {server.pid}", file=sys.stderr, flush=True)
         crash = run_cases(cases, server, watcher, tally.add, threads=args.threads, timeout_s=args.timeout)
         fuzz_seconds = time.monotonic() - fuzz_start
         watcher.stop()
