@@ -28,9 +28,10 @@ declared tensors exceed 64 MB ("heavy") go one at a time, at most
 
 Prints one JSON object: requests sent per protocol; answers by gRPC code and
 HTTP status; `server_errors` (gRPC INTERNAL / UNKNOWN / DATA_LOSS and HTTP
-5xx) with counts by generator kind and up to 10 distinct example messages;
+5xx) with counts by generator kind, up to 10 examples (one per kind, distinct
+messages) and the 30 most frequent distinct messages with their counts;
 `no_answer` (a dropped connection or a timeout); `crashes` (the server
-process exited: checked every 50 ms and after every batch; with the kinds of
+process exited: checked every 20 ms and after every batch of 500; with the kinds of
 the requests in flight then and the log's tail); valid requests sent and
 failed; `memory` (RSS after warm-up, peak RSS sampled every 20 ms and VmHWM,
 their growth in MB); threads and open file descriptors before and after;
@@ -79,6 +80,7 @@ SERVER_FAULTS = {"INTERNAL", "UNKNOWN", "DATA_LOSS"}
 # The features the digits model's classify/regress signatures parse (tfbig.export.signatures).
 DIGITS_FEATURES = {"inputs": ("float", 64)}
 MAX_EXAMPLES = 10
+MAX_MESSAGES = 30  # the most frequent distinct server-error messages (digits as #) with their counts
 
 
 # --- models ---------------------------------------------------------------------------------------
@@ -379,6 +381,7 @@ class Tally:
         self.answers = {"rest": collections.Counter(), "grpc": collections.Counter()}
         self.faults_by_kind = collections.Counter()
         self.fault_examples: dict[str, dict] = {}
+        self.fault_messages = collections.Counter()
         self.no_answer: list[dict] = []
         self.no_answer_count = 0
         self.valid_sent = 0
@@ -395,9 +398,11 @@ class Tally:
                        "message": answer.message[:300]}
             if is_server_fault(answer.code):
                 self.faults_by_kind[case.kind] += 1
-                key = re.sub(r"\d+", "#", answer.message)[:120]
-                if key not in self.fault_examples and len(self.fault_examples) < MAX_EXAMPLES:
-                    self.fault_examples[key] = example
+                key = re.sub(r"\d+", "#", answer.message)[:160]  # "size 8" and "size 9" are one message
+                self.fault_messages[key] += 1
+                kinds = {e["kind"] for e in self.fault_examples.values()}
+                if key not in self.fault_examples and case.kind not in kinds and len(kinds) < MAX_EXAMPLES:
+                    self.fault_examples[key] = example  # one per kind, each message different
             if answer.code == "no_answer":
                 self.no_answer_count += 1
                 if len(self.no_answer) < MAX_EXAMPLES:
@@ -415,7 +420,8 @@ class Tally:
             "answers": {p: dict(sorted(c.items())) for p, c in self.answers.items()},
             "server_errors": {"count": sum(self.faults_by_kind.values()),
                               "by_kind": dict(self.faults_by_kind.most_common()),
-                              "examples": list(self.fault_examples.values())},
+                              "examples": list(self.fault_examples.values()),
+                              "messages": dict(self.fault_messages.most_common(MAX_MESSAGES))},
             "no_answer": {"count": self.no_answer_count, "examples": self.no_answer},
             "valid": {"sent": self.valid_sent, "failed": self.valid_failed_count, "examples": self.valid_failed},
         }

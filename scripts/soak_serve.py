@@ -22,9 +22,9 @@ Traffic is of three sorts. *Valid* requests name a label (`stable`,
 `canary`) or no version (the latest), which stay served through every switch:
 any answer but OK with the signature's outputs is a failure. *Pinned*
 requests name the version the churn thread last made current, or the one
-before; NOT_FOUND, UNAVAILABLE and FAILED_PRECONDITION are what TF Serving
-answers a version that is not (yet, or any more) loaded, so they are counted
-as `transient`, anything else as failed. *Malformed* requests come from
+before; NOT_FOUND and UNAVAILABLE (404, 503) are what TF Serving answers for
+a version that is not (yet, or any more) loaded, so they are counted as
+`transient`, any other error as failed. *Malformed* requests come from
 `scripts/malformed.py` (without the heavy ones, whose allocations would
 swamp the memory slope) and are counted by answer.
 
@@ -63,7 +63,8 @@ from fuzz_serve import DIGITS_FEATURES, Server, Tally, Watcher  # noqa: E402
 from tfbig.lifecycle import ModelRegistry  # noqa: E402
 
 LABELS = ("stable", "canary")
-TRANSIENT = {"NOT_FOUND", "UNAVAILABLE", "FAILED_PRECONDITION", "404", "503", "400"}
+# What TF Serving answers a request for a version that is not (yet, or any more) loaded.
+TRANSIENT = {"NOT_FOUND", "UNAVAILABLE", "404", "503"}
 
 
 def copy_version(base: str, source: int, version: int) -> str:
