@@ -560,6 +560,26 @@ def test_deep_json_is_a_client_error(server, body, message):
     assert status == 400 and message in reply["error"]
 
 
+@pytest.mark.parametrize("method", ["Predict", "Classify", "GetModelMetadata"])
+def test_bytes_that_are_not_the_request_message_are_an_invalid_argument(server, method):
+    """grpcio would answer INTERNAL "Exception deserializing request!"; the server parses them itself."""
+    call = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}").unary_unary(
+        f"/tensorflow.serving.PredictionService/{method}")
+    with pytest.raises(grpc.RpcError) as refused:
+        call(b"\xff\xff\xff\xff\x0f", timeout=30)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "the request is not a valid" in refused.value.details()
+
+
+def test_a_body_not_in_its_content_encoding_and_lone_surrogates_are_client_errors(server):
+    url = f"http://127.0.0.1:{server.rest_port}/v1/models/digits:predict"
+    reply = requests.post(url, data=b'{"instances": []}', headers={"Content-Encoding": "gzip"})
+    assert reply.status_code == 400 and "content-encoding: gzip" in reply.json()["error"]
+    status, reply = rest(server, "POST", "/v1/models/pair:predict",
+                         raw=b'{"inputs": {"x": [[NaN, 1]], "tag": ["\\ud83d"]}}')
+    assert status == 400 and "lone UTF-16 surrogate" in reply["error"]
+
+
 def test_no_hostile_request_above_was_answered_as_a_server_fault(server):
     text = requests.get(f"http://127.0.0.1:{server.rest_port}/monitoring/prometheus/metrics").text
     assert 'status="INTERNAL"' not in text

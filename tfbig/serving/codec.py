@@ -221,16 +221,36 @@ def dumps(doc) -> bytes:
 def loads(text: bytes | str):
     """Parse JSON; NaN and Infinity, which TF Serving reads and writes, parse too. Nesting
     is bounded by orjson (1024 levels); the fallback that reads the NaN tokens stops at
-    Python's recursion limit, which answers as a parse error too."""
+    Python's recursion limit, which answers as a parse error too, and refuses the lone
+    UTF-16 surrogates (`"\\ud83d"`) that it reads but no UTF-8 text can hold (orjson
+    refuses them itself)."""
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError as error:
         if "depth limit" in str(error):
             raise
     try:
-        return json.loads(text)  # accepts the NaN/Infinity tokens; raises for real errors
+        doc = json.loads(text)  # accepts the NaN/Infinity tokens; raises for real errors
     except RecursionError:
         raise ValueError("JSON arrays or objects are nested too deeply") from None
+    _check_utf8(doc)
+    return doc
+
+
+def _check_utf8(doc) -> None:
+    pending = [doc]
+    while pending:  # not recursive: the document may nest deeply
+        value = pending.pop()
+        if isinstance(value, dict):
+            pending.extend(value)
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("a JSON string holds a lone UTF-16 surrogate, which is not text") from None
 
 
 # --- numpy -> JSON ------------------------------------------------------------

@@ -194,6 +194,9 @@ class RestApi:
         except web.HTTPRequestEntityTooLarge:
             return self._reply(413, {"error": f"Request body is larger than the {self._max_bytes} "
                                               f"bytes this server accepts (--max_request_bytes)"})
+        except web.RequestPayloadError as error:  # e.g. a Content-Encoding the body is not in
+            reason = str(error).strip().splitlines()[-1].strip()
+            return self._reply(400, {"error": f"Request body could not be read: {reason}"})
         # The undecoded path, as TF Serving matches it: %2F inside a model name stays in the name.
         work = self._in_pool(request.method, request.rel_url.raw_path, body)
         try:
