@@ -270,10 +270,10 @@ def _check_consistency(config: schema.Config) -> None:
             f"{model.num_heads}; each attention head needs d_model / num_heads dims"
         )
     if isinstance(model, schema.GPTConfig):
-        if config.data.name != "text":
+        if config.data.name not in schema.LANGUAGE_MODEL_DATA:
             raise ConfigError(
-                f"data.name: the gpt model trains on language-model windows; "
-                f"set data.name to 'text', got {config.data.name!r}"
+                f"data.name: the gpt model trains on language-model windows; set data.name "
+                f"to one of {', '.join(schema.LANGUAGE_MODEL_DATA)}, got {config.data.name!r}"
             )
         if config.data.seq_len > model.max_len:
             raise ConfigError(
@@ -281,9 +281,9 @@ def _check_consistency(config: schema.Config) -> None:
                 f"position table (model.max_len={model.max_len}); "
                 f"lower data.seq_len or raise model.max_len"
             )
-    elif config.data.name == "text":
+    elif config.data.name in schema.LANGUAGE_MODEL_DATA:
         raise ConfigError(
-            f"data.name: 'text' yields language-model windows, which only the gpt "
+            f"data.name: {config.data.name!r} yields language-model windows, which only the gpt "
             f"model trains on; model.name is {model.name!r}"
         )
     if train.batch_size % train.grad_accum_steps:

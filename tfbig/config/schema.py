@@ -113,17 +113,22 @@ MODEL_CONFIGS: dict[str, type] = {
 # ----------------------------------------------------------------------- data
 
 
+# The data sets that yield language-model windows (what the gpt model trains on).
+LANGUAGE_MODEL_DATA = ("text", "tokens")
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """Where examples come from.
 
     `text`: byte-level language-model windows from text files (`paths`; empty
-    means CPython's pydoc topics). `digits`: scikit-learn's bundled 8x8 digits.
+    means CPython's pydoc topics). `tokens`: a directory made by `tfbig data
+    prepare` (`paths: [DIR]`; the vocabulary is its tokenizer's). `digits`: scikit-learn's bundled 8x8 digits.
     `npz`: a user file with arrays `x`, `y` (and optionally `x_eval`, `y_eval`).
     `tfrecord`: a directory written by `tfbig.data.write_tfrecords`.
     """
 
-    name: Literal["text", "digits", "npz", "tfrecord"] = "text"
+    name: Literal["text", "tokens", "digits", "npz", "tfrecord"] = "text"
     paths: list[str] = items()
     # Tokens per language-model window (inputs; targets are shifted by one).
     seq_len: int = bounded(128, min=1)

@@ -1,4 +1,4 @@
-"""Data sets with no downloads: text windows, digits, user arrays, TFRecords.
+"""Data sets with no downloads: text windows, prepared tokens, digits, user arrays, TFRecords.
 
 `load_data(cfg)` returns a `DataSource` (spec + train/eval splits);
 `distribute(strategy, split, ...)` turns a split into per-replica batches.
@@ -11,12 +11,14 @@ from tfbig.data.records import load_tfrecords, write_tfrecords
 from tfbig.data.source import DataError, DataSource, Split
 from tfbig.data.spec import DataSpec
 from tfbig.data.text import load_text
+from tfbig.data.tokens import load_tokens
 
 _LOADERS = {
     "text": load_text,
     "digits": load_digits,
     "npz": load_npz,
     "tfrecord": load_tfrecords,
+    "tokens": load_tokens,
 }
 
 

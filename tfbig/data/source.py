@@ -38,6 +38,9 @@ class DataSource:
     spec: DataSpec
     train: Split
     eval: Split
+    # Language models: tokens per byte of the eval split's text, which turns a loss per
+    # token into bits per byte, comparable between tokenizers. None for other tasks.
+    tokens_per_byte: float | None = None
 
 
 class IndexedSplit:

@@ -49,6 +49,7 @@ def load_text(cfg: DataConfig) -> DataSource:
         spec=DataSpec("lm", (cfg.seq_len,), "int32", VOCAB_SIZE),
         train=window_split(train_part, cfg.seq_len, "train"),
         eval=window_split(eval_part, cfg.seq_len, "eval"),
+        tokens_per_byte=1.0,  # every byte is a token
     )
 
 

@@ -195,7 +195,7 @@ class Trainer:
     # ------------------------------------------------------------ outer loop
 
     def evaluate(self) -> dict:
-        """Loss, accuracy (and perplexity for LMs) over the eval split."""
+        """Loss, accuracy (and perplexity and bits per byte for LMs) over the eval split."""
         self.eval_loss.reset_state()
         self.eval_accuracy.reset_state()
         iterator = self.execution.eval_iterator(
@@ -209,6 +209,8 @@ class Trainer:
         }
         if self._task == "lm":
             metrics["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 700.0))
+        if self.source.tokens_per_byte is not None:  # nats per token -> bits per byte of text
+            metrics["eval_bits_per_byte"] = metrics["eval_loss"] / math.log(2) * self.source.tokens_per_byte
         return metrics
 
     def _eval_batch_size(self) -> int:

@@ -1,0 +1,153 @@
+"""Language-model windows from a prepared token directory (`tfbig data prepare`).
+
+A prepared directory holds the tokenizer, `spec.json` and each split as shard
+files of raw little-endian token ids. Training reads them with TensorFlow ops
+only (read_file, decode_raw, stateless shuffles), so the same pipeline runs
+in-process, on the workers of a cluster and on tf.data service workers, which
+cannot run Python. Memory is a few shards, whatever the corpus' size.
+
+The stream is a pure function of (seed, position), as for the in-memory data
+sets: in epoch `e` an input pipeline visits its shards in an order shuffled by
+(seed, e), and each shard's windows in an order shuffled by (seed, e, shard).
+A window is `seq_len + 1` tokens at a stride of `seq_len` inside one shard
+(every token but a shard's first is a target once per epoch). Resuming at
+example `n` is arithmetic over the shards' window counts: whole epochs and
+whole shards are skipped without being read. Each input pipeline of a cluster
+(`InputContext`) reads its own shards, `shards[id::pipelines]`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+import tensorflow as tf
+
+from tfbig.config import DataConfig
+from tfbig.data.source import DataError, DataSource
+from tfbig.data.spec import DataSpec
+
+SPEC_FILE = "spec.json"
+FORMAT = "tfbig-tokens/1"
+_DTYPES = {"uint16": tf.uint16, "uint32": tf.uint32}
+_EPOCH_SEED_STRIDE = 1 << 20  # (epoch, shard) -> one seed, for up to a million shards
+
+
+def read_spec(directory: str) -> dict:
+    """spec.json of a prepared directory, checked enough to read the shards it lists."""
+    path = os.path.join(directory, SPEC_FILE)
+    if not os.path.isfile(path):
+        raise DataError(f"data.paths: {directory!r} is not a prepared token directory (no {SPEC_FILE}); "
+                        f"make one with `tfbig data prepare PATH... --output {directory}`")
+    with open(path) as f:
+        try:
+            spec = json.load(f)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{path} is not valid JSON ({error}); prepare the directory again") from None
+    if spec.get("format") != FORMAT:
+        raise DataError(f"{path} has format {spec.get('format')!r}; this tfbig reads {FORMAT!r}")
+    if spec.get("dtype") not in _DTYPES:
+        raise DataError(f"{path}: token dtype {spec.get('dtype')!r} is not one of {sorted(_DTYPES)}")
+    return spec
+
+
+def dataset_directory(cfg: DataConfig) -> str:
+    if len(cfg.paths) != 1:
+        raise DataError(f"data.paths: data.name 'tokens' takes one prepared directory, got {len(cfg.paths)} "
+                        f"paths; prepare several corpora into one directory with `tfbig data prepare`")
+    return cfg.paths[0]
+
+
+class ShardSplit:
+    """One split's shards, read as windows of `seq_len + 1` tokens."""
+
+    def __init__(self, directory: str, spec: dict, split: str, seq_len: int):
+        shards = spec["splits"][split]["shards"]
+        self.paths = [os.path.join(directory, shard["file"]) for shard in shards]
+        self.window_counts = [max(0, (shard["tokens"] - 1) // seq_len) for shard in shards]
+        self.num_examples = sum(self.window_counts)
+        if self.num_examples < 1:
+            raise DataError(f"the {split} split of {directory} has {spec['splits'][split]['tokens']} tokens "
+                            f"in {len(shards)} shard(s), too few for one window of data.seq_len + 1 = "
+                            f"{seq_len + 1} tokens in a shard; lower data.seq_len or prepare more text")
+        self.seq_len = seq_len
+        self._dtype = _DTYPES[spec["dtype"]]
+
+    def _pipeline_shards(self, input_context) -> list[int]:
+        if input_context is None or input_context.num_input_pipelines == 1:
+            return list(range(len(self.paths)))
+        pipelines, index = input_context.num_input_pipelines, input_context.input_pipeline_id
+        if len(self.paths) < pipelines:
+            raise DataError(f"{len(self.paths)} shard(s) cannot give each of {pipelines} input pipelines "
+                            f"shards of its own; prepare the data with more shards or use fewer workers")
+        return list(range(index, len(self.paths), pipelines))
+
+    def _windows(self, shard, epoch, start, seed, shuffle: bool) -> tf.data.Dataset:
+        """The windows of one shard from position `start` of its (shuffled) order."""
+        paths = tf.constant(self.paths)
+        counts = tf.constant(self.window_counts, tf.int64)
+        tokens = tf.io.decode_raw(tf.io.read_file(paths[shard]), self._dtype, little_endian=True)
+        tokens = tf.cast(tokens, tf.int32)
+        order = tf.range(counts[shard])
+        if shuffle:
+            order = tf.random.experimental.stateless_shuffle(
+                order, seed=tf.stack([seed, epoch * _EPOCH_SEED_STRIDE + shard]))
+        offsets = order[start:][:, None] * self.seq_len + tf.range(self.seq_len + 1, dtype=tf.int64)[None, :]
+        return tf.data.Dataset.from_tensor_slices(tf.gather(tokens, offsets))
+
+    def _shard_order(self, shards: list[int], epoch, seed, shuffle: bool):
+        order = tf.constant(shards, tf.int64)
+        if shuffle:
+            order = tf.random.experimental.stateless_shuffle(order, seed=tf.stack([seed, epoch]))
+        return order
+
+    def _resume_point(self, shards: list[int], skip: int, seed, shuffle: bool):
+        """The epoch `skip` windows end in, and its remaining (epoch, shard, start) visits."""
+        per_epoch = sum(self.window_counts[s] for s in shards)
+        epoch, left = divmod(skip, per_epoch)
+        visits = []
+        for shard in self._shard_order(shards, tf.constant(epoch, tf.int64), seed, shuffle).numpy():
+            count = self.window_counts[shard]
+            if left < count:
+                visits.append((epoch, int(shard), left))
+            left = max(0, left - count)
+        return epoch, tf.data.Dataset.from_tensor_slices(tf.constant(visits, tf.int64))
+
+    def make_dataset(self, *, batch_size, shuffle, seed, repeat, skip_examples=0, drop_remainder=True,
+                     input_context=None) -> tf.data.Dataset:
+        shards = self._pipeline_shards(input_context)
+        # No seed (a parameter-server worker, never resumed): each worker draws its own order.
+        seed = tf.random.uniform([], maxval=1 << 31, dtype=tf.int64) if seed is None else tf.constant(seed, tf.int64)
+
+        def epoch_visits(epoch):
+            order = self._shard_order(shards, epoch, seed, shuffle)
+            return tf.data.Dataset.from_tensor_slices(order).map(
+                lambda shard: tf.stack([epoch, shard, tf.constant(0, tf.int64)]))
+
+        first_epoch, resumed = 0, None
+        if skip_examples:
+            epoch, resumed = self._resume_point(shards, skip_examples, seed, shuffle)
+            first_epoch = epoch + 1
+        visits = tf.data.Dataset.range(first_epoch, tf.int64.max if repeat else max(1, first_epoch)) \
+            .flat_map(epoch_visits)
+        if resumed is not None:
+            visits = resumed.concatenate(visits)
+        windows = visits.flat_map(lambda visit: self._windows(visit[1], visit[0], visit[2], seed, shuffle))
+        batches = windows.batch(batch_size, drop_remainder=drop_remainder)
+        return batches.map(lambda w: (w[:, :-1], w[:, 1:]), num_parallel_calls=tf.data.AUTOTUNE,
+                           deterministic=True).prefetch(tf.data.AUTOTUNE)
+
+
+def load_tokens(cfg: DataConfig) -> DataSource:
+    """A prepared directory's train and eval splits; the vocabulary is its tokenizer's."""
+    directory = dataset_directory(cfg)
+    spec = read_spec(directory)
+    eval_split = spec["splits"]["eval"]
+    return DataSource(
+        spec=DataSpec("lm", (cfg.seq_len,), "int32", spec["tokenizer"]["vocab_size"]),
+        train=ShardSplit(directory, spec, "train", cfg.seq_len),
+        eval=ShardSplit(directory, spec, "eval", cfg.seq_len),
+        tokens_per_byte=eval_split["tokens"] / max(1, eval_split["bytes"]),
+    )
