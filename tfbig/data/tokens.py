@@ -21,8 +21,6 @@ from __future__ import annotations
 import json
 import os
 
-import numpy as np
-
 import tensorflow as tf
 
 from tfbig.config import DataConfig
