@@ -235,7 +235,7 @@ def test_sampling_is_seeded_and_top_k_1_is_greedy(gpt_trained):
 
 @pytest.mark.parametrize("prompts, n, message", [
     ([b"x" * 30], 3, "max_len 32"),
-    ([b"ok", b""], 3, "at least one byte"),
+    ([b"ok", b""], 3, "at least one token"),
     ([b"ok"], 0, "max_new_tokens must be at least 1"),
 ])
 def test_generate_rejects_impossible_requests(gpt_trained, prompts, n, message):

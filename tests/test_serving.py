@@ -139,6 +139,8 @@ def test_gpt_predict_and_generate(client, bases):
                            temperature=np.float32(0), top_k=np.int32(0), seed=np.int64(0))
     assert list(generated["text"]) == list(reference["text"])
     np.testing.assert_array_equal(generated["tokens"], reference["tokens"])
+    texts = client.generate("gpt", ["def ", "The object"], max_new_tokens=8)
+    assert texts == [text.decode("utf-8", "replace") for text in reference["text"]]
 
 
 def test_status_and_metadata(client):
@@ -171,7 +173,7 @@ def test_errors_carry_the_servers_code(client):
                                "seed": 0}, signature="generate")
     assert too_long.value.code == grpc.StatusCode.INVALID_ARGUMENT
     # The model's own words come first, not TensorFlow's name for the function that raised them.
-    assert too_long.value.message.startswith("assertion failed: [generate: longest prompt (bytes) + max_new_tokens")
+    assert too_long.value.message.startswith("assertion failed: [generate: longest prompt (tokens) + max_new_tokens")
 
 
 def test_multi_inference_and_reload_config_over_grpc(server, bases):

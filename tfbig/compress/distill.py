@@ -21,6 +21,7 @@ import os
 
 import tensorflow as tf
 
+from tfbig import saved_model
 from tfbig.compress.method import Method
 from tfbig.config import ConfigError, DistillConfig
 from tfbig.train import losses
@@ -70,7 +71,7 @@ def is_saved_model(path: str) -> bool:
 
 def saved_model_teacher(path: str):
     """`inputs -> logits` of a SavedModel's serving_default signature."""
-    loaded = tf.saved_model.load(path)
+    loaded = saved_model.load(path)
     signature = loaded.signatures.get("serving_default")
     if signature is None or "logits" not in signature.structured_outputs:
         raise ConfigError(f"compress.distill.teacher: {path!r} has no serving_default signature "

@@ -37,6 +37,7 @@ from typing import Callable, Iterable
 import numpy as np
 import tensorflow as tf
 
+from tfbig import saved_model
 from tfbig.files import write_atomic, write_json
 from tfbig.export.signatures import INPUT_KEY, PREDICT, predict_function
 from tfbig.export.tflite import TFLiteRunner
@@ -96,7 +97,7 @@ def measure_saved_model(path: str, source, *, eval_steps: int = 0, latency_runs:
     variables = os.path.join(path, "variables")
     files = sorted(os.path.join(root, name)
                    for root, _, names in os.walk(variables) for name in names)
-    signature = tf.saved_model.load(path).signatures[PREDICT]
+    signature = saved_model.load(path).signatures[PREDICT]
 
     def predict(inputs: np.ndarray) -> np.ndarray:
         return signature(**{INPUT_KEY: tf.constant(inputs)})["logits"].numpy()

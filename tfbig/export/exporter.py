@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 import tfbig
+from tfbig import saved_model
 from tfbig.config import config_to_dict
 from tfbig.export import signatures as sig
 from tfbig.export.errors import ArtifactError, ExportError
@@ -32,6 +33,7 @@ from tfbig.export.generate import make_generate
 from tfbig.export.manifest import write_manifest
 from tfbig.export.onnx import DEFAULT_OPSET, ONNX_FILE, OnnxRunner, export_onnx
 from tfbig.export.parity import check_parity
+from tfbig.export.text_codec import codec_for
 from tfbig.export.restore import TrainedModel, float32_model, restore_run
 from tfbig.config.schema import TFLITE_VARIANTS as VARIANTS
 from tfbig.export.tflite import TFLiteRunner, convert_tflite, tflite_file
@@ -82,13 +84,15 @@ def export_model(trained: TrainedModel, model_base_path: str, *, version: int | 
     _check_options(tflite, onnx_opset)
     version = next_version(model_base_path) if version is None else version
     check_version(model_base_path, version, overwrite=overwrite)
-    functions = serving_functions(trained)
-    samples = sample_inputs(trained)
+    codec = codec_for(trained.config.data)
+    functions = serving_functions(trained, codec)
+    samples = sample_inputs(trained, codec)
     expected = {name: _numpy(functions[name](**_tensors(samples[name]))) for name in functions}
     with staged_version(model_base_path, version, overwrite=overwrite,
                         write_errors=WRITE_ERRORS) as staging:
         holder = tf.Module()
         holder.model_variables = list(trained.model.variables)
+        holder.codec = codec  # its tokenizer's resources are saved with the graph
         tf.saved_model.save(holder, staging, signatures=functions)
         sig.set_method_names(staging, {name: sig.METHOD_NAMES[name] for name in functions})
         write_warmup(staging, warmup_logs(samples))
@@ -173,20 +177,22 @@ def _check_options(tflite, onnx_opset: int) -> None:
         raise ExportError(f"onnx opset {onnx_opset} is outside what tf2onnx 1.17 writes (9-18)")
 
 
-def serving_functions(trained: TrainedModel) -> dict:
-    """Signature name -> tf.function, by what the model is."""
+def serving_functions(trained: TrainedModel, codec) -> dict:
+    """Signature name -> tf.function, by what the model is; `codec` is the text codec of `generate`."""
     model, spec = trained.model, trained.source.spec
     functions = {sig.PREDICT: sig.predict_function(model, spec)}
     if spec.task == "classification":
         functions[sig.CLASSIFY] = sig.classify_function(model, spec)
         functions[sig.REGRESS] = sig.regress_function(model, spec)
     if trained.config.model.name == "gpt":
-        functions[sig.GENERATE] = make_generate(model, trained.config.model)
+        functions[sig.GENERATE] = make_generate(model, trained.config.model, codec=codec)
     return functions
 
 
-def sample_inputs(trained: TrainedModel) -> dict[str, dict[str, np.ndarray]]:
-    """Real eval examples as each signature's named inputs (for warmup and parity)."""
+def sample_inputs(trained: TrainedModel, codec=None) -> dict[str, dict[str, np.ndarray]]:
+    """Real eval examples as each signature's named inputs (for warmup and parity); the
+    generate prompts are eval tokens turned back into text by `codec` (the data's)."""
+    codec = codec_for(trained.config.data) if codec is None else codec
     dataset = trained.source.eval.make_dataset(
         batch_size=SAMPLE_BATCH, shuffle=False, seed=0, repeat=False, drop_remainder=False)
     inputs = next(iter(dataset))[0].numpy()
@@ -198,8 +204,7 @@ def sample_inputs(trained: TrainedModel) -> dict[str, dict[str, np.ndarray]]:
     if trained.config.model.name == "gpt":
         # Prompts of different lengths, so the warmup covers the mixed-length path.
         longest = trained.config.model.max_len - GENERATE_SAMPLE_TOKENS
-        prompts = [bytes(row[: min(longest, 8 * (i + 1))].astype(np.uint8))
-                   for i, row in enumerate(inputs[:3])]
+        prompts = [codec.prompt(row[: min(longest, 8 * (i + 1))]) for i, row in enumerate(inputs[:3])]
         samples[sig.GENERATE] = {
             "text": np.array(prompts, dtype=object),
             "max_new_tokens": np.array(GENERATE_SAMPLE_TOKENS, np.int32),
@@ -219,7 +224,7 @@ def calibration_examples(trained: TrainedModel, count: int = 64) -> np.ndarray:
 
 def _check_saved_model(export_dir: str, samples: dict, expected: dict):
     """Reload the SavedModel; compare every signature; describe their specs."""
-    loaded = tf.saved_model.load(export_dir)
+    loaded = saved_model.load(export_dir)
     parity, specs = {}, {}
     for name, function in loaded.signatures.items():
         outputs = _numpy(function(**_tensors(samples[name])))

@@ -1,7 +1,8 @@
 """Text-in, text-out generation for a tfbig GPT, as one traceable tf.function.
 
 The exported `generate` signature takes a batch of prompts (UTF-8 strings;
-the byte tokenizer runs inside the graph) and `max_new_tokens`,
+the tokenizer, bytes or SentencePiece, runs inside the graph: see
+`tfbig.export.text_codec`) and `max_new_tokens`,
 `temperature`, `top_k` and `seed` scalars, and returns the continuation of
 each prompt as `text` (string) and `tokens` (int32, one row per prompt).
 
@@ -16,7 +17,7 @@ measure what the cache saves (scripts/bench_export.py).
 
 Prompts of different lengths share one loop: the common prefix (the
 shortest prompt) is run in one pass, after which each row takes its own
-prompt bytes until they run out and its sampled tokens from then on.
+prompt tokens until they run out and its sampled tokens from then on.
 temperature <= 0 means greedy; top_k <= 0 means no top-k filter; sampling is
 stateless, so the same seed gives the same text.
 """
@@ -25,24 +26,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfbig.models.transformer import TOKEN_VOCAB
-
-# Byte value -> one-byte string, to turn token ids back into text in-graph.
-_BYTE_STRINGS = [bytes([i]) for i in range(TOKEN_VOCAB)]
-
-
-def encode_bytes(text: tf.Tensor):
-    """(batch,) strings -> int32 ids (batch, longest) zero-padded, and lengths."""
-    pieces = tf.strings.bytes_split(text)
-    ids = tf.cast(tf.io.decode_raw(pieces.flat_values, tf.uint8), tf.int32)
-    ragged = pieces.with_flat_values(tf.reshape(ids, [-1]))
-    return ragged.to_tensor(0), tf.cast(ragged.row_lengths(), tf.int32)
-
-
-def decode_bytes(ids: tf.Tensor) -> tf.Tensor:
-    """int32 ids (batch, n) -> (batch,) strings."""
-    return tf.strings.reduce_join(tf.gather(tf.constant(_BYTE_STRINGS), ids), axis=-1)
-
+from tfbig.export.text_codec import ByteCodec
 
 BLOCK_PARTS = ("ln1", "attention", "ln2", "mlp_in", "mlp_out")
 
@@ -114,13 +98,14 @@ def _write(buffer, block, start):
     return buffer * (1 - inside) + tf.pad(block, padding)
 
 
-def _next_token(logits, temperature, top_k, seed, position):
-    """Sample (or argmax) one byte id per row from float32 logits (batch, vocab)."""
-    logits = logits[:, :TOKEN_VOCAB]  # only byte ids can become text
+def _next_token(logits, temperature, top_k, seed, position, sampled_ids: int):
+    """Sample (or argmax) one id per row from float32 logits (batch, vocab), among the
+    first `sampled_ids` (the ids the codec can turn into text)."""
+    logits = logits[:, :sampled_ids]
 
     def sample():
         scaled = logits / temperature
-        k = tf.minimum(top_k, TOKEN_VOCAB)
+        k = tf.minimum(top_k, sampled_ids)
         kth = tf.math.top_k(scaled, k=tf.maximum(k, 1)).values[:, -1:]
         filtered = tf.where((k > 0) & (scaled < kth), tf.float32.min, scaled)
         seeds = tf.stack([seed, tf.cast(position, tf.int64)])
@@ -132,8 +117,10 @@ def _next_token(logits, temperature, top_k, seed, position):
     return tf.cond(temperature > 0, sample, greedy)
 
 
-def make_generate(model, gpt_config, *, use_cache: bool = True):
-    """The `generate` tf.function for a tfbig GPT (see the module docstring)."""
+def make_generate(model, gpt_config, *, codec=None, use_cache: bool = True):
+    """The `generate` tf.function for a tfbig GPT (see the module docstring); `codec` turns
+    text into token ids and back (bytes unless given)."""
+    codec = ByteCodec() if codec is None else codec
     decoder = GPTDecoder(model, gpt_config)
     max_len = gpt_config.max_len
 
@@ -148,17 +135,17 @@ def make_generate(model, gpt_config, *, use_cache: bool = True):
         tf.TensorSpec([], tf.int64, name="seed"),
     ])
     def generate(text, max_new_tokens, temperature, top_k, seed):
-        prompts, lengths = encode_bytes(text)
+        prompts, lengths = codec.encode(text)
         batch = tf.shape(prompts)[0]
         shortest = tf.reduce_min(lengths)
         end = tf.reduce_max(lengths) + max_new_tokens
         checks = [
             tf.debugging.assert_positive(shortest, message="generate: every prompt needs at "
-                                         "least one byte"),
+                                         "least one token"),
             tf.debugging.assert_positive(max_new_tokens, message="generate: max_new_tokens "
                                          "must be at least 1"),
             tf.debugging.assert_less_equal(end, max_len, message=(
-                f"generate: longest prompt (bytes) + max_new_tokens must be <= the "
+                f"generate: longest prompt (tokens) + max_new_tokens must be <= the "
                 f"model's max_len {max_len}")),
         ]
         with tf.control_dependencies(checks):
@@ -171,7 +158,7 @@ def make_generate(model, gpt_config, *, use_cache: bool = True):
             logits = uncached_forward(tokens, shortest)
 
         def choose(position, logits, tokens):
-            sampled = _next_token(logits, temperature, top_k, seed, position)
+            sampled = _next_token(logits, temperature, top_k, seed, position, codec.sampled_ids)
             chosen = tf.where(position < lengths, tokens[:, position], sampled)
             column = tf.one_hot(position, max_len, on_value=1, off_value=0, dtype=tf.int32)
             return tokens * (1 - column) + chosen[:, None] * column, chosen
@@ -192,6 +179,6 @@ def make_generate(model, gpt_config, *, use_cache: bool = True):
         # Row b's continuation is tokens[b, lengths[b] : lengths[b] + max_new_tokens].
         index = lengths[:, None] + tf.range(max_new_tokens)[None, :]
         new_tokens = tf.gather(tokens, index, batch_dims=1)
-        return {"text": decode_bytes(new_tokens), "tokens": new_tokens}
+        return {"text": codec.decode(new_tokens), "tokens": new_tokens}
 
     return generate

@@ -78,6 +78,14 @@ class AsyncClient(ClientBase):
         doc = await self._http("POST", wire.rest_path(spec, ":predict"), timeout, wire.predict_body(spec, inputs))
         return wire.rest_outputs(doc, await self._signature(spec))
 
+    async def generate(self, model: str, texts, *, max_new_tokens: int = 32, temperature: float = 0.0,
+                       top_k: int = 0, seed: int = 0, version: int | None = None, label: str | None = None,
+                       timeout: float | None = None) -> list[str]:
+        inputs = wire.generate_inputs(texts, max_new_tokens=max_new_tokens, temperature=temperature,
+                                      top_k=top_k, seed=seed)
+        return wire.generated_texts(await self.predict(model, inputs, signature=wire.GENERATE_SIGNATURE,
+                                                       version=version, label=label, timeout=timeout))
+
     async def classify(self, model: str, examples, context=None, signature: str | None = None,
                        version: int | None = None, label: str | None = None, timeout: float | None = None):
         spec = wire.model_spec(model, signature, version, label)

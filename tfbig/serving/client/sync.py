@@ -90,6 +90,16 @@ class Client(ClientBase):
         doc = self._http("POST", wire.rest_path(spec, ":predict"), timeout, wire.predict_body(spec, inputs))
         return wire.rest_outputs(doc, self._signature(spec))
 
+    def generate(self, model: str, texts, *, max_new_tokens: int = 32, temperature: float = 0.0,
+                 top_k: int = 0, seed: int = 0, version: int | None = None, label: str | None = None,
+                 timeout: float | None = None) -> list[str]:
+        """Continue each prompt with a language model's `generate` signature (the tokenizer
+        runs in the served graph); temperature 0 is greedy, top_k 0 no filter."""
+        inputs = wire.generate_inputs(texts, max_new_tokens=max_new_tokens, temperature=temperature,
+                                      top_k=top_k, seed=seed)
+        return wire.generated_texts(self.predict(model, inputs, signature=wire.GENERATE_SIGNATURE,
+                                                 version=version, label=label, timeout=timeout))
+
     def classify(self, model: str, examples, context=None, signature: str | None = None,
                  version: int | None = None, label: str | None = None, timeout: float | None = None):
         """`examples`: dicts of feature -> values (or tf.train.Example); returns classes and scores."""

@@ -22,6 +22,7 @@ from tfbig.serving.errors import ServingError, invalid_argument
 
 SIGNATURE_DEF_FIELD = "signature_def"
 DEFAULT_SIGNATURE = "serving_default"
+GENERATE_SIGNATURE = "generate"
 
 
 def model_spec(model: str, signature: str | None = None, version: int | None = None,
@@ -79,6 +80,21 @@ def rest_outputs(doc: dict, signature: meta_graph_pb2.SignatureDef) -> dict[str,
     if len(signature.outputs) == 1:
         outputs = {next(iter(signature.outputs)): outputs}
     return {name: codec.json_to_output(value, signature.outputs[name].dtype) for name, value in outputs.items()}
+
+
+def generate_inputs(texts, *, max_new_tokens: int, temperature: float, top_k: int, seed: int) -> dict:
+    """The `generate` signature's inputs: prompts (str or bytes; one prompt alone is a list of one)."""
+    texts = [texts] if isinstance(texts, (str, bytes)) else list(texts)
+    prompts = np.empty(len(texts), dtype=object)
+    prompts[:] = [text.encode("utf-8") if isinstance(text, str) else bytes(text) for text in texts]
+    return {"text": prompts, "max_new_tokens": np.int32(max_new_tokens), "temperature": np.float32(temperature),
+            "top_k": np.int32(top_k), "seed": np.int64(seed)}
+
+
+def generated_texts(outputs: dict[str, np.ndarray]) -> list[str]:
+    """Each prompt's continuation as text (bytes that are not UTF-8 replaced, as a token may
+    end mid-character)."""
+    return [text.decode("utf-8", errors="replace") for text in outputs["text"]]
 
 
 def examples_input(examples, context=None) -> input_pb2.Input:

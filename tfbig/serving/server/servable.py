@@ -16,6 +16,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import classification_pb2, regression_pb2
 
+from tfbig import saved_model
 from tfbig.serving import codec
 from tfbig.serving.errors import ServingError, invalid_argument
 from tfbig.serving.options import SERVE_TAG
@@ -73,7 +74,7 @@ class Servable:
         # Batching needs every input to have an open first (batch) dimension.
         self._batchable = {name: all(spec.dims and spec.dims[0] == -1 for spec in specs.values())
                            for name, specs in self._input_specs.items()}
-        loaded = tf.saved_model.load(path, tags=sorted(tags))
+        loaded = saved_model.load(path, tags=sorted(tags))
         self._loaded = loaded  # keeps the functions' variables alive
         self._functions = {name: direct_call(function) for name, function in loaded.signatures.items()}
 
