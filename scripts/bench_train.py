@@ -8,8 +8,13 @@ so `peak_fraction` is achieved model FLOP/s over what this machine really
 does, not over a datasheet number.
 
     python scripts/bench_train.py                       # CPU, float32
+    python scripts/bench_train.py --config gpt_laptop   # a shipped config's shape, 4 steps
     python scripts/bench_train.py --precision mixed_bfloat16 --jit \\
         --d-model 1024 --layers 8 --seq-len 512 --batch 32   # GPU
+
+With --config the model, data and batch are the config's (shape flags still
+override them) and, since such shapes take seconds a step on a CPU, the run
+is a few steps (--steps 4 --repeats 1 --steps-per-execution 2 unless given).
 
 Prints one JSON object.
 """
@@ -29,7 +34,7 @@ import tf_keras as keras
 
 from tfbig import data as tfdata
 from tfbig import models
-from tfbig.config import config_from_dict
+from tfbig.config import config_from_dict, config_to_dict, load_config
 from tfbig.distribute import make_strategy
 from tfbig.models import precision_policy
 from tfbig.train import Trainer, make_optimizer
@@ -37,29 +42,53 @@ from tfbig.train import Trainer, make_optimizer
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--d-model", type=int, default=512)
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--heads", type=int, default=8)
-    parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per repetition")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--steps-per-execution", type=int, default=10)
+    parser.add_argument("--config", help="take the GPT, data and batch from this config "
+                                         "(a shipped name such as gpt_laptop, or a path)")
+    parser.add_argument("--d-model", type=int)
+    parser.add_argument("--layers", type=int)
+    parser.add_argument("--heads", type=int)
+    parser.add_argument("--seq-len", type=int)
+    parser.add_argument("--batch", type=int)
+    parser.add_argument("--steps", type=int, help="timed steps per repetition")
+    parser.add_argument("--repeats", type=int)
+    parser.add_argument("--steps-per-execution", type=int)
     parser.add_argument("--precision", default="float32",
                         choices=["float32", "mixed_bfloat16", "mixed_float16"])
     parser.add_argument("--jit", action="store_true", help="XLA-compile the step")
     parser.add_argument("--strategy", default="one_device", choices=["one_device", "mirrored"])
     parser.add_argument("--matmul-size", type=int, default=0,
                         help="side of the peak-measuring matmul (0: 2048 on CPU, 8192 on GPU)")
-    return parser.parse_args()
+    args = parser.parse_args()
+    for key, value in (CONFIG_RUN if args.config else DEFAULT_RUN).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
+# The GPT benchmarked without --config (the README's table), and how long
+# each run is: a shipped config's shape takes seconds a step on a CPU.
+DEFAULT_GPT = {"name": "gpt", "max_len": 128, "d_model": 512, "num_layers": 4, "num_heads": 8,
+               "dropout": 0.0}
+DEFAULT_RUN = {"steps": 10, "repeats": 3, "steps_per_execution": 10}
+CONFIG_RUN = {"steps": 4, "repeats": 1, "steps_per_execution": 2}
 
 
 def bench_config(args):
+    """The benchmarked config: --config's (or the default GPT's) shape, the bench's training."""
+    if args.config:
+        shipped = config_to_dict(load_config(args.config))
+        model, data, batch = shipped["model"], shipped["data"], shipped["train"]["batch_size"]
+    else:
+        model, data, batch = dict(DEFAULT_GPT), {"name": "text", "seq_len": 128}, 16
+    flags = {"d_model": args.d_model, "num_layers": args.layers, "num_heads": args.heads}
+    model.update({key: value for key, value in flags.items() if value is not None})
+    if args.seq_len is not None:
+        data["seq_len"] = args.seq_len
+        model["max_len"] = max(model["max_len"], args.seq_len)
     return config_from_dict({
-        "model": {"name": "gpt", "max_len": args.seq_len, "d_model": args.d_model,
-                  "num_layers": args.layers, "num_heads": args.heads, "dropout": 0.0},
-        "data": {"name": "text", "seq_len": args.seq_len},
-        "train": {"steps": 10**6, "batch_size": args.batch,
+        "model": model,
+        "data": data,
+        "train": {"steps": 10**6, "batch_size": args.batch or batch,
                   "steps_per_execution": args.steps_per_execution,
                   "precision": args.precision, "jit_compile": args.jit,
                   "optimizer": {"name": "adamw", "learning_rate": 1e-4, "clip_norm": 1.0},
@@ -144,9 +173,10 @@ def main():
         size = args.matmul_size or (8192 if gpu else 2048)
         peak = measure_matmul_peak(size, compute_dtype)
 
-    stats = models.model_stats(config.model, source.spec, batch_size=args.batch,
+    batch, seq_len = config.train.batch_size, config.data.seq_len
+    stats = models.model_stats(config.model, source.spec, batch_size=batch,
                                precision=args.precision, optimizer="adamw")
-    tokens = args.steps * args.batch * args.seq_len
+    tokens = args.steps * batch * seq_len
     tfbig_tps = tokens / statistics.median(tfbig_times)
     fit_tps = tokens / statistics.median(fit_times)
     flops_per_token = stats["train_flops_per_token"]
@@ -154,8 +184,11 @@ def main():
         "device": "gpu" if gpu else "cpu",
         "device_name": _device_name(gpu),
         "strategy": args.strategy, "precision": args.precision, "jit_compile": args.jit,
-        "d_model": args.d_model, "layers": args.layers, "seq_len": args.seq_len,
-        "batch": args.batch, "steps_per_execution": args.steps_per_execution,
+        "config": args.config, "d_model": config.model.d_model,
+        "layers": config.model.num_layers, "heads": config.model.num_heads,
+        "vocab": source.spec.num_classes, "seq_len": seq_len, "batch": batch,
+        "steps": args.steps, "repeats": args.repeats,
+        "steps_per_execution": args.steps_per_execution,
         "parameters": stats["parameters"], "train_flops_per_token": flops_per_token,
         "tfbig_tokens_per_s": round(tfbig_tps, 1),
         "keras_fit_tokens_per_s": round(fit_tps, 1),

@@ -42,6 +42,19 @@ def test_train_then_extend_the_run(tmp_path, capsys):
     assert [r["step"] for r in read_metrics(run_dir) if "loss" in r] == [5, 10, 15, 20]
 
 
+def test_configs_lists_the_shipped_configs_without_tensorflow():
+    probe = ("import sys; from tfbig.cli import main\n"
+             "code = main(['configs'])\n"
+             "print(code, 'tensorflow' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            cwd="/")  # by name, from anywhere
+    lines = result.stdout.splitlines()
+    assert lines[-1] == "0 False"
+    listed = dict(line.split(None, 1) for line in lines[:-1])
+    assert listed["gpt2_small"].startswith("GPT-2 small's shape")
+    assert set(listed) >= {"digits_cnn", "gpt_tiny", "gpt_laptop", "quickstart"}
+
+
 def test_info_prints_size_flops_and_memory(capsys):
     assert main(["info", "tfbig/configs/gpt_tiny.yaml"]) == 0
     out = capsys.readouterr().out

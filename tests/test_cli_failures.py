@@ -106,6 +106,11 @@ def test_export_interrupted_leaves_no_version(tiny_run, tmp_path, monkeypatch, c
     (["train", "tfbig/configs/digits_cnn.yaml", "--set", "train.steps=0"], "train.steps: 0"),
     (["train", "tfbig/configs/digits_cnn.yaml", "--bogus"], r"unrecognized arguments: --bogus \(see tfbig"),
     (["info", "{tmp}/missing.yaml"], "config file '.*/missing.yaml' does not exist"),
+    (["train", "gpt_tiyn"], "'gpt_tiyn' is neither a config file nor a shipped config "
+                            r"\(did you mean 'gpt_tiny'\?\); shipped configs: digits_cnn, "),
+    (["info", "gpt_tiny", "--set", "model.vocab_size=300"],
+     "model.vocab_size: 300 differs from the data's vocabulary of 256 tokens"),
+    (["configs", "gpt_tiny"], r"unrecognized arguments: gpt_tiny \(see tfbig configs"),
     (["pipeline", "tfbig/configs/quickstart.yaml", "--until", "deploy"], "--until 'deploy'"),
     (["export", "{tmp}/no-run"], "'.*/no-run' is not a tfbig run directory"),
     (["compress", "{tmp}/no-run"], "'.*/no-run' is not a tfbig run directory"),

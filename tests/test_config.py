@@ -9,9 +9,11 @@ from tfbig.config import (
     apply_overrides,
     config_from_dict,
     config_to_dict,
+    describe_config,
     load_config,
     replace,
     save_config,
+    shipped_configs,
 )
 
 
@@ -25,6 +27,28 @@ def test_packaged_configs_load():
     for name in ("gpt_tiny", "digits_cnn", "quickstart"):
         config = load_config(f"tfbig/configs/{name}.yaml")
         assert config.output.dir == f"runs/{name}"
+
+
+def test_shipped_configs_are_found_by_name_from_anywhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nowhere near the source tree
+    shipped = shipped_configs()
+    assert {"gpt_tiny", "digits_cnn", "quickstart", "gpt_laptop", "gpt2_small"} <= set(shipped)
+    for name, path in shipped.items():
+        assert load_config(name) == load_config(path)
+        assert describe_config(path)  # `tfbig configs` shows it; one line says what it is
+    assert load_config("gpt_tiny", ["train.steps=7"]).train.steps == 7
+
+
+def test_a_file_always_means_itself_and_an_unknown_name_lists_the_shipped(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_yaml(tmp_path, {"train": {"steps": 3}}, name="gpt_tiny")  # a file named like one
+    assert load_config("gpt_tiny").train.steps == 3
+    with pytest.raises(ConfigError) as error:
+        load_config("gpt_tiyn")
+    assert ("'gpt_tiyn' is neither a config file nor a shipped config (did you mean "
+            "'gpt_tiny'?); shipped configs: digits_cnn, gpt2_small,") in str(error.value)
+    with pytest.raises(ConfigError, match="config file 'gpt_tiyn.yaml' does not exist"):
+        load_config("gpt_tiyn.yaml")  # a path, not a name
 
 
 def test_defaults_and_model_selection():

@@ -1,6 +1,7 @@
 """Model builders: shapes, exact analytic sizes, Keras-layers-only graphs,
 SavedModel round trips, GPT causality and precision."""
 
+import re
 import time
 
 import numpy as np
@@ -8,10 +9,11 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from tfbig.config import (CNNConfig, GPTConfig, LSTMConfig, MLPConfig,
-                          TransformerEncoderConfig)
+from tfbig.config import (CNNConfig, ConfigError, GPTConfig, LSTMConfig, MLPConfig,
+                          TransformerEncoderConfig, load_config)
 from tfbig.data import DataSpec
 from tfbig.models import build_model, model_stats
+from tfbig.train import make_optimizer
 
 DIGITS = DataSpec("classification", (8, 8), "float32", 10)
 TOKENS = DataSpec("classification", (12,), "int32", 3)
@@ -111,6 +113,59 @@ def test_stats_for_a_gpt2_xl_sized_config_are_instant():
     adafactor = model_stats(config, spec, batch_size=8, precision="mixed_bfloat16",
                             optimizer="adafactor")
     assert adafactor["optimizer_bytes"] < stats["optimizer_bytes"] / 100
+
+
+def independent_train_flops_per_token(model, seq: int) -> float:
+    """6 per matmul weight, from the built model's kernels, plus tied head and attention.
+
+    Counted from what Keras built, not from the config, so a layer the
+    analytic walk in stats.py misses or mis-sizes shows up here.
+    """
+    kernels = sum(int(np.prod(w.shape)) for w in model.trainable_weights if "kernel" in w.name)
+    vocab, d_model = model.get_layer("token_embedding").embeddings.shape
+    layers = sum(1 for layer in model.layers if layer.name.endswith("_attention"))
+    tied_head = 2 * vocab * d_model if not model.get_layer("logits").weights else 0
+    attention = 2 * 2 * seq * d_model * layers  # QK^T and AV over the full square
+    return 3 * (2 * kernels + tied_head + attention)  # backward = 2x forward
+
+
+@pytest.mark.parametrize("name, vocab", [
+    ("gpt_tiny", 256), ("gpt_laptop", 256), ("gpt2_small", 256),
+    # GPT-2's tokenizer, as a prepared token data set would give it (124M: built slowly).
+    pytest.param("gpt2_small", 50257, marks=pytest.mark.slow),
+])
+def test_info_on_the_shipped_gpts_is_exact(name, vocab):
+    config = load_config(name)
+    spec = DataSpec("lm", (config.data.seq_len,), "int32", vocab)
+    model = build_model(config.model, spec)
+    stats = model_stats(config.model, spec, batch_size=config.train.batch_size,
+                        precision=config.train.precision, optimizer=config.train.optimizer.name)
+    assert stats["parameters"] == stats["trainable_parameters"] == model.count_params()
+    if vocab == 50257:
+        assert model.count_params() == 124_439_808  # GPT-2 small's published count
+    assert stats["train_flops_per_token"] == independent_train_flops_per_token(model, spec.input_shape[0])
+    assert stats["weights_bytes"] == stats["gradients_bytes"] == 4 * model.count_params()
+    optimizer = make_optimizer(config.train)
+    optimizer.build(model.trainable_variables)
+    slots = [v for v in optimizer.variables() if v.shape.rank]  # not the step counter
+    assert stats["optimizer_bytes"] == sum(4 * int(np.prod(v.shape)) for v in slots)
+
+
+def test_the_gpt_takes_its_vocabulary_from_the_data():
+    spec = DataSpec("lm", (16,), "int32", 1000)
+    model = build_model(TINY_GPT, spec)  # vocab_size 0: the data's
+    assert model.get_layer("token_embedding").embeddings.shape == (1000, 32)
+    assert model(sample_inputs(LM), training=False).shape == (3, 16, 1000)
+    named = GPTConfig(**{**TINY_GPT.__dict__, "vocab_size": 1000})
+    assert model_stats(named, spec, batch_size=1, precision="float32", optimizer="adamw") == \
+        model_stats(TINY_GPT, spec, batch_size=1, precision="float32", optimizer="adamw")
+    message = ("model.vocab_size: 256 differs from the data's vocabulary of 1000 tokens; "
+               "set model.vocab_size to 0 (the data's) or to 1000")
+    wrong = GPTConfig(**{**TINY_GPT.__dict__, "vocab_size": 256})
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        build_model(wrong, spec)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        model_stats(wrong, spec, batch_size=1, precision="float32", optimizer="adamw")
 
 
 def test_wrong_data_for_a_model_is_a_clear_error():

@@ -109,6 +109,15 @@ def test_resuming_with_another_model_is_refused(tmp_path):
         train(make_config(tmp_path, model={**GPT, "d_model": 16}, steps=10))
 
 
+def test_a_run_that_named_its_vocabulary_resumes_with_the_datas(tmp_path):
+    # Runs saved before model.vocab_size defaulted to 0 (= the data's) wrote 256 out.
+    train(make_config(tmp_path, model={**GPT, "vocab_size": 256}, steps=5))
+    assert train(make_config(tmp_path, steps=10)).step == 10
+    with pytest.raises(ConfigError, match="model.vocab_size: 300 differs from the data's "
+                                          "vocabulary of 256 tokens"):
+        train(make_config(tmp_path / "other", model={**GPT, "vocab_size": 300}, steps=5))
+
+
 @pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_precision_trains(tmp_path, precision, float32_policy):
     config = make_config(tmp_path, precision=precision, steps=40, log_every=10,

@@ -21,15 +21,16 @@ from tfbig.startup import import_tensorflow, verbose_from_env
 
 EXAMPLES = """\
 examples:
-  tfbig train tfbig/configs/gpt_tiny.yaml
-  tfbig train tfbig/configs/digits_cnn.yaml --set train.steps=300 --output-dir runs/digits
+  tfbig configs                                           # the configs shipped with tfbig
+  tfbig train gpt_tiny                                    # a shipped config, by name
+  tfbig train my.yaml --set train.steps=300 --output-dir runs/mine
   tfbig train runs/digits/config.yaml --set train.steps=600   # continue a run
-  tfbig info tfbig/configs/gpt_tiny.yaml --set model.d_model=1024
+  tfbig info gpt2_small --set train.batch_size=4
   tfbig compress runs/digits --method prune --set compress.prune.target_sparsity=0.8
   tfbig export runs/digits --model-base-path models/digits --onnx --tflite float32,int8
   tfbig serve --port=8500 --rest_api_port=8501 --model_name=digits --model_base_path=models/digits
   tfbig predict localhost:8500 digits --inputs '[[...64 pixels...]]'
-  tfbig pipeline tfbig/configs/quickstart.yaml            # train ... serve ... report
+  tfbig pipeline quickstart                               # train ... serve ... report
   tfbig models list --model-base-path runs/quickstart/models/quickstart
   tfbig models rollback --model-base-path models/digits --server localhost:8500
   tfbig report runs/quickstart
@@ -39,7 +40,8 @@ examples:
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="YAML config file (or a run's config.yaml)")
+    parser.add_argument("config", help="YAML config file, a run's config.yaml, or the name "
+                                       "of a shipped config (see tfbig configs)")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a config value by dotted key, e.g. --set train.steps=100 "
@@ -81,10 +83,22 @@ def cmd_info(args) -> int:
         config.model, spec, batch_size=config.train.batch_size,
         precision=config.train.precision, optimizer=config.train.optimizer.name,
     )
+    vocabulary = f" vocabulary {spec.num_classes}" if spec.task == "lm" else ""
     print(f"model: {config.model.name}   data: {config.data.name} {spec.input_shape} "
-          f"{spec.input_dtype}   batch: {config.train.batch_size}   "
+          f"{spec.input_dtype}{vocabulary}   batch: {config.train.batch_size}   "
           f"precision: {config.train.precision}   optimizer: {config.train.optimizer.name}")
     print(format_stats(stats))
+    return 0
+
+
+def cmd_configs(args) -> int:
+    """List the configs shipped with tfbig, usable by name (tfbig train NAME)."""
+    from tfbig.config import describe_config, shipped_configs
+
+    shipped = shipped_configs()
+    width = max(map(len, shipped), default=0)
+    for name, path in shipped.items():
+        print(f"{name:<{width}}  {describe_config(path)}")
     return 0
 
 
@@ -291,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help=cmd_info.__doc__, description=cmd_info.__doc__)
     _add_config_arguments(info)
     info.set_defaults(handler=cmd_info)
+
+    configs = commands.add_parser("configs", help=cmd_configs.__doc__, description=cmd_configs.__doc__)
+    configs.set_defaults(handler=cmd_configs, loads_tensorflow=False)
 
     export = commands.add_parser("export", help=cmd_export.__doc__, description=cmd_export.__doc__)
     export.add_argument("run_dir", help="a trained run directory (tfbig train --output-dir)")

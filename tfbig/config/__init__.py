@@ -6,11 +6,14 @@ from tfbig.config.loader import (
     apply_overrides,
     config_from_dict,
     config_to_dict,
+    describe_config,
     dump_config,
     load_config,
     replace,
+    resolve_config_path,
     run_directory_of,
     save_config,
+    shipped_configs,
 )
 from tfbig.config.schema import (
     MODEL_CONFIGS,
@@ -39,6 +42,7 @@ from tfbig.config.schema import (
 __all__ = [
     "ConfigError", "apply_overrides", "config_from_dict", "config_to_dict", "dump_config",
     "load_config", "replace", "run_directory_of", "save_config", "RUN_CONFIG_FILE",
+    "describe_config", "resolve_config_path", "shipped_configs",
     "MODEL_CONFIGS", "CNNConfig", "Config",
     "DataConfig", "DistributeConfig", "EarlyStoppingConfig", "GPTConfig", "LSTMConfig",
     "MeshConfig", "MLPConfig", "OptimizerConfig", "OutputConfig", "PipelineConfig", "ClusterConfig", "CompressConfig",

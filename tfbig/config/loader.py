@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.resources
 import os
 import tempfile
 import types
@@ -35,7 +36,8 @@ RUN_MARKERS = ("checkpoints", "metrics.jsonl")
 
 
 def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> schema.Config:
-    """Read a YAML config file, apply dotted overrides and validate it."""
+    """Read a YAML config file (or a shipped config by name), apply overrides, validate."""
+    path = resolve_config_path(path)
     try:
         with open(path, encoding="utf-8") as f:
             raw = yaml.safe_load(f)
@@ -54,6 +56,48 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> schem
     if run_dir is not None and isinstance(raw.get("output", {}), dict):
         raw = {**raw, "output": {**raw.get("output", {}), "dir": run_dir}}
     return config_from_dict(apply_overrides(raw, overrides))
+
+
+def shipped_configs() -> dict[str, str]:
+    """Name -> path of each config that ships inside the tfbig package (tfbig/configs/).
+
+    Found through importlib.resources rather than a path into the source tree,
+    so a pip-installed tfbig finds them wherever site-packages is.
+    """
+    directory = importlib.resources.files("tfbig") / "configs"
+    return {entry.name[: -len(".yaml")]: os.fspath(entry)
+            for entry in sorted(directory.iterdir(), key=lambda e: e.name)
+            if entry.name.endswith(".yaml")}
+
+
+def describe_config(path: str | os.PathLike) -> str:
+    """A config's one-line description: its first comment line, without the `#`."""
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("#"):
+                return line.lstrip("#").strip()
+    return ""
+
+
+def resolve_config_path(path: str | os.PathLike) -> str:
+    """`path` itself, or the shipped config it names (`gpt_tiny` -> .../tfbig/configs/gpt_tiny.yaml).
+
+    Only a bare name is looked up: no path separator, no .yaml/.yml suffix and no
+    such file here, so an existing file or any real path always means itself.
+    """
+    path = os.fspath(path)
+    bare = (os.sep not in path and "/" not in path
+            and not path.endswith((".yaml", ".yml")) and not os.path.exists(path))
+    if not bare:
+        return path
+    shipped = shipped_configs()
+    if path not in shipped:
+        raise ConfigError(
+            f"{path!r} is neither a config file nor a shipped config"
+            f"{_suggestion(path, shipped)}; shipped configs: {', '.join(shipped)} "
+            f"(tfbig configs lists them), or give the path of a YAML file"
+        )
+    return shipped[path]
 
 
 def run_directory_of(path: str | os.PathLike) -> str | None:

@@ -81,8 +81,10 @@ class GPTConfig:
     """Decoder-only language model (GPT-2 layout: pre-LayerNorm, GELU MLP)."""
 
     name: Literal["gpt"] = "gpt"
-    # 256 = one token per byte, which is what tfbig's text pipeline produces.
-    vocab_size: int = bounded(256, min=2)
+    # 0 = the data's vocabulary (256 for the byte-level text data, the
+    # tokenizer's for prepared token data). A model must match its data, so a
+    # value here only states what the data is expected to give.
+    vocab_size: int = bounded(0, min=0)
     # Size of the learned position table: the longest context the model accepts.
     max_len: int = bounded(128, min=1)
     d_model: int = bounded(128, min=1)

@@ -25,6 +25,7 @@ import math
 from tfbig.config import (CNNConfig, GPTConfig, LSTMConfig, MLPConfig,
                           TransformerEncoderConfig)
 from tfbig.data.spec import DataSpec
+from tfbig.models.gpt import vocab_size
 from tfbig.models.transformer import TOKEN_VOCAB, feed_forward_dim
 
 
@@ -79,16 +80,16 @@ def _transformer_blocks(t: Tally, *, d: int, heads: int, d_ff: int, layers: int,
 
 
 def _gpt(cfg: GPTConfig, spec: DataSpec, t: Tally):
-    seq = spec.input_shape[0]
-    t.embedding(cfg.vocab_size, cfg.d_model, positions=seq)
+    seq, vocab = spec.input_shape[0], vocab_size(cfg, spec)
+    t.embedding(vocab, cfg.d_model, positions=seq)
     t.embedding(cfg.max_len, cfg.d_model, positions=seq)
     _transformer_blocks(t, d=cfg.d_model, heads=cfg.num_heads, d_ff=cfg.d_ff,
                         layers=cfg.num_layers, seq=seq)
     t.layer_norm(cfg.d_model, positions=seq)
     if cfg.tie_embeddings:
-        t.forward_flops += 2 * cfg.d_model * cfg.vocab_size * seq
+        t.forward_flops += 2 * cfg.d_model * vocab * seq
     else:
-        t.dense(cfg.d_model, cfg.vocab_size, positions=seq, bias=False)
+        t.dense(cfg.d_model, vocab, positions=seq, bias=False)
 
 
 def _transformer_encoder(cfg: TransformerEncoderConfig, spec: DataSpec, t: Tally):

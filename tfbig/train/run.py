@@ -108,9 +108,23 @@ def check_resumable(config: Config, run_dir: str) -> None:
         previous = yaml.safe_load(f) or {}
     current = config_to_dict(config)
     for section in FIXED_SECTIONS:
-        if previous.get(section) != current[section]:
+        if _saved_section(previous, section, current) != current[section]:
             raise ConfigError(
                 f"{section}: differs from the run already in {run_dir!r}, which cannot "
                 f"be resumed with another {section}. Choose a new --output-dir, or "
                 f"train {path} unchanged to resume it."
             )
+
+
+def _saved_section(previous: dict, section: str, current: dict):
+    """A saved config section as the current config would write it.
+
+    `model.vocab_size: 0` means the data's vocabulary, which the (unchanged)
+    data section fixes; runs saved before 0 became the default wrote the
+    number out, and are still the same model.
+    """
+    saved = previous.get(section)
+    if (section == "model" and isinstance(saved, dict) and saved.get("vocab_size")
+            and current["model"].get("vocab_size") == 0):
+        return {**saved, "vocab_size": 0}
+    return saved
