@@ -1,0 +1,98 @@
+"""A SentencePiece GPT from the standard library's source to served text.
+
+Prepares a slice of CPython's own library with a BPE tokenizer, trains a tiny
+GPT on it, exports it (the tokenizer inside the `generate` graph) and checks
+that the same text comes back from the SavedModel in a fresh process that
+imports only TensorFlow and TensorFlow Text, and from the embedded server over
+REST and gRPC.
+"""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+
+import numpy as np
+import pytest
+
+from tfbig.data.prepare import prepare_dataset
+from tfbig.export import export_run
+from tfbig.serving import Client
+from tfbig.train import train
+
+from runs import GPT, make_config
+from serving_models import model_config_text, start_server
+
+pytestmark = pytest.mark.slow
+PROMPTS = ["def ", "import os\n", "class Parser:\n    "]
+NEW_TOKENS = 8
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lm")
+    library = sorted(glob.glob(os.path.join(sysconfig.get_paths()["stdlib"], "json", "*.py")))
+    library += sorted(glob.glob(os.path.join(sysconfig.get_paths()["stdlib"], "email", "*.py")))[:12]
+    prepare_dataset(library, str(root / "data"), tokenizer="bpe", vocab_size=400, workers=1, quiet=True)
+    config = make_config(root / "run", model={**GPT, "max_len": 64},
+                         data={"name": "tokens", "paths": [str(root / "data")], "seq_len": 32},
+                         steps=20, checkpoint_every=20)
+    train(config)
+    return export_run(str(root / "run"), str(root / "models" / "lm")).path
+
+
+def in_process_texts(path) -> list[str]:
+    import tensorflow as tf
+
+    from tfbig import saved_model
+
+    generate = saved_model.load(path).signatures["generate"]
+    out = generate(text=tf.constant([p.encode() for p in PROMPTS]), max_new_tokens=tf.constant(NEW_TOKENS),
+                   temperature=tf.constant(0.0), top_k=tf.constant(0), seed=tf.constant(0, tf.int64))
+    return [t.decode("utf-8", "replace") for t in out["text"].numpy()]
+
+
+def test_the_exported_tokenizer_is_the_prepared_one(exported):
+    import tensorflow as tf
+
+    from tfbig import saved_model
+
+    manifest = json.load(open(os.path.join(exported, "assets.extra", "manifest.json")))
+    assert manifest["config"]["data"]["name"] == "tokens"
+    generate = saved_model.load(exported).signatures["generate"]
+    out = generate(text=tf.constant([b"import json"]), max_new_tokens=tf.constant(4),
+                   temperature=tf.constant(0.0), top_k=tf.constant(0), seed=tf.constant(0, tf.int64))
+    assert out["tokens"].shape == (1, 4) and int(np.max(out["tokens"])) < 400
+
+
+def test_a_fresh_process_with_only_tensorflow_and_tensorflow_text_generates_the_same_text(exported):
+    script = (
+        "import json, sys\n"
+        "import tensorflow as tf\n"
+        "import tensorflow_text\n"
+        f"generate = tf.saved_model.load({exported!r}).signatures['generate']\n"
+        f"out = generate(text=tf.constant({[p.encode() for p in PROMPTS]!r}), max_new_tokens=tf.constant({NEW_TOKENS}),\n"
+        "               temperature=tf.constant(0.0), top_k=tf.constant(0), seed=tf.constant(0, tf.int64))\n"
+        "print(json.dumps([t.decode('utf-8', 'replace') for t in out['text'].numpy()]))\n"
+        "print(sorted(m for m in sys.modules if m == 'tfbig' or m.startswith('tfbig.')))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    texts_line, modules_line = result.stdout.strip().splitlines()[-2:]
+    assert json.loads(texts_line) == in_process_texts(exported)
+    assert modules_line == "[]"
+
+
+def test_the_served_subword_gpt_answers_generate_over_rest_and_grpc(exported, tmp_path):
+    config = tmp_path / "models.config"
+    config.write_text(model_config_text({"lm": os.path.dirname(exported)}))
+    server = start_server(config)
+    try:
+        expected = in_process_texts(exported)
+        for protocol, port in (("grpc", server.grpc_port), ("rest", server.rest_port)):
+            with Client(f"127.0.0.1:{port}", protocol=protocol) as client:
+                assert client.generate("lm", PROMPTS, max_new_tokens=NEW_TOKENS) == expected
+    finally:
+        server.stop()
