@@ -85,6 +85,15 @@ def prepare_dataset(paths, output: str, *, tokenizer: str = "bpe", vocab_size: i
     files = discover([paths] if isinstance(paths, str) else list(paths))
     existing = _existing_spec(output)
     work = _work_dir(output, files, options)
+    try:
+        return _prepare(files, output, existing, work, options, workers, quiet)
+    except DataError:  # wrong input: nothing worth resuming (an interruption keeps the work)
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+def _prepare(files: list[str], output: str, existing: dict | None, work: str, options: Options,
+             workers: int, quiet: bool) -> dict:
     with _mapper(workers) as mapper:
         scans, sample = _saved_scans(work), None
         if scans is None:
@@ -150,14 +159,21 @@ def _work_dir(output: str, files: list[str], options: Options) -> str:
     """`.NAME.partial` beside the output: reused when started for the same inputs and options."""
     parent, name = os.path.split(os.path.abspath(output))
     work = os.path.join(parent, f".{name}.partial")
-    stats = [(path, os.stat(path)) for path in files]
-    started_for = {"options": options.to_json(),
-                   "files": [[path, stat.st_size, stat.st_mtime_ns] for path, stat in stats]}
+    started_for = {"options": options.to_json(), "files": [[path, *_size_and_mtime(path)] for path in files]}
     if _load_json(os.path.join(work, "inputs.json")) != started_for:
         shutil.rmtree(work, ignore_errors=True)
         os.makedirs(os.path.join(work, "units"))
         _write_json(os.path.join(work, "inputs.json"), started_for)
     return work
+
+
+def _size_and_mtime(path: str) -> tuple[int, int]:
+    """(0, 0) for a file that cannot be seen (a broken link): the scan skips it, naming why."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return 0, 0
+    return stat.st_size, stat.st_mtime_ns
 
 
 @contextlib.contextmanager
@@ -198,7 +214,7 @@ class _Progress:
 
 def _scan(files: list[str], options: Options, mapper, quiet: bool) -> tuple[list[FileScan], Sample]:
     """First pass: every file's FileScan, and the tokenizer's training sample."""
-    total = sum(os.path.getsize(path) for path in files)
+    total = sum(_size_and_mtime(path)[0] for path in files)
     # Candidates are the train documents whose key falls in the lowest part of
     # the key range sized to hold the budget twice over; `Sample` keeps exactly
     # the budget. The byte tokenizer needs no sample.
