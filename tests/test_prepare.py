@@ -27,6 +27,7 @@ from tfbig.data.shards import split_of
 from tfbig.data.tokenizer import load_tokenizer
 
 from corpus import TRICKY, write_corpus
+from readme import readme_block, run_block
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(tfbig.__file__)))
 # Small enough to train in a second, and the sample smaller than the corpus.
@@ -279,3 +280,11 @@ def test_cli_options_reach_prepare(tmp_path, capsys):
     assert spec["splits"]["train"]["bytes"] + spec["splits"]["eval"]["bytes"] == len("".join(texts).encode())
     assert main(["data", "prepare", "x", "--output", "y", "--vocab-size", "300", "--tokenizer", "byte"]) == 2
     assert "tfbig data: error: the byte tokenizer's vocabulary is 257" in capsys.readouterr().err
+
+
+def test_the_readme_example_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_block(readme_block("from tfbig.data.prepare import prepare_dataset",
+                           {'if __name__ == "__main__":': "if True:  # run as the README's script"}))
+    spec = json.loads((tmp_path / "data" / "stdlib-small" / "spec.json").read_text())
+    assert spec["tokenizer"]["vocab_size"] == 1000 and len(spec["sources"]) > 20

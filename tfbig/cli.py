@@ -247,11 +247,9 @@ def cmd_data_prepare(args) -> int:
     """Tokenize a corpus of text files into a sharded dataset directory (no TensorFlow needed)."""
     from tfbig.data.prepare import prepare_dataset
 
-    spec = prepare_dataset(
-        args.paths, args.output, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
-        special_tokens=args.special_tokens, eval_fraction=args.eval_fraction,
-        text_field=args.text_field, workers=args.workers,
-    )
+    given = {name: getattr(args, name) for name in ("tokenizer", "vocab_size", "special_tokens",
+                                                    "eval_fraction", "text_field", "sample_bytes", "workers")}
+    spec = prepare_dataset(args.paths, args.output, **{k: v for k, v in given.items() if v is not None})
     shown = "; ".join(f"{name} {split['documents']:,} documents, {split['tokens']:,} tokens, "
                       f"{split['bytes'] / max(split['tokens'] - split['documents'], 1):.2f} bytes/token, "
                       f"{len(split['shards'])} shards" for name, split in spec["splits"].items())
@@ -402,14 +400,16 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("paths", nargs="+", metavar="PATH",
                          help="files, globs or directories of .txt, .md, .py, .jsonl (or .gz of them)")
     prepare.add_argument("--output", required=True, metavar="DIR", help="the dataset directory to write")
-    prepare.add_argument("--tokenizer", choices=("bpe", "unigram", "byte"), default="bpe",
+    prepare.add_argument("--tokenizer", choices=("bpe", "unigram", "byte"),
                          help="SentencePiece BPE (default) or unigram, trained on the corpus; or bytes")
     prepare.add_argument("--vocab-size", type=int, help="SentencePiece vocabulary size (default 8192)")
-    prepare.add_argument("--special-tokens", nargs="+", default=[], metavar="TOKEN",
+    prepare.add_argument("--special-tokens", nargs="+", metavar="TOKEN",
                          help="strings that always encode as one id each, e.g. '<|user|>'")
-    prepare.add_argument("--eval-fraction", type=float, default=0.02,
+    prepare.add_argument("--eval-fraction", type=float,
                          help="share of documents held out for eval, chosen by content (default 0.02)")
-    prepare.add_argument("--text-field", default="text", help="the text of a .jsonl line (default text)")
+    prepare.add_argument("--text-field", help="the text of a .jsonl line (default text)")
+    prepare.add_argument("--sample-bytes", type=int, metavar="N",
+                         help="text the tokenizer trains on, chosen by content hash (default 32 MiB)")
     prepare.add_argument("--workers", type=int, help="tokenizing processes (default: all cores)")
     prepare.set_defaults(handler=cmd_data_prepare, loads_tensorflow=False)
 

@@ -27,6 +27,7 @@ document (the duplicate set, see `shards.write_shards`) and per-file records.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import functools
@@ -43,6 +44,7 @@ from tfbig.data.jobs import FileScan, Sample, plan_units, scan_file, tokenize_un
 from tfbig.data.shards import SPLITS, shard_count, write_shards
 from tfbig.data.tokenizer import (KINDS, MODEL_FILE, SPEC_FILE, SentencePieceTokenizer, Tokenizer,
                                   train_tokenizer)
+from tfbig.errors import RunError
 
 FORMAT = "tfbig-tokens/1"
 DEFAULT_VOCAB_SIZE = 8192
@@ -79,7 +81,8 @@ def prepare_dataset(paths, output: str, *, tokenizer: str = "bpe", vocab_size: i
     Unless `quiet`, progress bars (on a terminal) and skipped files go to stderr.
     """
     options = _options(tokenizer, vocab_size, special_tokens, eval_fraction, text_field, sample_bytes)
-    workers = workers or len(os.sched_getaffinity(0))
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if workers < 1:
         raise DataError(f"--workers must be at least 1, got {workers}")
     files = discover([paths] if isinstance(paths, str) else list(paths))
@@ -178,14 +181,25 @@ def _size_and_mtime(path: str) -> tuple[int, int]:
 
 @contextlib.contextmanager
 def _mapper(workers: int):
-    """An ordered, lazy `map(function, iterable)` over `workers` processes (the caller's for 1)."""
+    """An ordered `map(function, iterable)` over `workers` processes (the caller's own for 1).
+
+    A worker that dies (killed, out of memory, or started from a script that
+    lacks the `if __name__ == "__main__":` guard new processes need) is one
+    error, where multiprocessing.Pool would restart it forever.
+    """
     if workers == 1:
         yield map
         return
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    with context.Pool(workers) as pool:
-        yield pool.imap
+    executor = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
+    try:
+        yield executor.map
+    except concurrent.futures.process.BrokenProcessPool:
+        raise RunError("a data preparation process died (killed, out of memory, or started from a script "
+                       "without an `if __name__ == \"__main__\":` guard); run again to resume") from None
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
 
 
 class _Progress:
