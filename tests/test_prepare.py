@@ -20,13 +20,14 @@ import pytest
 
 import tfbig
 from tfbig.cli import main
-from tfbig.data.corpus import document_digest
+from tfbig.data.corpus import document_digest, read_documents
 from tfbig.data.errors import DataError
+from tfbig.data.jobs import Sample, plan_units
 from tfbig.data.prepare import prepare_dataset
 from tfbig.data.shards import split_of
 from tfbig.data.tokenizer import load_tokenizer
 
-from corpus import TRICKY, write_corpus
+from corpus import TRICKY, pydoc_topics, write_corpus
 from readme import readme_block, run_block
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(tfbig.__file__)))
@@ -111,6 +112,35 @@ def test_the_dataset_holds_every_distinct_document_once_and_round_trips(corpus, 
     assert set(tree(output)) == {"spec.json", "tokenizer.model"} | {
         s["file"] for split in spec["splits"].values() for s in split["shards"]}
     assert tree(output)[train["shards"][0]["file"]] == train["shards"][0]["sha256"]
+
+
+def test_a_large_jsonl_is_read_in_parts_that_hold_every_line_once(tmp_path):
+    texts = pydoc_topics(300)
+    path = tmp_path / "big.jsonl"
+    lines = [json.dumps({"text": t}) + "\n" for t in texts]
+    path.write_text("".join(lines))
+    units = plan_units([("small.txt", 10), (str(path), path.stat().st_size)])
+    assert units[0] == [("small.txt", 0, None)] and len(units) > 2
+    assert [t for (unit,) in units[1:] for t in read_documents(*unit[:1], start=unit[1], end=unit[2])] == texts
+    line_start = len(lines[0].encode()) + len(lines[1].encode())  # a part that starts exactly on a line
+    assert next(read_documents(str(path), start=line_start)) == texts[2]
+    assert next(read_documents(str(path), start=line_start + 1)) == texts[3]
+    assert list(read_documents(str(path), start=0, end=1)) == texts[:1]
+
+
+def test_the_tokenizer_sample_does_not_depend_on_the_order_documents_come_in():
+    documents = [(document_digest(t), t) for t in pydoc_topics(200)]
+    samples = []
+    for order in (documents, documents[::-1], sorted(documents, key=lambda d: d[1])):
+        sample = Sample(50_000)
+        for digest, text in order:
+            sample.offer(int.from_bytes(digest[:8], "little"), text)
+        samples.append(sample.items())
+    assert samples[0] == samples[1] == samples[2]
+    size = sum(len(t.encode()) for _, t in samples[0])
+    assert size >= 50_000 and size - len(samples[0][-1][1].encode()) < 50_000  # the budget, just reached
+    keys = sorted({int.from_bytes(d[:8], "little") for d, _ in documents})  # pydoc has duplicates
+    assert [k for k, _ in samples[0]] == keys[:len(samples[0])]
 
 
 def test_bad_files_are_skipped_and_named(corpus, prepared):

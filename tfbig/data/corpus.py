@@ -107,7 +107,7 @@ def read_documents(path: str, *, text_field: str = "text", start: int = 0, end: 
             while digest is not None and raw.read(1 << 20):  # the rest of the file, for its hash
                 pass
     except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
-        raise BadFile(f"unreadable: {e.strerror or e}" if isinstance(e, OSError) else f"unreadable: {e}") from None
+        raise BadFile(f"unreadable: {getattr(e, 'strerror', None) or e}") from None
 
 
 def _json_lines(stream: BinaryIO, text_field: str, start: int, end: int | None) -> Iterator[str]:

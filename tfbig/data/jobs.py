@@ -120,8 +120,10 @@ def plan_units(sources: list[tuple[str, int]]) -> list[list[tuple[str, int, int 
     units, current, filled = [], [], 0
     for path, size in sources:
         if size > unit_bytes and is_jsonl(path) and not path.endswith(".gz"):
-            units.extend([[(path, start, min(start + unit_bytes, size))]]
-                         for start in range(0, size, unit_bytes))
+            if current:
+                units.append(current)
+                current, filled = [], 0
+            units.extend([(path, start, min(start + unit_bytes, size))] for start in range(0, size, unit_bytes))
             continue
         current.append((path, 0, None))
         filled += size

@@ -232,7 +232,9 @@ def _scan(files: list[str], options: Options, mapper, quiet: bool) -> tuple[list
     # Candidates are the train documents whose key falls in the lowest part of
     # the key range sized to hold the budget twice over; `Sample` keeps exactly
     # the budget. The byte tokenizer needs no sample.
-    below = 0 if options.tokenizer == "byte" else min(1 << 64, (2 * options.sample_bytes << 64) // max(total, 1))
+    below = min(1 << 64, (2 * options.sample_bytes << 64) // max(total, 1))
+    if options.tokenizer == "byte":
+        below = 0
     job = functools.partial(scan_file, text_field=options.text_field, eval_fraction=options.eval_fraction,
                             sample_below=below, sample_bytes=options.sample_bytes)
     sample, scans = Sample(options.sample_bytes), []
@@ -253,7 +255,8 @@ def _saved_scans(work: str) -> list[FileScan] | None:
 def _identity(scans: list[FileScan], options: Options) -> dict:
     """The parts of spec.json that say what a dataset was made from: equal means up to date."""
     skipped = [{"path": s.path, "reason": s.skipped} for s in scans if s.skipped]
-    return {"sources": [{"path": s.path, "bytes": s.bytes, "sha256": s.sha256} for s in scans if not s.skipped],
+    sources = [{"path": s.path, "bytes": s.bytes, "sha256": s.sha256} for s in scans if not s.skipped]
+    return {"sources": sources,
             "skipped": {"count": len(skipped), "first": skipped[:MAX_NAMED_SKIPS]},
             "options": options.to_json()}
 
