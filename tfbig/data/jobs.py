@@ -36,7 +36,7 @@ MIN_UNIT_BYTES = 256 << 10
 MAX_UNIT_BYTES = 64 << 20
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)  # one per input file is kept: a corpus may have millions
 class FileScan:
     """What the first pass learns about one input file."""
 

@@ -357,7 +357,11 @@ def _load_json(path: str):
 
 
 def _write_json(path: str, value) -> None:
-    _write_bytes(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    """Streamed (a corpus of a million files has a scan.json of hundreds of MB), then renamed."""
+    with open(path + ".partial", "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(path + ".partial", path)
 
 
 def _write_bytes(path: str, data: bytes) -> None:
