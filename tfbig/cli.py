@@ -402,15 +402,15 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--output", required=True, metavar="DIR", help="the dataset directory to write")
     prepare.add_argument("--tokenizer", choices=("bpe", "unigram", "byte"),
                          help="SentencePiece BPE (default) or unigram, trained on the corpus; or bytes")
-    prepare.add_argument("--vocab-size", type=int, help="SentencePiece vocabulary size (default 8192)")
+    prepare.add_argument("--vocab-size", type=int, metavar="N", help="SentencePiece vocabulary size (default 8192)")
     prepare.add_argument("--special-tokens", nargs="+", metavar="TOKEN",
                          help="strings that always encode as one id each, e.g. '<|user|>'")
-    prepare.add_argument("--eval-fraction", type=float,
+    prepare.add_argument("--eval-fraction", type=float, metavar="F",
                          help="share of documents held out for eval, chosen by content (default 0.02)")
-    prepare.add_argument("--text-field", help="the text of a .jsonl line (default text)")
+    prepare.add_argument("--text-field", metavar="FIELD", help="the text of a .jsonl line (default text)")
     prepare.add_argument("--sample-bytes", type=int, metavar="N",
                          help="text the tokenizer trains on, chosen by content hash (default 32 MiB)")
-    prepare.add_argument("--workers", type=int, help="tokenizing processes (default: all cores)")
+    prepare.add_argument("--workers", type=int, metavar="N", help="tokenizing processes (default: all cores)")
     prepare.set_defaults(handler=cmd_data_prepare, loads_tensorflow=False)
 
     launch = commands.add_parser("launch", help=cmd_launch.__doc__, description=cmd_launch.__doc__)

@@ -21,8 +21,9 @@ Three promises, and how they are kept:
 - Fork-safe and quick to start: no TensorFlow anywhere on this path, and
   workers start with forkserver (a parent that loaded TensorFlow must not fork).
 
-Memory is flat in corpus size except for one 8-byte key per distinct
-document (the duplicate set, see `shards.write_shards`) and per-file records.
+Memory is flat in corpus size except for per-file records (~1.5 KB each:
+scans, `sources` in spec.json) and one 8-byte key per distinct document (the
+duplicate set, see `shards.write_shards`).
 """
 
 from __future__ import annotations
