@@ -24,6 +24,7 @@ examples:
   tfbig configs                                           # the configs shipped with tfbig
   tfbig train gpt_tiny                                    # a shipped config, by name
   tfbig train my.yaml --set train.steps=300 --output-dir runs/mine
+  tfbig data prepare corpus/ 'more/*.jsonl.gz' --output data/corpus --vocab-size 8192
   tfbig train runs/digits/config.yaml --set train.steps=600   # continue a run
   tfbig info gpt2_small --set train.batch_size=4
   tfbig compress runs/digits --method prune --set compress.prune.target_sparsity=0.8
@@ -256,6 +257,21 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_data_prepare(args) -> int:
+    """Tokenize a corpus of text files into a sharded dataset directory (no TensorFlow needed)."""
+    from tfbig.data.prepare import prepare_dataset
+
+    given = {name: getattr(args, name) for name in ("tokenizer", "vocab_size", "special_tokens",
+                                                    "eval_fraction", "text_field", "sample_bytes", "workers")}
+    spec = prepare_dataset(args.paths, args.output, **{k: v for k, v in given.items() if v is not None})
+    shown = "; ".join(f"{name} {split['documents']:,} documents, {split['tokens']:,} tokens, "
+                      f"{split['bytes'] / max(split['tokens'] - split['documents'], 1):.2f} bytes/token, "
+                      f"{len(split['shards'])} shards" for name, split in spec["splits"].items())
+    print(f"{args.output}: {spec['tokenizer']['kind']} tokenizer of {spec['tokenizer']['vocab_size']:,} "
+          f"ids; {shown}; {spec['duplicates_dropped']:,} duplicates dropped")
+    return 0
+
+
 def cmd_report(args) -> int:
     """Write RUN_DIR/report/index.html (training, compression, export, serving) and open it."""
     from tfbig.report import write_report
@@ -392,6 +408,27 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--no-open", dest="open", action="store_false",
                         help="only write the report, do not open a browser")
     report.set_defaults(handler=cmd_report, loads_tensorflow=False)
+
+    data = commands.add_parser("data", help="prepare training data: tfbig data prepare ...",
+                               description="Prepare training data.")
+    data_commands = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+    prepare = data_commands.add_parser("prepare", help=cmd_data_prepare.__doc__,
+                                       description=cmd_data_prepare.__doc__)
+    prepare.add_argument("paths", nargs="+", metavar="PATH",
+                         help="files, globs or directories of .txt, .md, .py, .jsonl (or .gz of them)")
+    prepare.add_argument("--output", required=True, metavar="DIR", help="the dataset directory to write")
+    prepare.add_argument("--tokenizer", choices=("bpe", "unigram", "byte"),
+                         help="SentencePiece BPE (default) or unigram, trained on the corpus; or bytes")
+    prepare.add_argument("--vocab-size", type=int, metavar="N", help="SentencePiece vocabulary size (default 8192)")
+    prepare.add_argument("--special-tokens", nargs="+", metavar="TOKEN",
+                         help="strings that always encode as one id each, e.g. '<|user|>'")
+    prepare.add_argument("--eval-fraction", type=float, metavar="F",
+                         help="share of documents held out for eval, chosen by content (default 0.02)")
+    prepare.add_argument("--text-field", metavar="FIELD", help="the text of a .jsonl line (default text)")
+    prepare.add_argument("--sample-bytes", type=int, metavar="N",
+                         help="text the tokenizer trains on, chosen by content hash (default 32 MiB)")
+    prepare.add_argument("--workers", type=int, metavar="N", help="tokenizing processes (default: all cores)")
+    prepare.set_defaults(handler=cmd_data_prepare, loads_tensorflow=False)
 
     launch = commands.add_parser("launch", help=cmd_launch.__doc__, description=cmd_launch.__doc__)
     launch.add_argument("--workers", type=int, default=2, help="worker tasks (default 2)")

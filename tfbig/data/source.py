@@ -15,13 +15,9 @@ import numpy as np
 
 import tensorflow as tf
 
+from tfbig.data.errors import DataError  # noqa: F401  (re-exported: tfbig.data.source.DataError)
 from tfbig.data.pipeline import index_pipeline
 from tfbig.data.spec import DataSpec
-from tfbig.errors import UsageError
-
-
-class DataError(UsageError, ValueError):
-    """A data set is missing, malformed or too small for the config."""
 
 
 class Split(Protocol):
