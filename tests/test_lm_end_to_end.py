@@ -8,6 +8,7 @@ REST and gRPC.
 """
 
 import glob
+import hashlib
 import json
 import os
 import subprocess
@@ -35,7 +36,8 @@ def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("lm")
     library = sorted(glob.glob(os.path.join(sysconfig.get_paths()["stdlib"], "json", "*.py")))
     library += sorted(glob.glob(os.path.join(sysconfig.get_paths()["stdlib"], "email", "*.py")))[:12]
-    prepare_dataset(library, str(root / "data"), tokenizer="bpe", vocab_size=400, workers=1, quiet=True)
+    prepare_dataset(library, str(root / "data"), tokenizer="bpe", vocab_size=400, eval_fraction=0.2,
+                    workers=1, quiet=True)
     config = make_config(root / "run", model={**GPT, "max_len": 64},
                          data={"name": "tokens", "paths": [str(root / "data")], "seq_len": 32},
                          steps=20, checkpoint_every=20)
@@ -59,8 +61,11 @@ def test_the_exported_tokenizer_is_the_prepared_one(exported):
 
     from tfbig import saved_model
 
-    manifest = json.load(open(os.path.join(exported, "assets.extra", "manifest.json")))
-    assert manifest["config"]["data"]["name"] == "tokens"
+    manifest = json.load(open(os.path.join(exported, "assets.extra", "tfbig_manifest.json")))
+    assert manifest["tokenizer"]["kind"] == "sentencepiece" and manifest["tokenizer"]["in_graph"] == ["generate"]
+    shipped = open(os.path.join(exported, manifest["tokenizer"]["file"]), "rb").read()
+    prepared = json.load(open(os.path.join(manifest["config"]["data"]["paths"][0], "spec.json")))["tokenizer"]
+    assert hashlib.sha256(shipped).hexdigest() == prepared["sha256"] == manifest["files"][manifest["tokenizer"]["file"]]
     generate = saved_model.load(exported).signatures["generate"]
     out = generate(text=tf.constant([b"import json"]), max_new_tokens=tf.constant(4),
                    temperature=tf.constant(0.0), top_k=tf.constant(0), seed=tf.constant(0, tf.int64))

@@ -47,6 +47,8 @@ SAMPLE_BATCH = 8
 # from Python's writes, TensorFlow's own error types from its (SaveV2, ...).
 WRITE_ERRORS = (OSError, tf.errors.ResourceExhaustedError, tf.errors.PermissionDeniedError)
 GENERATE_SAMPLE_TOKENS = 8
+TOKENIZER_FILE = os.path.join(ASSETS_EXTRA, "tokenizer.model")
+ARTIFACT_KINDS = ("onnx", "tflite")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +104,7 @@ def export_model(trained: TrainedModel, model_base_path: str, *, version: int | 
             staging, trained, samples[sig.PREDICT][sig.INPUT_KEY], onnx=onnx,
             onnx_opset=onnx_opset, tflite=tflite)
         parity.update(artifact_parity)
+        tokenizer = _write_tokenizer(staging, codec) if sig.GENERATE in functions else None
         write_manifest(staging, {
             "format": "tfbig-export/1",
             "tfbig_version": tfbig.__version__,
@@ -113,11 +116,23 @@ def export_model(trained: TrainedModel, model_base_path: str, *, version: int | 
             "signatures": specs,
             "artifacts": artifacts,
             "parity": parity,
+            **({"tokenizer": tokenizer} if tokenizer else {}),
         })
     return ExportResult(
         path=os.path.join(model_base_path, str(version)), version=version,
         signatures=tuple(functions), artifacts=artifacts, parity=parity,
     )
+
+
+def _write_tokenizer(staging: str, codec) -> dict:
+    """The tokenizer runs inside `generate`; `serving_default`, ONNX and TFLite take token ids,
+    so a SentencePiece model also ships beside them for callers that tokenize themselves."""
+    entry = {"kind": codec.kind, "in_graph": [sig.GENERATE], "token_ids": [sig.PREDICT, *ARTIFACT_KINDS]}
+    if codec.kind == "sentencepiece":
+        entry["file"] = TOKENIZER_FILE
+        with open(os.path.join(staging, TOKENIZER_FILE), "wb") as f:
+            f.write(codec.model_proto())
+    return entry
 
 
 def _write_artifacts(staging: str, trained: TrainedModel, inputs: np.ndarray, *, onnx: bool,

@@ -64,6 +64,9 @@ class SentencePieceCodec(tf.Module):
     def prompt(self, ids: np.ndarray) -> bytes:
         return self.decode(tf.constant(np.asarray(ids, np.int32)[None]))[0].numpy()
 
+    def model_proto(self) -> bytes:
+        return self._model_proto
+
 
 def codec_for(data_config) -> ByteCodec | SentencePieceCodec:
     """The codec of the data a model was trained on: a prepared directory's tokenizer, else bytes."""
