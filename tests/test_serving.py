@@ -668,6 +668,21 @@ def test_prometheus_metrics_count_requests_by_status(server):
     assert {("Predict", "GRPC"), ("predict", "REST"), ("", "REST")} <= timed
 
 
+def test_made_up_model_names_cannot_grow_the_metrics_without_bound():
+    from tfbig.serving.server.metrics import MAX_MODEL_NAMES, OTHER_MODELS, ServerMetrics
+
+    metrics = ServerMetrics(is_served=lambda name: name == "digits")
+    for index in range(3 * MAX_MODEL_NAMES):
+        metrics.record(f"made-up-{index}", "Predict", "GRPC", grpc.StatusCode.NOT_FOUND, 0.001)
+    metrics.record("digits", "Predict", "GRPC", grpc.StatusCode.OK, 0.001)
+    families = {f.name: f for f in text_string_to_metric_families(metrics.exposition().decode())}
+    names = {sample.labels["model_name"] for sample in families[":tensorflow:serving:request_count"].samples}
+    assert len(names) == MAX_MODEL_NAMES + 2 and {"made-up-0", "digits", OTHER_MODELS} <= names
+    others = [s.value for s in families[":tensorflow:serving:request_count"].samples
+              if s.labels["model_name"] == OTHER_MODELS]
+    assert others == [2 * MAX_MODEL_NAMES]
+
+
 # --- batching -------------------------------------------------------------------------------
 
 def test_batching_returns_exactly_the_unbatched_results(bases, tmp_path):

@@ -68,7 +68,7 @@ class EmbeddedServer:
         self._batching = config_files.batching_parameters(options)
         self._monitoring = config_files.monitoring_config(options)
         self._ssl = config_files.ssl_config(options)
-        self.metrics = ServerMetrics()
+        self.metrics = ServerMetrics(is_served=lambda name: name in self.manager.model_names())
         self._health = ServerHealth() if options.enable_grpc_healthcheck_service else None
         self.manager = ModelManager(
             self._model_config, batching=self._batching,

@@ -20,6 +20,11 @@ import math
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+# Model names come from requests, so each new one would be a new series held for the life of
+# the process: past this many names, requests for models the server does not serve share one.
+MAX_MODEL_NAMES = 128
+OTHER_MODELS = "(other)"
+
 # TF Serving's request_latency buckets (servables/tensorflow/util.cc): 10 us growing by 1.8, 33
 # bounds (about 24 minutes), then +Inf.
 LATENCY_BUCKETS_US = tuple(10 * 1.8 ** i for i in range(33))
@@ -36,7 +41,11 @@ def _escaped(value: str) -> str:
 
 
 class ServerMetrics:
-    def __init__(self):
+    """`is_served(name)` tells a served model's name from one a client made up (see MAX_MODEL_NAMES)."""
+
+    def __init__(self, is_served=lambda name: True):
+        self._is_served = is_served
+        self._model_names: set[str] = set()
         self.registry = CollectorRegistry()
         self._requests = Counter(
             ":tensorflow:serving:request_count", "The total number of requests.",
@@ -60,9 +69,18 @@ class ServerMetrics:
             child = self._series[key] = metric.labels(*values)
         return child
 
+    def _model_label(self, model_name: str) -> str:
+        if model_name in self._model_names:
+            return model_name
+        if len(self._model_names) < MAX_MODEL_NAMES or self._is_served(model_name):
+            self._model_names.add(model_name)
+            return model_name
+        return OTHER_MODELS
+
     def record(self, model_name: str, api: str, entrypoint: str, code: grpc.StatusCode,
                seconds: float) -> None:
         """Count every request; time the successful ones (as TF Serving does)."""
+        model_name = self._model_label(model_name)
         self._child(self._requests, model_name, code.name).inc()
         if code == grpc.StatusCode.OK:
             self._child(self._latency, model_name, api, entrypoint).observe(seconds * 1e6)
