@@ -417,7 +417,7 @@ ERRORS = [
     ("POST", "/v1/models/nope:predict", {"instances": [IMAGE]}, 404, "Servable not found for request: Latest(nope)"),
     ("POST", "/v1/models/digits/versions/3:predict", {"instances": [IMAGE]}, 404, "Specific(digits, 3)"),
     ("POST", "/v1/models/digits/labels/gold:predict", {"instances": [IMAGE]}, 400, "Unrecognized servable version label: gold"),
-    ("POST", "/v1/models/digits:predict", {"signature_name": "nope", "instances": [IMAGE]}, 400, "\"nope\" not found"),
+    ("POST", "/v1/models/digits:predict", {"signature_name": "nope", "instances": [IMAGE]}, 400, "Serving signature name: \"nope\" not found in signature def"),
     ("POST", "/v1/models/digits:explain", {}, 400, "Malformed request: POST /v1/models/digits:explain"),
     ("GET", "/v1/models/digits/versions/x", None, 400, "Malformed request"),
     ("POST", "/v1/models/digits:predict", b"", 400, "The document is empty"),

@@ -109,11 +109,10 @@ class ServingCore:
 
     def run_predict(self, spec: model_pb2.ModelSpec, decode_inputs, *, output_filter=(),
                     timeout: float | None = None):
-        """Returns (response model spec, outputs). `decode_inputs(signature name, input specs)`
-        builds the named arrays against the signature of the version that will run them."""
+        """Returns (response model spec, outputs). `decode_inputs(servable, signature name)` builds
+        the named arrays against the signature of the version that will run them."""
         with self.manager.acquire(spec) as entry:
-            signature = spec.signature_name or DEFAULT_SIGNATURE
-            inputs = decode_inputs(signature, entry.servable.input_specs(spec.signature_name))
+            inputs = decode_inputs(entry.servable, spec.signature_name or DEFAULT_SIGNATURE)
             outputs = self._run(entry.servable, entry.batcher, spec.signature_name, inputs, timeout)
             version = entry.version
         if output_filter:
@@ -126,7 +125,8 @@ class ServingCore:
     def predict(self, request: predict_pb2.PredictRequest, timeout: float | None = None):
         require_model_spec(request)
 
-        def decode(signature: str, specs: dict) -> dict:
+        def decode(servable: Servable, signature: str) -> dict:
+            specs = servable.input_specs(signature)  # FAILED_PRECONDITION for an unknown signature
             check_names(signature, specs, request.inputs)
             budget = self.budget()
             return {name: tensor_input(name, proto, specs[name], signature, budget)

@@ -292,13 +292,19 @@ class RestApi:
             if not instances:
                 raise invalid_argument("No values in 'instances' array")
 
-            def decode(signature, specs):
+            def to_inputs(specs, signature):
                 return instances_to_inputs(instances, specs, signature, self._core.budget())
         elif "inputs" in doc:
-            def decode(signature, specs):
+            def to_inputs(specs, signature):
                 return columns_to_inputs(doc["inputs"], specs, signature, self._core.budget())
         else:
             raise invalid_argument("Missing 'inputs' or 'instances' key")
+
+        def decode(servable, signature):
+            if signature not in servable.signature_defs:  # as TF Serving words it over REST
+                raise invalid_argument(f"Serving signature name: \"{signature}\" not found in signature def")
+            return to_inputs(servable.input_specs(signature), signature)
+
         _, outputs = self._core.run_predict(spec, decode, timeout=self._timeout)
         if "instances" in doc:
             return {"predictions": codec.rows_to_json(outputs)}
