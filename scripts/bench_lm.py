@@ -38,6 +38,7 @@ converge. MB are 10^6 bytes. Progress goes to stderr; prints one JSON object.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import hashlib
 import json
@@ -346,7 +347,8 @@ def main():
               "command": " ".join(["python", "scripts/bench_lm.py", *sys.argv[1:]]),
               "corpus": {"source": "Python standard library *.py", "files": len(files),
                          "mb": round(sum(map(os.path.getsize, files)) / 1e6, 2)}}
-    with tempfile.TemporaryDirectory() as workdir:
+    # The trainer's eval lines go to stdout: they join the progress on stderr.
+    with tempfile.TemporaryDirectory() as workdir, contextlib.redirect_stdout(sys.stderr):
         prepared, datasets = bench_prepare(args, workdir, files)
         report.update(prepared)
         report.update(bench_bpb(args, workdir, datasets))
