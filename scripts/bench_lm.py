@@ -30,7 +30,7 @@ download. It measures:
         --d-model 32 --layers 1 --heads 2 --copies 3 --new-tokens 16 --repeats 1   # a quick try
 
 The defaults (the whole library, ~30 MB; a 4-layer d_model-128 GPT, vocabulary
-2048, 300 steps of 16 x 128 tokens) take about a quarter of an hour on a
+2048, 300 steps of 16 x 128 tokens) take about 22 minutes on a
 2-core CPU: 300 steps are enough for the two models to part clearly, not to
 converge. MB are 10^6 bytes. Progress goes to stderr; prints one JSON object.
 """
