@@ -624,6 +624,14 @@ def _fill(proto: tensor_pb2.TensorProto, dtype: int, count: int, rng: random.Ran
         proto.int_val.extend(rng.randint(0, 9) for _ in range(count))
 
 
+def _zeros_or_values(proto, dtype: int, count: int, rng) -> None:
+    """Half the time `count` zeros as tensor_content (strings have none), else typed values."""
+    if dtype != types_pb2.DT_STRING and rng.random() < 0.5:
+        proto.tensor_content = bytes(count * ITEMSIZE.get(dtype, 4))
+    else:
+        _fill(proto, dtype, count, rng)
+
+
 def grpc_wrong_dtype(g: Generator) -> Case:
     signature, name, dtype, dims = g.some_input()
     shape = g.shape_for(dims, 1)
@@ -632,10 +640,7 @@ def grpc_wrong_dtype(g: Generator) -> Case:
                     if d != dtype])
     proto = _proto(other, shape)
     count = int(np.prod(shape))
-    if other != types_pb2.DT_STRING and g.rng.random() < 0.5:
-        proto.tensor_content = bytes(count * ITEMSIZE.get(other, 4))
-    else:
-        _fill(proto, other, count, g.rng)
+    _zeros_or_values(proto, other, count, g.rng)
     return g.predict_with(signature, name, proto)
 
 
@@ -672,10 +677,7 @@ def grpc_bad_dims(g: Generator) -> Case:
         shape = shape[:-1] + [1, shape[-1]]
     proto = _proto(dtype, shape)
     count = max(1, int(np.prod([max(s, 0) for s in shape] or [1])))
-    if dtype != types_pb2.DT_STRING and g.rng.random() < 0.5:
-        proto.tensor_content = bytes(count * ITEMSIZE.get(dtype, 4))
-    else:
-        _fill(proto, dtype, count, g.rng)
+    _zeros_or_values(proto, dtype, count, g.rng)
     return g.predict_with(signature, name, proto)
 
 
