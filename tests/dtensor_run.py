@@ -19,7 +19,8 @@ from tfbig.config import ConfigError, GPTConfig, MeshConfig, config_from_dict  #
 from tfbig import models  # noqa: E402
 from tfbig.distribute import make_strategy  # noqa: E402
 from tfbig.distribute.dtensor_strategy import MeshStrategy  # noqa: E402
-from tfbig.distribute.mesh import gpt_layout_scope, make_mesh, weight_bytes  # noqa: E402
+from tfbig.distribute.mesh import MODEL, make_mesh, weight_bytes  # noqa: E402
+from tfbig.models.gpt_layout import gpt_layout_scope  # noqa: E402
 from tfbig.train import read_metrics  # noqa: E402
 from tfbig.train.run import build_trainer  # noqa: E402
 
@@ -79,7 +80,7 @@ def mixed_precision_error(mesh) -> str:
     """What asking for a sharded GPT under a mixed precision policy says."""
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
-        with gpt_layout_scope(mesh, GPTConfig(**GPT)):
+        with gpt_layout_scope(mesh, GPTConfig(**GPT), axis=MODEL):
             pass
     except ConfigError as error:
         return str(error)
@@ -91,7 +92,7 @@ def mixed_precision_error(mesh) -> str:
 def renamed_layer_error(mesh) -> str:
     """What building a GPT-like model with an unknown layer name under the layout map says."""
     try:
-        with gpt_layout_scope(mesh, GPTConfig(**GPT)):
+        with gpt_layout_scope(mesh, GPTConfig(**GPT), axis=MODEL):
             inputs = keras.Input((32,))
             keras.Model(inputs, keras.layers.Dense(128, name="block0_ffn_in")(inputs))
     except ConfigError as error:
@@ -116,7 +117,7 @@ result = {
 }
 # A 1 x 4 mesh on the same devices: each device then holds a quarter.
 mesh_1x4 = make_mesh(MeshConfig(batch=1, model=4))
-with MeshStrategy(mesh_1x4).scope(), gpt_layout_scope(mesh_1x4, GPTConfig(**GPT)):
+with MeshStrategy(mesh_1x4).scope(), gpt_layout_scope(mesh_1x4, GPTConfig(**GPT), axis=MODEL):
     model_1x4 = models.build_model(GPTConfig(**GPT), sharded.source.spec)
 result["bytes_1x4"] = weight_bytes(model_1x4)
 sharded_result, plain_result = sharded.fit(), plain.fit()

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from tfbig.config import ConfigError, DistributeConfig, GPTConfig, MeshConfig
 from tfbig.distribute import StrategyError, make_strategy
-from tfbig.distribute.mesh import check_divisible
+from tfbig.models.gpt_layout import check_divisible
 
 UNSHARDED = "unsharded"
 # Megatron's split of each block: column-parallel, then row-parallel.

@@ -4,12 +4,17 @@ The strategy names load TensorFlow on first use, so `tfbig launch` (which
 only starts processes, from `tfbig.distribute.launch`) starts at once.
 """
 
-__all__ = ["StrategyError", "make_strategy", "split_cpu"]
+import importlib
+
+_EXPORTS = {
+    "StrategyError": "tfbig.distribute.devices",
+    "make_strategy": "tfbig.distribute.strategy",
+    "split_cpu": "tfbig.distribute.devices",
+}
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name):
-    if name in __all__:
-        from tfbig.distribute import strategy
-
-        return getattr(strategy, name)
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'tfbig.distribute' has no attribute {name!r}")

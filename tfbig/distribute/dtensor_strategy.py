@@ -21,7 +21,6 @@ and tfbig's Trainer need:
 
 from __future__ import annotations
 
-import contextlib
 import functools
 
 import tensorflow as tf
@@ -30,15 +29,16 @@ from tensorflow.python.distribute import distribute_lib
 from tensorflow.python.distribute.experimental import dtensor_strategy_extended, dtensor_util
 from tensorflow.python.util import nest
 
-from tfbig.config import ConfigError, DistributeConfig
-from tfbig.distribute.mesh import BATCH, gpt_layout_scope, make_mesh
+from tfbig.config import DistributeConfig
+from tfbig.distribute.mesh import BATCH, make_mesh
 
 
 class MeshStrategy(distribute_lib.Strategy):
     """Data parallel along the mesh's `batch` axis, tensor parallel along `model`.
 
-    Build the model inside `scope()` and `model_scope(...)`, which shards its
-    weights; every other variable created in `scope()` is replicated.
+    Build the model inside `scope()` and its layout scope (the GPT's:
+    `tfbig.models.gpt_layout`), which shards its weights; every other
+    variable created in `scope()` is replicated.
     """
 
     def __init__(self, mesh: dtensor.Mesh):
@@ -54,21 +54,6 @@ class MeshStrategy(distribute_lib.Strategy):
 
 def make_mesh_strategy(cfg: DistributeConfig) -> MeshStrategy:
     return MeshStrategy(make_mesh(cfg.mesh))
-
-
-def model_scope(strategy: tf.distribute.Strategy, model_cfg):
-    """Where to build the model for `strategy`: sharded under dtensor, as is otherwise."""
-    if not isinstance(strategy, MeshStrategy):
-        return contextlib.nullcontext()
-    if model_cfg.name != "gpt":
-        raise ConfigError(
-            f"distribute.strategy=dtensor shards the gpt model only; got model.name="
-            f"{model_cfg.name!r}. Use distribute.strategy=mirrored for it."
-        )
-    if model_cfg.recompute:
-        raise ConfigError("distribute.strategy=dtensor shards the GPT's own block layers; "
-                          "set model.recompute=false")
-    return gpt_layout_scope(strategy.mesh, model_cfg)
 
 
 class _MeshExtended(dtensor_strategy_extended.DTensorStrategyExtended):

@@ -14,8 +14,8 @@ import os
 import tensorflow as tf
 
 from tfbig.config import DistributeConfig
+from tfbig.distribute.devices import StrategyError, split_cpu
 from tfbig.distribute.parameter_server import make_parameter_server_strategy
-from tfbig.errors import RunError
 
 # Without GPUs, `mirrored` with devices=0 splits the CPU in two: the smallest
 # split that exercises real cross-replica reduction.
@@ -31,10 +31,6 @@ DEFAULT_CPU_REPLICAS = 2
 # (tensorflow/python/distribute/strategy_combinations.py).
 COLLECTIVE_KEY_STRIDE = 100_000
 _collective_key_ranges = itertools.count()
-
-
-class StrategyError(RunError, RuntimeError):
-    """The requested strategy cannot be built on this machine or process."""
 
 
 def make_strategy(cfg: DistributeConfig) -> tf.distribute.Strategy:
@@ -77,32 +73,6 @@ def new_collective_strategy(strategy_class, *args, **kwargs) -> tf.distribute.St
     """
     strategy_class._collective_key_base = next(_collective_key_ranges) * COLLECTIVE_KEY_STRIDE
     return strategy_class(*args, **kwargs)
-
-
-def split_cpu(count: int) -> list[str]:
-    """Names of `count` logical CPU devices, creating them if TF allows it still.
-
-    TensorFlow fixes the logical device layout when the runtime starts (the
-    first op). Before that we split the CPU as asked; after it, an existing
-    split with at least `count` devices is reused, anything else is an error
-    that says how to get the layout right.
-    """
-    physical = tf.config.list_physical_devices("CPU")[0]
-    configured = tf.config.get_logical_device_configuration(physical)
-    if not configured or len(configured) < count:
-        try:
-            tf.config.set_logical_device_configuration(
-                physical, [tf.config.LogicalDeviceConfiguration() for _ in range(count)]
-            )
-        except RuntimeError:
-            have = len(tf.config.list_logical_devices("CPU"))
-            raise StrategyError(
-                f"mirrored on CPU needs {count} logical CPU devices, but TensorFlow is "
-                f"already initialized with {have}. Call "
-                f"tfbig.distribute.split_cpu({count}) before running any TensorFlow op, "
-                f"or start a fresh process."
-            ) from None
-    return [d.name for d in tf.config.list_logical_devices("CPU")[:count]]
 
 
 def _multi_worker(cfg: DistributeConfig) -> tf.distribute.Strategy:
@@ -186,7 +156,7 @@ def tpu_address(cfg: DistributeConfig) -> tuple[str | None, str]:
 
 
 def _dtensor(cfg: DistributeConfig) -> tf.distribute.Strategy:
-    # Imported here: the mesh module builds on split_cpu from this one.
+    # Imported here: DTensor's strategy machinery is loaded only for a mesh.
     from tfbig.distribute.dtensor_strategy import make_mesh_strategy
 
     return make_mesh_strategy(cfg)

@@ -8,6 +8,7 @@ is how a run is extended), otherwise we refuse rather than mix two runs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 
@@ -20,10 +21,12 @@ from tfbig import models
 from tfbig.config import RUN_CONFIG_FILE as CONFIG_FILE
 from tfbig.config import Config, ConfigError, DistributeConfig, config_to_dict, save_config
 from tfbig.distribute import make_strategy
-from tfbig.distribute.dtensor_strategy import model_scope
+from tfbig.distribute.dtensor_strategy import MeshStrategy
+from tfbig.distribute.mesh import MODEL
 from tfbig.distribute.parameter_server import SERVING_TASKS, serve_cluster_task
 from tfbig.distribute.strategy import cluster_from_env
 from tfbig.models import precision_policy
+from tfbig.models.gpt_layout import gpt_layout_scope
 from tfbig.train.logging import RunLog
 from tfbig.train.optim import make_optimizer
 from tfbig.train.trainer import Trainer, TrainResult
@@ -68,6 +71,21 @@ def build_trainer(config: Config, strategy: tf.distribute.Strategy, **options) -
         model=model, optimizer=optimizer, strategy=strategy, source=source,
         config=config.train, run_dir=config.output.dir, data_seed=config.data.seed, **options,
     )
+
+
+def model_scope(strategy: tf.distribute.Strategy, model_cfg):
+    """Where to build the model for `strategy`: sharded under dtensor, as is otherwise."""
+    if not isinstance(strategy, MeshStrategy):
+        return contextlib.nullcontext()
+    if model_cfg.name != "gpt":
+        raise ConfigError(
+            f"distribute.strategy=dtensor shards the gpt model only; got model.name="
+            f"{model_cfg.name!r}. Use distribute.strategy=mirrored for it."
+        )
+    if model_cfg.recompute:
+        raise ConfigError("distribute.strategy=dtensor shards the GPT's own block layers; "
+                          "set model.recompute=false")
+    return gpt_layout_scope(strategy.mesh, model_cfg, axis=MODEL)
 
 
 def evaluate_checkpoints(config: Config) -> TrainResult:
