@@ -14,11 +14,11 @@ import tensorflow as tf
 from runs import make_config
 from tfbig.cli import main
 from tfbig.compress import compress_run
-from tfbig.compress.distill import soft_target_loss
-from tfbig.compress.prune import resolve_schedule
 from tfbig.config import ConfigError, PruneConfig
 from tfbig.export import export_run, restore_run
 from tfbig.train import read_metrics, train
+from tfbig.train.compression.distill import soft_target_loss
+from tfbig.train.compression.prune import resolve_schedule
 
 CNN = {"name": "cnn", "filters": [8, 16], "blocks_per_stage": 1}
 DIGITS = {"name": "digits", "eval_fraction": 0.2}

@@ -11,12 +11,12 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfbig import data, models
-from tfbig.compress.quantize import QATMethod, convert_int8
 from tfbig.config import ConfigError, QATConfig
 from tfbig.distribute import make_strategy
 from tfbig.export.signatures import predict_function
-from tfbig.export.tflite import TFLiteRunner, convert_tflite
+from tfbig.export.tflite import TFLiteRunner, convert_int8, convert_tflite
 from tfbig.train import Trainer, make_optimizer
+from tfbig.train.compression.quantize import QATMethod
 
 from runs import make_config
 

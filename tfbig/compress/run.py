@@ -26,10 +26,6 @@ import yaml
 
 from tfbig import models
 from tfbig.compress import report as reports
-from tfbig.compress.distill import is_saved_model, saved_model_teacher
-from tfbig.compress.method import Method
-from tfbig.compress.methods import PTQ_VARIANTS, make_method
-from tfbig.compress.quantize import convert_int8
 from tfbig.config import Config, ConfigError, apply_overrides, config_from_dict, config_to_dict
 from tfbig.config import save_config
 from tfbig.config.schema import COMPRESS_METHODS
@@ -37,8 +33,11 @@ from tfbig.distribute import make_strategy
 from tfbig.export.exporter import calibration_examples
 from tfbig.export.restore import TrainedModel, float32_model, restore_run
 from tfbig.export.signatures import predict_function
-from tfbig.export.tflite import convert_tflite
+from tfbig.export.tflite import convert_int8, convert_tflite
 from tfbig.train.checkpoint import Checkpointer
+from tfbig.train.compression.distill import is_saved_model, saved_model_teacher
+from tfbig.train.compression.method import Method
+from tfbig.train.compression.methods import PTQ_VARIANTS, make_method
 from tfbig.train.optim import make_optimizer
 from tfbig.train.run import CONFIG_FILE, check_resumable
 from tfbig.train.trainer import Trainer

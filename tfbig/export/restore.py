@@ -65,7 +65,7 @@ def _compression(config: Config, task: str):
     """The compression method of a compressed run, or None (imports TF-MOT only then)."""
     if config.compress.method == "none":
         return None
-    from tfbig.compress.methods import make_method
+    from tfbig.train.compression.methods import make_method
 
     return make_method(config, task=task)
 

@@ -22,7 +22,7 @@ import os
 import tensorflow as tf
 
 from tfbig import saved_model
-from tfbig.compress.method import Method
+from tfbig.train.compression.method import Method
 from tfbig.config import ConfigError, DistillConfig
 from tfbig.train import losses
 from tfbig.train.hooks import TrainingHooks

@@ -6,7 +6,7 @@ A method turns the trained float model into the model that is fine-tuned
 (`finalize`, e.g. `strip_pruning`). A compressed run directory is an
 ordinary run directory whose config names the method, so `tfbig export`
 rebuilds `wrap(build_model(...))`, restores the checkpoint into it and
-exports `finalize(...)` of it: see `tfbig.compress.rebuild`.
+exports `finalize(...)` of it: see `tfbig.export.restore`.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ import tf_keras as keras
 from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import PruneRegistry
 from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude
 
-from tfbig.compress.method import Method, wrap_selected
+from tfbig.train.compression.method import Method, wrap_selected
 from tfbig.config import ConfigError, PruneConfig
 from tfbig.train.hooks import TrainingHooks
 

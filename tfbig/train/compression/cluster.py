@@ -5,7 +5,7 @@ centroids plus an index per weight; after `strip_clustering` it is a plain
 kernel with only that many distinct values, which gzip (and any
 palettizing runtime) stores in about log2(clusters) bits per weight.
 
-Layers are chosen by the same rule as pruning (`tfbig.compress.prune`):
+Layers are chosen by the same rule as pruning (`tfbig.train.compression.prune`):
 Dense, Conv and attention kernels the TF-MOT registry knows, embeddings left
 as they are. `preserve_sparsity` keeps a pruned model's zeros at zero
 (sparsity-preserving clustering), so prune -> cluster compounds.
@@ -19,8 +19,8 @@ from tensorflow_model_optimization.python.core.clustering.keras.clustering_regis
     ClusteringRegistry,
 )
 
-from tfbig.compress.method import Method, wrap_selected
-from tfbig.compress.prune import DENSE_BY_RULE
+from tfbig.train.compression.method import Method, wrap_selected
+from tfbig.train.compression.prune import DENSE_BY_RULE
 from tfbig.config import ClusterConfig
 
 CentroidInitialization = tfmot.clustering.keras.CentroidInitialization

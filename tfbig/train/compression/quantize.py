@@ -43,7 +43,8 @@ Upstream trouble, verified with TF 2.21 / TF-MOT 0.8.1, and the workarounds:
 - TFLite: a QAT model built and trained under MirroredStrategy converts as
   it is, inside or outside `strategy.scope()` (checked with these SyncOnRead
   ranges and with TF-MOT's own MirroredVariables), so no rebuild outside the
-  strategy is needed. What matters is the converter setting: `convert_int8`.
+  strategy is needed. What matters is the converter setting:
+  `tfbig.export.tflite.convert_int8`.
 
 `finalize` is the identity (the base class's): the export keeps the FakeQuant
 ops, and TFLite conversion turns them into int8 tensors.
@@ -60,10 +61,8 @@ import tf_keras as keras
 from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
     default_8bit_quantize_configs, default_8bit_quantize_registry)
 
-from tfbig.compress.method import Method, layer_selector, require_selected
+from tfbig.train.compression.method import Method, layer_selector, require_selected
 from tfbig.config import QATConfig
-from tfbig.export.signatures import predict_function
-from tfbig.export.tflite import convert_tflite
 from tfbig.models.layers import PositionEmbedding
 
 qkeras = tfmot.quantization.keras
@@ -305,30 +304,3 @@ class QATMethod(Method):
         use_range_quantizers(wrapped)
         return wrapped
 
-
-def convert_int8(model: keras.Model, spec, path: str, calibration=None) -> str:
-    """The QAT `model` as an int8 TFLite file at `path`.
-
-    Without `calibration` (the default) the converter takes every range from
-    the FakeQuant ops and nothing else (TF's QAT recipe: Optimize.DEFAULT and
-    no representative data, which is `convert_tflite`'s "dynamic_range"
-    setting), so the file computes what the QAT model simulated: int8 where
-    QAT quantized, float where it did not. Conv and Dense on 2-D inputs (the
-    CNN, the MLP) run int8. Upstream limit, measured for plain
-    `quantize_model` too: a Dense on 3-D inputs (a transformer's MLP) is
-    lowered to reshape, matmul, reshape, bias-add; the FakeQuant after the
-    bias-add does not reach the matmul, so the converter folds the
-    fake-quantized kernel into a float constant and multiplies in float. The
-    attention projections keep int8-stored kernels but also multiply in float.
-
-    With `calibration` examples the conversion is full-integer
-    (`convert_tflite`'s "int8"): every op with an int8 kernel gets a range,
-    calibrated where QAT left none, including the float-by-rule LayerNorms,
-    embeddings and residual Adds. For a transformer that is smaller and runs
-    int8 matmuls, but it is no longer what QAT trained for (the test GPT
-    after 30 steps: 82-94% top-1 agreement with the QAT model over three
-    runs, against 99.98-100% without calibration; 64 KB against 106 KB).
-    """
-    variant = "dynamic_range" if calibration is None else "int8"
-    return convert_tflite(predict_function(model, spec), model, variant, path,
-                          calibration=calibration)
