@@ -1,15 +1,19 @@
-"""Files written whole or not at all.
+"""Files and directories written whole or not at all.
 
 Every record tfbig writes for later reading (reports, pipeline and lifecycle
 records, serving measurements) goes to a temporary file in the same directory
 and is renamed over the target: a reader, or a run killed half-way, never
-sees half a file. No TensorFlow here, so the report can use it.
+sees half a file. A directory (an exported version, a measured SavedModel) is
+built the same way in `staged_directory`. No TensorFlow here, so the report
+can use it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import tempfile
 
 
@@ -34,3 +38,42 @@ def write_atomic(path: str, data: bytes | str) -> str:
 def write_json(path: str, value, *, default=None) -> str:
     """`value` as indented JSON, atomically; `default` converts what json cannot."""
     return write_atomic(path, json.dumps(value, indent=2, default=default) + "\n")
+
+
+@contextlib.contextmanager
+def staged_directory(path: str, *, prefix: str = ".tmp-"):
+    """Yield an empty directory beside `path` that becomes `path` once the block succeeds.
+
+    It is made in `path`'s parent (the same filesystem, so the final rename is
+    atomic) and readable like any directory the user creates: mkdtemp's 0700
+    would hide it from a server run as another user. An existing `path` is
+    swapped out only once the new one is complete (renamed aside, then
+    deleted). If the block raises, the staged directory is removed and `path`
+    is as it was.
+    """
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=prefix, dir=parent)
+    try:
+        os.chmod(staging, 0o777 & ~_umask())
+        yield staging
+        _publish(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publish(staging: str, path: str) -> None:
+    if not os.path.exists(path):
+        os.rename(staging, path)
+        return
+    retired = tempfile.mkdtemp(prefix=".retired-", dir=os.path.dirname(os.path.abspath(path)))
+    os.rename(path, os.path.join(retired, "old"))
+    os.rename(staging, path)
+    shutil.rmtree(retired, ignore_errors=True)

@@ -30,7 +30,6 @@ import math
 import os
 import shutil
 import statistics
-import tempfile
 import time
 from typing import Callable, Iterable
 
@@ -38,9 +37,10 @@ import numpy as np
 import tensorflow as tf
 
 from tfbig import saved_model
-from tfbig.files import write_atomic, write_json
+from tfbig.export.exporter import save_servable
 from tfbig.export.signatures import INPUT_KEY, PREDICT, predict_function
 from tfbig.export.tflite import TFLiteRunner
+from tfbig.files import staged_directory, write_atomic, write_json
 from tfbig.train.losses import per_example_accuracy, per_example_loss
 
 REPORT_FORMAT = "tfbig-compress-report/1"
@@ -62,27 +62,15 @@ Predict = Callable[[np.ndarray], np.ndarray]  # inputs (batch first) -> float lo
 def save_saved_model(model, spec, path: str) -> str:
     """Save `model` as a float SavedModel at `path`, the way `tfbig export` does.
 
-    The root is a bare `tf.Module` holding `model.variables` with only the
-    `serving_default` predict signature, so the measured files are exactly
-    the weights a server loads (no Keras metadata, no wrapper variables once
-    a method's `finalize` has stripped them). Written into a temporary
-    directory beside `path` and renamed into place, so `path` is either the
-    complete new SavedModel or (if saving fails) what it was before; an
-    existing `path` is replaced.
+    Only the `serving_default` predict signature over `model`'s variables
+    (`tfbig.export.exporter.save_servable`), so the measured files are exactly
+    the weights a server loads. Staged beside `path` and renamed into place
+    (`tfbig.files.staged_directory`), so `path` is either the complete new
+    SavedModel or (if saving fails) what it was before; an existing `path` is
+    replaced.
     """
-    final = os.path.abspath(path)
-    parent = os.path.dirname(final)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".tmp-saved_model-", dir=parent)
-    try:
-        os.chmod(staging, 0o755)  # mkdtemp's 0700 would hide it from a server run as another user
-        holder = tf.Module()
-        holder.model_variables = list(model.variables)
-        tf.saved_model.save(holder, staging, signatures={PREDICT: predict_function(model, spec)})
-        _replace(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with staged_directory(path, prefix=".tmp-saved_model-") as staging:
+        save_servable(staging, model, {PREDICT: predict_function(model, spec)})
     return path
 
 
@@ -406,15 +394,3 @@ def _json_default(value):
         return value.tolist()
     raise TypeError(f"{type(value).__name__} is not JSON serializable: {value!r}")
 
-
-def _replace(staging: str, final: str) -> None:
-    """Rename the directory `staging` to `final`, swapping out an existing `final`."""
-    if not os.path.exists(final):
-        os.rename(staging, final)
-        return
-    aside = tempfile.mkdtemp(prefix=f".old-{os.path.basename(final)}-",
-                             dir=os.path.dirname(final))
-    old = os.path.join(aside, "old")
-    os.rename(final, old)
-    os.rename(staging, final)
-    shutil.rmtree(aside, ignore_errors=True)

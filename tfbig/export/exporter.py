@@ -92,10 +92,8 @@ def export_model(trained: TrainedModel, model_base_path: str, *, version: int | 
     expected = {name: _numpy(functions[name](**_tensors(samples[name]))) for name in functions}
     with staged_version(model_base_path, version, overwrite=overwrite,
                         write_errors=WRITE_ERRORS) as staging:
-        holder = tf.Module()
-        holder.model_variables = list(trained.model.variables)
-        holder.codec = codec  # its tokenizer's resources are saved with the graph
-        tf.saved_model.save(holder, staging, signatures=functions)
+        # The codec's tokenizer resources are saved with the graph.
+        save_servable(staging, trained.model, functions, codec=codec)
         sig.set_method_names(staging, {name: sig.METHOD_NAMES[name] for name in functions})
         write_warmup(staging, warmup_logs(samples))
         write_prediction_logs(staging, EXPECTED_FILE, expected_logs(samples, expected))
@@ -181,6 +179,21 @@ def _reason(error: Exception) -> str:
     if errors:
         return errors[-1]
     return lines[0] if lines else type(error).__name__
+
+
+def save_servable(path: str, model, signatures: dict, **objects) -> None:
+    """A SavedModel at `path` with `signatures` (name -> tf.function) over `model`'s variables.
+
+    Its root is a bare `tf.Module` holding `model.variables` (and `objects`,
+    whose resources the signatures use), not the Keras model: see the module
+    docstring. No Keras metadata and no wrapper variables a compression
+    method's `finalize` stripped: the files are what a server loads.
+    """
+    holder = tf.Module()
+    holder.model_variables = list(model.variables)
+    for name, value in objects.items():
+        setattr(holder, name, value)
+    tf.saved_model.save(holder, path, signatures=signatures)
 
 
 def _check_options(tflite, onnx_opset: int) -> None:

@@ -12,11 +12,10 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
-import tempfile
 
 from tfbig.atoi import simple_atoi
 from tfbig.export.errors import ExportError, VersionWriteError
+from tfbig.files import staged_directory
 
 # The folder of a version that TF Serving leaves alone: warmup requests,
 # tfbig's manifest and the ONNX/TFLite artifacts live there.
@@ -58,19 +57,11 @@ def staged_version(base_path: str, version: int, *, overwrite: bool = False,
     version could not be written where, and that nothing was left behind.
     """
     check_version(base_path, version, overwrite=overwrite)
-    final = os.path.join(base_path, str(version))
     staging = None
     try:
-        os.makedirs(base_path, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=base_path)
-        # mkdtemp makes it private (0700); a version must be readable like any
-        # directory the user creates, e.g. by a server running as another user.
-        os.chmod(staging, 0o777 & ~_umask())
-        yield staging
-        _publish(staging, final)
+        with staged_directory(os.path.join(base_path, str(version)), prefix=f".tmp-{version}-") as staging:
+            yield staging
     except BaseException as error:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
         if isinstance(error, write_errors):
             raise VersionWriteError(_not_written(version, base_path, staging, error)) from error
         raise
@@ -82,19 +73,3 @@ def _not_written(version: int, base_path: str, staging: str | None, error: BaseE
     # TensorFlow prefixes its op errors with the function's name: {{function_node ...}}.
     reason = re.sub(r"\{\{.*?\}\}\s*", "", " ".join(str(error).split())) or type(error).__name__
     return f"version {version} could not be written to {base_path}: {reason}; {left}"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _publish(staging: str, final: str) -> None:
-    if not os.path.exists(final):
-        os.rename(staging, final)
-        return
-    retired = tempfile.mkdtemp(prefix=".retired-", dir=os.path.dirname(final))
-    os.rename(final, os.path.join(retired, "old"))
-    os.rename(staging, final)
-    shutil.rmtree(retired, ignore_errors=True)
