@@ -19,8 +19,8 @@ from tensorflow_serving.config import model_server_config_pb2
 import tfbig
 from tfbig.cli import main
 from tfbig.serving import config_files, model_server
-from tfbig.serving.config_files import ServeConfigError
-from tfbig.serving.model_server import ModelServerError, model_server_command, run_model_server
+from tfbig.serving.errors import ModelServerError, ServeConfigError
+from tfbig.serving.model_server import model_server_command, run_model_server
 from tfbig.serving.options import ServeOptions, parse_serve_args
 from tfbig.serving.protos import BatchingParameters, MonitoringConfig
 

@@ -27,8 +27,8 @@ from tfbig.lifecycle.registry import ModelRegistry
 from tfbig.serving import codec
 from tfbig.serving.client import Client
 from tfbig.serving.config_files import write_text_proto
-from tfbig.serving.errors import ServingError
-from tfbig.serving.process import ServerProcess, ServerStartError
+from tfbig.serving.errors import ServerStartError, ServingError
+from tfbig.serving.process import ServerProcess
 
 
 @dataclasses.dataclass(frozen=True)

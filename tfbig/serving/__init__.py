@@ -17,7 +17,7 @@ _EXPORTS = {
     "AsyncClient": "tfbig.serving.client",
     "Client": "tfbig.serving.client",
     "EmbeddedServer": "tfbig.serving.server.embedded",
-    "ServeConfigError": "tfbig.serving.config_files",
+    "ServeConfigError": "tfbig.serving.errors",
     "ServeOptions": "tfbig.serving.options",
     "ServingError": "tfbig.serving.errors",
     "parse_serve_args": "tfbig.serving.options",

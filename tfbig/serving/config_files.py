@@ -16,7 +16,7 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from tfbig.atoi import simple_atoi
-from tfbig.errors import UsageError
+from tfbig.serving.errors import ServeConfigError
 from tfbig.serving.options import DEFAULT_PROMETHEUS_PATH, ServeOptions
 from tfbig.serving.protos import DEFAULT_MAX_BATCH_SIZE, BatchingParameters, MonitoringConfig, SSLConfig
 
@@ -25,10 +25,6 @@ BATCHING_FILE = "batching_parameters.txt"
 MONITORING_FILE = "monitoring.config"
 # Model names become URL path segments and never address files: plain names only.
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
-
-
-class ServeConfigError(UsageError, ValueError):
-    """A serving flag or config file is wrong; the message says which and how."""
 
 
 def check_model_name(name: str) -> str:

@@ -1,17 +1,23 @@
-"""One error type for everything a TF Serving server can answer with.
+"""The errors of tfbig's serving, all four in one place.
 
-TF Serving reports failures as a canonical status code plus a message; gRPC
-carries them as a `grpc.StatusCode`, REST as an HTTP status and a body
-`{"error": message}`. The client raises, and the embedded server produces,
-`ServingError(code, message)` so callers handle both protocols the same way.
-The HTTP mapping is TF Serving's own (model_servers/http_server.cc).
+`ServingError` is everything a TF Serving server can answer with. TF Serving
+reports failures as a canonical status code plus a message; gRPC carries them
+as a `grpc.StatusCode`, REST as an HTTP status and a body `{"error": message}`.
+The client raises, and the embedded server produces, `ServingError(code,
+message)` so callers handle both protocols the same way. The HTTP mapping is
+TF Serving's own (model_servers/http_server.cc).
+
+The other three are about starting a server, not about a request:
+`ServeConfigError` (a flag or config file is wrong), `ModelServerError`
+(tensorflow_model_server failed) and `ServerStartError` (a `tfbig serve`
+child process failed to serve).
 """
 
 from __future__ import annotations
 
 import grpc
 
-from tfbig.errors import RunError
+from tfbig.errors import RunError, UsageError
 
 HTTP_STATUS = {
     grpc.StatusCode.OK: 200,
@@ -59,6 +65,18 @@ class ServingError(RunError):
     @classmethod
     def from_rpc(cls, error: grpc.RpcError) -> "ServingError":
         return cls(error.code(), error.details() or "")
+
+
+class ServeConfigError(UsageError, ValueError):
+    """A serving flag or config file is wrong; the message says which and how."""
+
+
+class ModelServerError(RunError, RuntimeError):
+    """tensorflow_model_server exited or never made its models available."""
+
+
+class ServerStartError(RunError, RuntimeError):
+    """The server exited, or did not make the model AVAILABLE in time; says why."""
 
 
 def invalid_argument(message: str) -> ServingError:

@@ -22,8 +22,8 @@ import sys
 import tempfile
 import time
 
-from tfbig.errors import RunError
 from tfbig.serving import config_files
+from tfbig.serving.errors import ModelServerError
 from tfbig.serving.options import SERVE_TAG, ServeOptions
 
 BINARY = "tensorflow_model_server"
@@ -32,10 +32,6 @@ _STOP_GRACE_S = 10.0
 # Short enough that a server which just finished loading is seen at once.
 _POLL_INTERVAL_S = 0.2
 _STATUS_TIMEOUT_S = 1.0
-
-
-class ModelServerError(RunError, RuntimeError):
-    """tensorflow_model_server exited or never made its models available."""
 
 
 def find_model_server() -> str | None:

@@ -17,17 +17,12 @@ import sys
 import time
 
 from tfbig.distribute.cluster import free_ports
-from tfbig.errors import RunError
 from tfbig.serving.client import Client
-from tfbig.serving.errors import ServingError
+from tfbig.serving.errors import ServerStartError, ServingError
 
 START_TIMEOUT_S = 300.0
 STOP_GRACE_S = 15.0
 POLL_S = 0.25
-
-
-class ServerStartError(RunError, RuntimeError):
-    """The server exited, or did not make the model AVAILABLE in time; says why."""
 
 
 class ServerProcess:

@@ -21,7 +21,7 @@ def serve(options: ServeOptions) -> int:
     binary = find_model_server()
     if options.engine == "tensorflow_model_server" or (options.engine == "auto" and binary):
         if binary is None:
-            from tfbig.serving.config_files import ServeConfigError
+            from tfbig.serving.errors import ServeConfigError
 
             raise ServeConfigError("--engine tensorflow_model_server: the binary is not on PATH; "
                                    "install TF Serving or use --engine embedded")
@@ -45,7 +45,7 @@ def embedded_version() -> str:
 def check_ports_free(options: ServeOptions) -> None:
     """Refuse a port in use at once: before loading the models (seconds), and before
     gRPC logs its own multi-line bind failure; the server still checks as it binds."""
-    from tfbig.serving.config_files import ServeConfigError
+    from tfbig.serving.errors import ServeConfigError
 
     for flag, port in (("--port", options.port), ("--rest_api_port", options.rest_api_port)):
         if not port:  # 0: no REST API, or any free port
