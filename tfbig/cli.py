@@ -167,11 +167,12 @@ def _predict_inputs(args, signature) -> dict:
 
 def cmd_predict(args) -> int:
     """Call a served model (tensorflow_model_server or tfbig serve) and print its outputs as JSON."""
+    from tfbig.protocol import DEFAULT_SIGNATURE
     from tfbig.serving import Client, codec
 
     with Client(args.target, protocol=args.protocol, timeout=args.timeout) as client:
         signatures = client.metadata(args.model, version=args.model_version, label=args.label)
-        name = args.signature or "serving_default"
+        name = args.signature or DEFAULT_SIGNATURE
         if name not in signatures:
             raise SystemExit(f"tfbig predict: error: model {args.model!r} has no signature {name!r}; "
                              f"it has {', '.join(sorted(signatures))}")

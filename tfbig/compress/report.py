@@ -38,7 +38,7 @@ import tensorflow as tf
 
 from tfbig import saved_model
 from tfbig.export.exporter import save_servable
-from tfbig.export.signatures import INPUT_KEY, PREDICT, predict_function
+from tfbig.export.signatures import INPUT_KEY, LOGITS, PREDICT, predict_function
 from tfbig.export.tflite import TFLiteRunner
 from tfbig.files import staged_directory, write_atomic, write_json
 from tfbig.train.losses import per_example_accuracy, per_example_loss
@@ -88,7 +88,7 @@ def measure_saved_model(path: str, source, *, eval_steps: int = 0, latency_runs:
     signature = saved_model.load(path).signatures[PREDICT]
 
     def predict(inputs: np.ndarray) -> np.ndarray:
-        return signature(**{INPUT_KEY: tf.constant(inputs)})["logits"].numpy()
+        return signature(**{INPUT_KEY: tf.constant(inputs)})[LOGITS].numpy()
 
     return _measure(
         {"format": SAVED_MODEL, "path": path}, files,

@@ -140,7 +140,7 @@ def _write_artifacts(staging: str, trained: TrainedModel, inputs: np.ndarray, *,
     portable = float32_model(trained)
     predict = sig.predict_function(portable, trained.source.spec)
     check = functools.partial(_write_artifact, staging, inputs=inputs,
-                              expected=predict(tf.constant(inputs))["logits"].numpy())
+                              expected=predict(tf.constant(inputs))[sig.LOGITS].numpy())
     if onnx:
         artifacts["onnx"] = os.path.join(ASSETS_EXTRA, ONNX_FILE)
         parity["onnx"] = check(artifacts["onnx"], "onnx", OnnxRunner,

@@ -28,19 +28,22 @@ from tensorflow.core.protobuf import saved_model_pb2
 # No public API recomputes fingerprint.pb, whose checksum covers saved_model.pb.
 from tensorflow.python.saved_model import fingerprinting_utils
 
-PREDICT = "serving_default"
+from tfbig.protocol import (
+    CLASSES, CLASSIFY_METHOD, DEFAULT_SIGNATURE, GENERATE_SIGNATURE, INPUT_KEY, LOGITS, OUTPUTS,
+    PREDICT_METHOD, REGRESS_METHOD, SCORES,
+)
+
+PREDICT = DEFAULT_SIGNATURE
 CLASSIFY = "classify"
 REGRESS = "regress"
-GENERATE = "generate"
+GENERATE = GENERATE_SIGNATURE
 
 METHOD_NAMES = {
-    PREDICT: "tensorflow/serving/predict",
-    CLASSIFY: "tensorflow/serving/classify",
-    REGRESS: "tensorflow/serving/regress",
-    GENERATE: "tensorflow/serving/predict",
+    PREDICT: PREDICT_METHOD,
+    CLASSIFY: CLASSIFY_METHOD,
+    REGRESS: REGRESS_METHOD,
+    GENERATE: PREDICT_METHOD,
 }
-
-INPUT_KEY = "inputs"
 
 
 def input_spec(spec) -> tf.TensorSpec:
@@ -52,7 +55,7 @@ def input_spec(spec) -> tf.TensorSpec:
 def predict_function(model, spec):
     @tf.function(input_signature=[input_spec(spec)])
     def predict(inputs):
-        return {"logits": tf.cast(model(inputs, training=False), tf.float32)}
+        return {LOGITS: tf.cast(model(inputs, training=False), tf.float32)}
 
     return predict
 
@@ -75,7 +78,7 @@ def classify_function(model, spec):
     def classify(inputs):
         scores = _probabilities(model, spec, inputs)
         classes = tf.tile(class_names[None], [tf.shape(scores)[0], 1])
-        return {"classes": classes, "scores": scores}
+        return {CLASSES: classes, SCORES: scores}
 
     return classify
 
@@ -83,7 +86,7 @@ def classify_function(model, spec):
 def regress_function(model, spec):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_KEY)])
     def regress(inputs):
-        return {"outputs": tf.reduce_max(_probabilities(model, spec, inputs), axis=-1)}
+        return {OUTPUTS: tf.reduce_max(_probabilities(model, spec, inputs), axis=-1)}
 
     return regress
 

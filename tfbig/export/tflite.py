@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
-from tfbig.export.signatures import INPUT_KEY, PREDICT, predict_function
+from tfbig.export.signatures import INPUT_KEY, LOGITS, PREDICT, predict_function
 
 
 def tflite_file(variant: str) -> str:
@@ -101,4 +101,4 @@ class TFLiteRunner:
         self.runner = interpreter.get_signature_runner(PREDICT)
 
     def __call__(self, inputs: np.ndarray) -> np.ndarray:
-        return self.runner(**{INPUT_KEY: inputs})["logits"]
+        return self.runner(**{INPUT_KEY: inputs})[LOGITS]

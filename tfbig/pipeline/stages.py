@@ -20,7 +20,7 @@ import numpy as np
 
 from tfbig.config import Config, ConfigError, config_to_dict, replace
 from tfbig.errors import RunError
-from tfbig.export.signatures import GENERATE, INPUT_KEY, PREDICT
+from tfbig.export.signatures import GENERATE, INPUT_KEY, LOGITS, PREDICT
 from tfbig.files import write_atomic, write_json
 from tfbig.pipeline.state import PipelineState
 
@@ -331,7 +331,7 @@ def smoke_query(ctx: PipelineContext) -> dict:
     if request["signature"] == GENERATE:
         response = repr(outputs["text"][0].decode("utf-8", "replace"))
     else:
-        response = f"class {int(np.argmax(outputs['logits'][0]))}"
+        response = f"class {int(np.argmax(outputs[LOGITS][0]))}"
     return {"signature": request["signature"], "request": request["shown"], "response": response,
             "latency_ms": round(latency_ms, 3)}
 
@@ -356,7 +356,7 @@ def example_inputs(ctx: PipelineContext) -> np.ndarray:
         request = log.predict_log.request
         if request.model_spec.signature_name == PREDICT:
             return codec.from_tensor_proto(request.inputs[INPUT_KEY])[:1]
-    raise ConfigError(f"{path} holds no serving_default request")
+    raise ConfigError(f"{path} holds no {PREDICT} request")
 
 
 def measure(ctx: PipelineContext) -> list[dict]:

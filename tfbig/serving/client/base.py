@@ -11,7 +11,7 @@ import time
 import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
-from tfbig.serving.client import wire
+from tfbig.protocol import DEFAULT_SIGNATURE
 from tfbig.serving.errors import ServingError
 
 PROTOCOLS = ("grpc", "rest")
@@ -38,7 +38,7 @@ def signature_cache_key(spec) -> tuple:
 
 def named_signature(signatures: dict, spec) -> dict:
     """The signature `spec` asks for, out of a model's signatures (FAILED_PRECONDITION, as TF Serving)."""
-    name = spec.signature_name or wire.DEFAULT_SIGNATURE
+    name = spec.signature_name or DEFAULT_SIGNATURE
     if name not in signatures:
         raise ServingError(grpc.StatusCode.FAILED_PRECONDITION, f"Serving signature key \"{name}\" not found.")
     return signatures[name]

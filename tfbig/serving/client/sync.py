@@ -18,6 +18,7 @@ import grpc
 import requests
 from tensorflow_serving.apis import classification_pb2, get_model_status_pb2, regression_pb2
 
+from tfbig.protocol import GENERATE_SIGNATURE
 from tfbig.serving.client import wire
 from tfbig.serving.client.base import ClientBase, named_signature, signature_cache_key
 from tfbig.serving.errors import ServingError, deadline_exceeded
@@ -97,7 +98,7 @@ class Client(ClientBase):
         runs in the served graph); temperature 0 is greedy, top_k 0 no filter."""
         inputs = wire.generate_inputs(texts, max_new_tokens=max_new_tokens, temperature=temperature,
                                       top_k=top_k, seed=seed)
-        return wire.generated_texts(self.predict(model, inputs, signature=wire.GENERATE_SIGNATURE,
+        return wire.generated_texts(self.predict(model, inputs, signature=GENERATE_SIGNATURE,
                                                  version=version, label=label, timeout=timeout))
 
     def classify(self, model: str, examples, context=None, signature: str | None = None,

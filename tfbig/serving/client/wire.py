@@ -17,12 +17,11 @@ from tensorflow_serving.apis import (
     model_management_pb2, model_pb2, predict_pb2, regression_pb2,
 )
 
+from tfbig.protocol import (
+    CLASSES, CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD, SCORES, SIGNATURE_DEF_FIELD,
+)
 from tfbig.serving import codec
 from tfbig.serving.errors import ServingError, invalid_argument
-
-SIGNATURE_DEF_FIELD = "signature_def"
-DEFAULT_SIGNATURE = "serving_default"
-GENERATE_SIGNATURE = "generate"
 
 
 def model_spec(model: str, signature: str | None = None, version: int | None = None,
@@ -126,7 +125,7 @@ def multi_inference_request(model: str, examples, tasks, context=None,
     """`tasks`: [(signature, "classify" | "regress"), ...], all run on the same examples."""
     request = inference_pb2.MultiInferenceRequest(input=examples_input(examples, context))
     for signature, method in tasks:
-        task = request.tasks.add(method_name=f"tensorflow/serving/{method}")
+        task = request.tasks.add(method_name={"classify": CLASSIFY_METHOD, "regress": REGRESS_METHOD}[method])
         task.model_spec.CopyFrom(model_spec(model, signature, version))
     return request
 
@@ -160,7 +159,7 @@ def classify_outputs(result: classification_pb2.ClassificationResult) -> dict[st
     """`classes` (labels as str) and `scores`, one row per example, one column per class."""
     labels = [[c.label for c in row.classes] for row in result.classifications]
     scores = [[c.score for c in row.classes] for row in result.classifications]
-    return {"classes": np.array(labels, dtype=object), "scores": np.array(scores, dtype=np.float32)}
+    return {CLASSES: np.array(labels, dtype=object), SCORES: np.array(scores, dtype=np.float32)}
 
 
 def regress_outputs(result: regression_pb2.RegressionResult) -> np.ndarray:

@@ -20,6 +20,7 @@ from tensorflow_serving.apis import (
 )
 
 from tfbig.export.warmup import WARMUP_FILE, read_warmup
+from tfbig.protocol import CLASSIFY_METHOD, REGRESS_METHOD, SIGNATURE_DEF_FIELD
 from tfbig.serving import codec
 from tfbig.serving.errors import ServingError, deadline_exceeded, invalid_argument
 from tfbig.serving.server.inputs import InputBudget, check_names, tensor_input
@@ -30,11 +31,8 @@ from tfbig.serving.server.servable import (
 
 log = logging.getLogger("tfbig.serving")
 
-SIGNATURE_DEF_FIELD = "signature_def"
 # Passed as the batcher by warmup replay: no batching and no per-request row limit.
 WARMUP = object()
-CLASSIFY_METHOD = "tensorflow/serving/classify"
-REGRESS_METHOD = "tensorflow/serving/regress"
 
 
 def serialized_examples(request_input) -> np.ndarray:

@@ -17,12 +17,12 @@ from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import classification_pb2, regression_pb2
 
 from tfbig import saved_model
+from tfbig.protocol import CLASSES, DEFAULT_SIGNATURE, OUTPUTS, SCORES
 from tfbig.serving import codec
 from tfbig.serving.errors import ServingError, invalid_argument
 from tfbig.serving.options import SERVE_TAG
 from tfbig.serving.server.inputs import InputSpec, check_names, check_shape
 
-DEFAULT_SIGNATURE = "serving_default"
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 # TensorFlow prefixes errors raised inside a tf.function with the function's generated name,
 # which tells a client nothing ("{{function_node __inference_<lambda>_18670}} assertion failed: ...").
@@ -125,7 +125,7 @@ class Servable:
 
 def classification_result(outputs: dict[str, np.ndarray], rows: int) -> classification_pb2.ClassificationResult:
     """TF Serving's classify semantics: `classes` (labels) and/or `scores`, one column per class."""
-    classes, scores = outputs.get("classes"), outputs.get("scores")
+    classes, scores = outputs.get(CLASSES), outputs.get(SCORES)
     if classes is None and scores is None:
         raise invalid_argument("classify signature has neither a 'classes' nor a 'scores' output")
     result = classification_pb2.ClassificationResult()
@@ -142,9 +142,9 @@ def classification_result(outputs: dict[str, np.ndarray], rows: int) -> classifi
 
 
 def regression_result(outputs: dict[str, np.ndarray], rows: int) -> regression_pb2.RegressionResult:
-    if "outputs" not in outputs:
+    if OUTPUTS not in outputs:
         raise invalid_argument("regress signature has no 'outputs' output")
-    values = outputs["outputs"].reshape(rows, -1)
+    values = outputs[OUTPUTS].reshape(rows, -1)
     if values.shape[1] != 1:
         raise invalid_argument(f"regress 'outputs' must hold one value per example, got {values.shape[1]}")
     result = regression_pb2.RegressionResult()

@@ -24,6 +24,7 @@ import tensorflow as tf
 from tfbig import saved_model
 from tfbig.train.compression.method import Method
 from tfbig.config import ConfigError, DistillConfig
+from tfbig.protocol import DEFAULT_SIGNATURE, LOGITS
 from tfbig.train import losses
 from tfbig.train.hooks import TrainingHooks
 
@@ -72,14 +73,14 @@ def is_saved_model(path: str) -> bool:
 def saved_model_teacher(path: str):
     """`inputs -> logits` of a SavedModel's serving_default signature."""
     loaded = saved_model.load(path)
-    signature = loaded.signatures.get("serving_default")
-    if signature is None or "logits" not in signature.structured_outputs:
-        raise ConfigError(f"compress.distill.teacher: {path!r} has no serving_default signature "
-                          f"returning `logits`")
+    signature = loaded.signatures.get(DEFAULT_SIGNATURE)
+    if signature is None or LOGITS not in signature.structured_outputs:
+        raise ConfigError(f"compress.distill.teacher: {path!r} has no {DEFAULT_SIGNATURE} signature "
+                          f"returning `{LOGITS}`")
     input_name = next(iter(signature.structured_input_signature[1]))
 
     def teacher(inputs):
-        return signature(**{input_name: inputs})["logits"]
+        return signature(**{input_name: inputs})[LOGITS]
 
     teacher.keep_alive = loaded  # the signature needs the loaded object's variables
     return teacher

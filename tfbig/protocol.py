@@ -1,0 +1,33 @@
+"""The names TF Serving's protocol and tfbig's signatures share, each spelled once.
+
+The exporter writes them into every SavedModel (`tfbig.export.signatures`);
+the client, the embedded server, `tfbig predict`, the pipeline's smoke query
+and a distillation teacher loaded from a SavedModel read them. The signature
+key and the method names are TF Serving's own (TensorFlow has them as
+`tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY` and `*_METHOD_NAME`). This
+module imports nothing, so the command line can use it before TensorFlow loads.
+"""
+
+# The signature of a request that names none.
+DEFAULT_SIGNATURE = "serving_default"
+# A GPT's text-in, text-out signature (see tfbig.export.generate).
+GENERATE_SIGNATURE = "generate"
+# The one field of GetModelMetadata TF Serving answers: the SignatureDefs.
+SIGNATURE_DEF_FIELD = "signature_def"
+
+# A signature's method name: TF Serving sends Classify and Regress requests
+# only to signatures with the matching one.
+PREDICT_METHOD = "tensorflow/serving/predict"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
+
+# The input of every tfbig signature but `generate` (and the tf.Example
+# feature that `classify` and `regress` parse).
+INPUT_KEY = "inputs"
+# The output of `serving_default`.
+LOGITS = "logits"
+# The outputs TF Serving's Classify API reads (labels, and their scores) and
+# the one its Regress API reads.
+CLASSES = "classes"
+SCORES = "scores"
+OUTPUTS = "outputs"
