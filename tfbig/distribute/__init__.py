@@ -4,17 +4,9 @@ The strategy names load TensorFlow on first use, so `tfbig launch` (which
 only starts processes, from `tfbig.distribute.launch`) starts at once.
 """
 
-import importlib
+from tfbig.lazy import lazy_exports
 
-_EXPORTS = {
-    "StrategyError": "tfbig.distribute.devices",
-    "make_strategy": "tfbig.distribute.strategy",
-    "split_cpu": "tfbig.distribute.devices",
-}
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'tfbig.distribute' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, {
+    "tfbig.distribute.devices": ("StrategyError", "split_cpu"),
+    "tfbig.distribute.strategy": ("make_strategy",),
+})

@@ -9,28 +9,13 @@ warmup file (`tfbig.export.manifest`, `tfbig.export.warmup`) loads only
 those modules, not the exporter and the training code it restores runs with.
 """
 
-import importlib
+from tfbig.lazy import lazy_exports
 
-_EXPORTS = {
-    "ArtifactError": "tfbig.export.errors",
-    "ExportError": "tfbig.export.errors",
-    "ParityError": "tfbig.export.errors",
-    "VersionWriteError": "tfbig.export.errors",
-    "ExportResult": "tfbig.export.exporter",
-    "export_model": "tfbig.export.exporter",
-    "export_run": "tfbig.export.exporter",
-    "read_manifest": "tfbig.export.manifest",
-    "verify_manifest": "tfbig.export.manifest",
-    "TrainedModel": "tfbig.export.restore",
-    "restore_run": "tfbig.export.restore",
-    "TFLITE_VARIANTS": "tfbig.config.schema",
-    "existing_versions": "tfbig.export.versions",
-    "next_version": "tfbig.export.versions",
-}
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'tfbig.export' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__, __all__ = lazy_exports(__name__, {
+    "tfbig.export.errors": ("ArtifactError", "ExportError", "ParityError", "VersionWriteError"),
+    "tfbig.export.exporter": ("ExportResult", "export_model", "export_run"),
+    "tfbig.export.manifest": ("read_manifest", "verify_manifest"),
+    "tfbig.export.restore": ("TrainedModel", "restore_run"),
+    "tfbig.config.schema": ("TFLITE_VARIANTS",),
+    "tfbig.export.versions": ("existing_versions", "next_version"),
+})

@@ -11,22 +11,12 @@ when it is installed, else `EmbeddedServer`. Names are imported on first use
 so that `tfbig --help` does not wait for TensorFlow.
 """
 
-import importlib
+from tfbig.lazy import lazy_exports
 
-_EXPORTS = {
-    "AsyncClient": "tfbig.serving.client",
-    "Client": "tfbig.serving.client",
-    "EmbeddedServer": "tfbig.serving.server.embedded",
-    "ServeConfigError": "tfbig.serving.errors",
-    "ServeOptions": "tfbig.serving.options",
-    "ServingError": "tfbig.serving.errors",
-    "parse_serve_args": "tfbig.serving.options",
-    "serve": "tfbig.serving.serve",
-}
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'tfbig.serving' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__, __all__ = lazy_exports(__name__, {
+    "tfbig.serving.client": ("AsyncClient", "Client"),
+    "tfbig.serving.server.embedded": ("EmbeddedServer",),
+    "tfbig.serving.errors": ("ServeConfigError", "ServingError"),
+    "tfbig.serving.options": ("ServeOptions", "parse_serve_args"),
+    "tfbig.serving.serve": ("serve",),
+})
