@@ -1,4 +1,8 @@
-"""Training: the Orbit-style custom loop, optimizers, checkpoints and run logs."""
+"""Training: the Orbit-style custom loop, optimizers, checkpoints and run logs.
+
+The compression methods, which wrap a model for fine-tuning in this loop, are
+`tfbig.train.compression`.
+"""
 
 from tfbig.train.logging import read_metrics
 from tfbig.train.optim import WarmupDecay, make_optimizer, make_schedule
