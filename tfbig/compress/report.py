@@ -41,10 +41,10 @@ from tfbig.export.exporter import save_servable
 from tfbig.export.signatures import INPUT_KEY, LOGITS, PREDICT, predict_function
 from tfbig.export.tflite import TFLiteRunner
 from tfbig.files import staged_directory, write_atomic, write_json
+from tfbig.rundir import RunDir
 from tfbig.train.losses import per_example_accuracy, per_example_loss
 
 REPORT_FORMAT = "tfbig-compress-report/1"
-REPORT_FILES = {"json": "report.json", "md": "report.md", "png": "report.png"}
 SAVED_MODEL = "saved_model"
 TFLITE = "tflite"
 # Untimed calls before timing: the first calls trace, allocate and fill caches.
@@ -279,7 +279,8 @@ def write_report(out_dir: str, *, method: str, before: dict, after: dict,
     report = {"format": REPORT_FORMAT, "method": method, "before": before, "after": after}
     if details is not None:
         report["details"] = details
-    paths = {kind: os.path.join(out_dir, name) for kind, name in REPORT_FILES.items()}
+    run = RunDir(out_dir)
+    paths = {"json": run.compression_json, "md": run.compression_md, "png": run.compression_png}
     markdown = f"# tfbig compress: {method}\n\n{markdown_table(method, before, after)}\n"
     markdown += (f"\nEval on {before['eval_examples']} eval examples; latency is the median of "
                  f"{after['latency_runs']} single-example calls.\n")

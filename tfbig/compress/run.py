@@ -9,7 +9,8 @@ interrupted fine-tuning instead of starting over.
 
 Next to it: `artifacts/` with what the report measured (the float
 SavedModel before, the compressed SavedModel or TFLite file after), and
-`report.json`, `report.md`, `report.png` (see `tfbig.compress.report`).
+`report.json`, `report.md`, `report.png` (see `tfbig.compress.report`); the
+names are `tfbig.rundir.RunDir`'s.
 
 Fine-tuning runs in float32 without XLA whatever the run used: TF-MOT's
 wrappers and fake-quant ops are float32 graphs.
@@ -33,13 +34,14 @@ from tfbig.distribute import make_strategy
 from tfbig.export.exporter import calibration_examples
 from tfbig.export.restore import TrainedModel, float32_model, restore_run
 from tfbig.export.signatures import predict_function
-from tfbig.export.tflite import convert_int8, convert_tflite
+from tfbig.export.tflite import convert_int8, convert_tflite, tflite_file
+from tfbig.rundir import RunDir
 from tfbig.train.checkpoint import Checkpointer
 from tfbig.train.compression.distill import is_saved_model, saved_model_teacher
 from tfbig.train.compression.method import Method
 from tfbig.train.compression.methods import PTQ_VARIANTS, make_method
 from tfbig.train.optim import make_optimizer
-from tfbig.train.run import CONFIG_FILE, check_resumable
+from tfbig.train.run import check_resumable
 from tfbig.train.trainer import Trainer
 
 # `--set` may change how to compress and where to fine-tune, never what was trained.
@@ -79,7 +81,7 @@ def compress_run(run_dir: str, *, method: str | None = None, overrides: tuple[st
     out_config = output_config(config, out_dir)
     check_resumable(out_config, out_dir)
     os.makedirs(out_dir, exist_ok=True)
-    save_config(out_config, os.path.join(out_dir, CONFIG_FILE))
+    save_config(out_config, RunDir(out_dir).config)
 
     probe = make_method(out_config, task=source.source.spec.task)
     if probe.trains:
@@ -94,7 +96,7 @@ def compress_run(run_dir: str, *, method: str | None = None, overrides: tuple[st
 
 def compress_config(run_dir: str, method: str | None, overrides) -> Config:
     """The run's config with `--set` overrides (compress/distribute only) and `method`."""
-    path = os.path.join(run_dir, CONFIG_FILE)
+    path = RunDir(run_dir).config
     if not os.path.isfile(path):
         raise ConfigError(f"{run_dir!r} is not a tfbig run directory: {path} is missing")
     for override in overrides:
@@ -174,7 +176,7 @@ def load_teacher(path: str, source: TrainedModel):
 def save_weights(source: TrainedModel, out_dir: str) -> str:
     """The trained weights as the output run's checkpoint (post-training methods)."""
     step = tf.Variable(source.step, dtype=tf.int64)
-    checkpointer = Checkpointer(os.path.join(out_dir, "checkpoints"), keep=1,
+    checkpointer = Checkpointer(RunDir(out_dir).checkpoints, keep=1,
                                 model=float32_model(source), step=step)
     return checkpointer.save(source.step)
 
@@ -196,7 +198,7 @@ def measure(source: TrainedModel, compressed: TrainedModel, out_dir: str,
     """Save both models as deployable artifacts, measure them, write the report."""
     c = compressed.config.compress
     spec = source.source.spec
-    artifacts = os.path.join(out_dir, "artifacts")
+    artifacts = RunDir(out_dir).artifacts
     os.makedirs(artifacts, exist_ok=True)
     options = {"eval_steps": c.eval_steps, "latency_runs": c.latency_runs}
     before_path = reports.save_saved_model(
@@ -208,7 +210,7 @@ def measure(source: TrainedModel, compressed: TrainedModel, out_dir: str,
         after = reports.measure_tflite(after_path, source.source, **options)
     elif c.method in PTQ_VARIANTS:
         variant = PTQ_VARIANTS[c.method]
-        after_path = os.path.join(artifacts, f"model_{variant}.tflite")
+        after_path = os.path.join(artifacts, tflite_file(variant))
         model = compressed.model
         convert_tflite(predict_function(model, spec), model, variant, after_path,
                        calibration=calibration_examples(source, c.calibration_examples))

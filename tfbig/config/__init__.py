@@ -1,7 +1,6 @@
 """Typed configs: schema dataclasses plus YAML loading, overrides and validation."""
 
 from tfbig.config.loader import (
-    RUN_CONFIG_FILE,
     ConfigError,
     apply_overrides,
     config_from_dict,
@@ -41,7 +40,7 @@ from tfbig.config.schema import (
 
 __all__ = [
     "ConfigError", "apply_overrides", "config_from_dict", "config_to_dict", "dump_config",
-    "load_config", "replace", "run_directory_of", "save_config", "RUN_CONFIG_FILE",
+    "load_config", "replace", "run_directory_of", "save_config",
     "describe_config", "resolve_config_path", "shipped_configs",
     "MODEL_CONFIGS", "CNNConfig", "Config",
     "DataConfig", "DistributeConfig", "EarlyStoppingConfig", "GPTConfig", "LSTMConfig",

@@ -20,16 +20,11 @@ import yaml
 
 from tfbig.config import schema
 from tfbig.errors import UsageError
+from tfbig.rundir import RunDir
 
 
 class ConfigError(UsageError, ValueError):
     """A config value is missing, unknown, of the wrong type or out of range."""
-
-
-# A run directory (see tfbig.train.run) holds its resolved config under this
-# name, beside what training writes into it (any one of RUN_MARKERS).
-RUN_CONFIG_FILE = "config.yaml"
-RUN_MARKERS = ("checkpoints", "metrics.jsonl")
 
 
 # ------------------------------------------------------------------- loading
@@ -109,9 +104,9 @@ def run_directory_of(path: str | os.PathLike) -> str | None:
     (overrides such as --output-dir still win).
     """
     directory = os.path.dirname(os.fspath(path)) or os.curdir
-    if os.path.basename(os.fspath(path)) != RUN_CONFIG_FILE:
+    if os.path.basename(os.fspath(path)) != RunDir.config.name:
         return None
-    if not any(os.path.exists(os.path.join(directory, marker)) for marker in RUN_MARKERS):
+    if not RunDir(directory).has_trained():
         return None
     return directory
 

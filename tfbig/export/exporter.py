@@ -41,6 +41,7 @@ from tfbig.export.versions import ASSETS_EXTRA, check_version, next_version, sta
 from tfbig.export.warmup import (
     EXPECTED_FILE, expected_logs, warmup_logs, write_prediction_logs, write_warmup,
 )
+from tfbig.rundir import RunDir
 
 SAMPLE_BATCH = 8
 # What writing a version raises when the disk or its permissions refuse: OSError
@@ -69,7 +70,7 @@ def export_run(run_dir: str, model_base_path: str | None = None, *, version: int
     integer there. See `export_model` for the rest.
     """
     _check_options(tflite, onnx_opset)
-    model_base_path = model_base_path or os.path.join(run_dir, "export")
+    model_base_path = model_base_path or RunDir(run_dir).export
     if version is not None:  # refuse before the slow part, not after it
         check_version(model_base_path, version, overwrite=overwrite)
     trained = restore_run(run_dir, checkpoint)

@@ -17,8 +17,8 @@ from tfbig import data as tfdata
 from tfbig import models
 from tfbig.config import Config, load_config
 from tfbig.export.errors import ExportError
+from tfbig.rundir import RunDir
 from tfbig.train import read_metrics
-from tfbig.train.run import CONFIG_FILE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,12 +33,12 @@ class TrainedModel:
 
 def restore_run(run_dir: str, checkpoint: str | None = None) -> TrainedModel:
     """Rebuild the model of `run_dir` and load its latest (or the given) checkpoint."""
-    config_path = os.path.join(run_dir, CONFIG_FILE)
+    config_path = RunDir(run_dir).config
     if not os.path.isfile(config_path):
         raise ExportError(f"{run_dir!r} is not a tfbig run directory: {config_path} is missing "
                           f"(train one with `tfbig train CONFIG --output-dir {run_dir}`)")
     config = load_config(config_path)
-    checkpoint = checkpoint or tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+    checkpoint = checkpoint or tf.train.latest_checkpoint(RunDir(run_dir).checkpoints)
     if not checkpoint:
         raise ExportError(f"{run_dir!r} has no checkpoint yet; train it first")
     if not tf.io.gfile.exists(checkpoint + ".index"):

@@ -23,6 +23,7 @@ from tfbig.config import Config, ConfigError, replace
 from tfbig.errors import RunError, TfbigError
 from tfbig.pipeline import stages
 from tfbig.pipeline.state import STAGES, PipelineState, now
+from tfbig.rundir import RunDir
 
 # Single-process strategies: a cluster trains under `tfbig launch`, then the
 # pipeline takes the run from there (its train stage finds the run complete).
@@ -72,7 +73,7 @@ def model_name(config: Config) -> str:
 
 def model_base_path(config: Config, name: str) -> str:
     return os.path.abspath(config.pipeline.model_base_path
-                           or os.path.join(config.output.dir, "models", name))
+                           or RunDir(config.output.dir).model_base_path(name))
 
 
 def run_pipeline(config: Config, *, until: str = "report", keep_serving: bool = False,

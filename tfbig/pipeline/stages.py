@@ -23,13 +23,8 @@ from tfbig.errors import RunError
 from tfbig.export.signatures import GENERATE, INPUT_KEY, LOGITS, PREDICT
 from tfbig.files import write_atomic, write_json
 from tfbig.pipeline.state import PipelineState
+from tfbig.rundir import RunDir
 
-COMPRESSED_DIR = "compressed"
-# In the compressed run: the trained checkpoint it was made from.
-COMPRESSED_FROM = "compressed_from.txt"
-SERVING_FILE = "serving.json"
-ENVIRONMENT_FILE = "environment.json"
-SERVE_LOG = "serve.log"
 SMOKE_PROMPT = b"def "
 SMOKE_NEW_TOKENS = 24
 # How often the pipeline's server re-reads models.config (label moves are also pushed to it).
@@ -51,6 +46,10 @@ class PipelineContext:
     @property
     def run_dir(self) -> str:
         return self.config.output.dir
+
+    @property
+    def run(self) -> RunDir:
+        return RunDir(self.run_dir)
 
     @property
     def train_config(self) -> Config:
@@ -78,7 +77,7 @@ class PipelineContext:
     @property
     def export_source(self) -> str:
         """The run directory whose model is exported: the compressed one, if any."""
-        return os.path.join(self.run_dir, COMPRESSED_DIR) if self.compressed else self.run_dir
+        return self.run.compressed if self.compressed else self.run_dir
 
     @property
     def version(self) -> int:
@@ -88,7 +87,7 @@ class PipelineContext:
 def latest_checkpoint(run_dir: str) -> str | None:
     import tensorflow as tf  # reads the checkpoint index file; no TF op runs
 
-    return tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+    return tf.train.latest_checkpoint(RunDir(run_dir).checkpoints)
 
 
 def _checkpoint_step(path: str | None) -> int:
@@ -157,7 +156,7 @@ def compress_up_to_date(ctx: PipelineContext) -> dict | None:
     if not ctx.compressed:
         return {"method": "none"}
     done = ctx.state.summary("compress")
-    report = os.path.join(ctx.export_source, "report.json")
+    report = RunDir(ctx.export_source).compression_json
     if (done and done.get("source_checkpoint") == latest_checkpoint(ctx.run_dir)
             and os.path.exists(report)):
         return done
@@ -170,7 +169,7 @@ def run_compress(ctx: PipelineContext) -> dict:
     from tfbig.compress import compress_run
 
     source = latest_checkpoint(ctx.run_dir)
-    marker = os.path.join(ctx.export_source, COMPRESSED_FROM)
+    marker = RunDir(ctx.export_source).compressed_from
     if os.path.isdir(ctx.export_source) and _read_text(marker) != source:
         shutil.rmtree(ctx.export_source)
     os.makedirs(ctx.export_source, exist_ok=True)
@@ -228,7 +227,7 @@ def run_validate(ctx: PipelineContext) -> dict:
     from tfbig.lifecycle import LifecycleError, validate_version
 
     result = validate_version(ctx.registry, ctx.version, engine=ctx.config.pipeline.engine,
-                              log_path=os.path.join(ctx.run_dir, "validate.log"))
+                              log_path=ctx.run.validate_log)
     if not result.passed:
         raise LifecycleError(f"version {ctx.version} failed validation, so it is not promoted: "
                              f"{'; '.join(result.problems)}")
@@ -282,7 +281,7 @@ def serve_command(ctx: PipelineContext) -> list[str]:
 
 def serve_up_to_date(ctx: PipelineContext) -> dict | None:
     try:
-        with open(os.path.join(ctx.run_dir, SERVING_FILE), encoding="utf-8") as f:
+        with open(ctx.run.serving, encoding="utf-8") as f:
             measured = json.load(f)
     except (OSError, ValueError):
         return None
@@ -293,7 +292,7 @@ def start_server(ctx: PipelineContext) -> None:
     from tfbig.serving.process import ServerProcess
 
     ctx.server = ServerProcess(serve_command(ctx), model_name=ctx.model_name,
-                               log_path=os.path.join(ctx.run_dir, SERVE_LOG),
+                               log_path=ctx.run.serve_log,
                                engine=ctx.config.pipeline.engine).start()
 
 
@@ -303,7 +302,7 @@ def run_serve(ctx: PipelineContext) -> dict:
     measured = {"version": ctx.version, "model": ctx.model_name, "label": "canary",
                 "engine": _engine_name(ctx), "target": ctx.server.grpc_target,
                 "smoke": smoke_query(ctx), "latency": measure(ctx)}
-    write_json(os.path.join(ctx.run_dir, SERVING_FILE), measured)
+    write_json(ctx.run.serving, measured)
     return {"version": ctx.version, "smoke": measured["smoke"]["response"]}
 
 
@@ -377,7 +376,7 @@ def run_report(ctx: PipelineContext) -> dict:
     from tfbig.report import write_report
 
     replicas = ctx.state.summary("evaluate").get("replicas")
-    write_json(os.path.join(ctx.run_dir, ENVIRONMENT_FILE), environment(ctx.config, replicas))
+    write_json(ctx.run.environment, environment(ctx.config, replicas))
     files = write_report(ctx.run_dir)
     return {"html": files.html}
 

@@ -13,8 +13,8 @@ import json
 import os
 
 from tfbig.files import write_json
+from tfbig.rundir import RunDir
 
-PIPELINE_FILE = "pipeline.json"
 FORMAT = "tfbig-pipeline/1"
 STAGES = ("train", "evaluate", "compress", "export", "validate", "canary", "serve", "promote", "report")
 
@@ -25,7 +25,7 @@ def now() -> str:
 
 class PipelineState:
     def __init__(self, run_dir: str, *, model_name: str, model_base_path: str):
-        self.path = os.path.join(run_dir, PIPELINE_FILE)
+        self.path = RunDir(run_dir).pipeline
         self.data = self._read()
         self.data.update(format=FORMAT, model_name=model_name, model_base_path=model_base_path,
                          order=list(STAGES))

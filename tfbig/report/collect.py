@@ -16,6 +16,7 @@ import yaml
 
 from tfbig.atoi import simple_atoi
 from tfbig.errors import UsageError
+from tfbig.rundir import RunDir
 
 REPORT_FORMAT = "tfbig-report/1"
 MANIFEST = os.path.join("assets.extra", "tfbig_manifest.json")
@@ -28,16 +29,17 @@ class ReportError(UsageError, ValueError):
 def collect_run(run_dir: str) -> dict:
     """Every section of `run_dir`'s report; a section is None when its stage did not run."""
     run_dir = os.path.abspath(run_dir)
-    config_path = os.path.join(run_dir, "config.yaml")
+    run = RunDir(run_dir)
+    config_path = run.config
     if not os.path.isfile(config_path):
         raise ReportError(
-            f"{run_dir} is not a run directory: it has no config.yaml. Make one with "
+            f"{run_dir} is not a run directory: it has no {RunDir.config.name}. Make one with "
             f"`tfbig train CONFIG --output-dir {run_dir}` or `tfbig pipeline CONFIG`.")
     notes: list[str] = []
     with open(config_path, encoding="utf-8") as f:
         config_text = f.read()
-    train, evals = _read_metrics(os.path.join(run_dir, "metrics.jsonl"), notes)
-    pipeline = _read_json(os.path.join(run_dir, "pipeline.json"), notes)
+    train, evals = _read_metrics(run.metrics, notes)
+    pipeline = _read_json(run.pipeline, notes)
     summaries = _summaries(pipeline)
     validation = summaries.get("validate", {})
     return {
@@ -48,12 +50,12 @@ def collect_run(run_dir: str) -> dict:
         "config_text": config_text,
         "train": train,
         "eval": evals,
-        "environment": _read_json(os.path.join(run_dir, "environment.json"), notes),
+        "environment": _read_json(run.environment, notes),
         "pipeline": pipeline,
         "compression": _compression(run_dir, summaries.get("compress", {}), notes),
         "export": _export(run_dir, summaries.get("export", {}), notes),
         "validation": validation if validation.get("checks") else None,
-        "serving": _read_json(os.path.join(run_dir, "serving.json"), notes),
+        "serving": _read_json(run.serving, notes),
         "notes": notes,
     }
 
@@ -63,10 +65,10 @@ def _parse_config(text: str, notes: list[str]) -> dict:
     try:
         config = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        notes.append(f"config.yaml: not valid YAML ({_first_line(e)})")
+        notes.append(f"{RunDir.config.name}: not valid YAML ({_first_line(e)})")
         return {}
     if not isinstance(config, dict):
-        notes.append("config.yaml: not a YAML mapping")
+        notes.append(f"{RunDir.config.name}: not a YAML mapping")
         return {}
     return config
 
@@ -127,12 +129,13 @@ def _compression(run_dir: str, summary: dict, notes: list[str]) -> dict | None:
     The pipeline names the compressed run; a plain `tfbig compress` run is
     found at the conventional RUN_DIR/compressed.
     """
-    directory = _resolve(run_dir, summary.get("output_dir") or "compressed")
-    report = _read_json(os.path.join(directory, "report.json"), notes)
+    directory = _resolve(run_dir, summary.get("output_dir") or RunDir(run_dir).compressed)
+    compressed = RunDir(directory)
+    report = _read_json(compressed.compression_json, notes)
     if report is None:
         return None
-    png = os.path.join(directory, "report.png")
-    _, evals = _read_metrics(os.path.join(directory, "metrics.jsonl"), notes)
+    png = compressed.compression_png
+    _, evals = _read_metrics(compressed.metrics, notes)
     return {"dir": directory, "report": report, "png": png if os.path.isfile(png) else None,
             "final_eval": _without_time(evals[-1]) if evals else None}
 
@@ -145,7 +148,7 @@ def _export(run_dir: str, summary: dict, notes: list[str]) -> dict | None:
     """
     path = summary.get("path")
     directory = (_resolve(run_dir, path) if path
-                 else _latest_version(os.path.join(run_dir, "export")))
+                 else _latest_version(RunDir(run_dir).export))
     if directory is None or not os.path.isdir(directory):
         return None
     manifest = _read_json(os.path.join(directory, MANIFEST), notes) or {}

@@ -19,8 +19,8 @@ from html import escape
 from tfbig.files import write_atomic, write_json
 from tfbig.report.collect import collect_run
 from tfbig.report.figures import draw_figures
+from tfbig.rundir import RunDir
 
-REPORT_DIR = "report"
 NOT_RUN = "not run"
 CSS = """
 body { font: 15px/1.45 system-ui, sans-serif; max-width: 1000px; margin: 2em auto;
@@ -51,7 +51,7 @@ def write_report(run_dir: str) -> ReportFiles:
     if compression and compression["png"]:  # drawn by `tfbig compress`: embedded as is
         with open(compression["png"], "rb") as f:
             pngs["compression"] = f.read()
-    out = os.path.join(run["run_dir"], REPORT_DIR)
+    out = RunDir(run["run_dir"]).report
     os.makedirs(out, exist_ok=True)
     files = ReportFiles(html=os.path.join(out, "index.html"), json=os.path.join(out, "report.json"),
                         pngs={name: os.path.join(out, f"{name}.png") for name in pngs})
@@ -109,7 +109,7 @@ def _headline(run: dict) -> dict:
 
 def _pipeline(pipeline: dict | None) -> str:
     if pipeline is None:
-        return _not_run("no pipeline.json")
+        return _not_run(f"no {RunDir.pipeline.name}")
     stages = _get(pipeline, "stages")
     order = list(pipeline.get("order") or [])
     names = order + [name for name in stages if name not in order]
@@ -125,7 +125,7 @@ def _stage_row(name: str, stage: dict) -> tuple:
 
 def _training(run: dict, pngs: dict[str, bytes]) -> str:
     if not run["train"] and not run["eval"]:
-        return _not_run("no metrics.jsonl records")
+        return _not_run(f"no {RunDir.metrics.name} records")
     parts = [_img(name, pngs[name]) for name in ("training", "eval", "throughput") if name in pngs]
     for label, records in (("Last train record", run["train"]), ("Last eval record", run["eval"])):
         if records:
@@ -135,7 +135,7 @@ def _training(run: dict, pngs: dict[str, bytes]) -> str:
 
 def _compression(compression: dict | None, png: bytes | None) -> str:
     if compression is None:
-        return _not_run("no compressed run (report.json)")
+        return _not_run(f"no compressed run ({RunDir.compression_json.name})")
     report = compression["report"]
     before, after = _get(report, "before"), _get(report, "after")
     formats = (("eval_accuracy", _fmt, _delta), ("eval_perplexity", _fmt, _delta),
@@ -196,7 +196,7 @@ def _validation(validation: dict | None) -> str:
 
 def _serving(serving: dict | None, png: bytes | None) -> str:
     if serving is None:
-        return _not_run("no serving.json")
+        return _not_run(f"no {RunDir.serving.name}")
     parts = [_kv_table({key: serving.get(key) for key in ("engine", "model", "label", "target")})]
     smoke = _get(serving, "smoke")
     if smoke:
@@ -215,7 +215,7 @@ def _serving(serving: dict | None, png: bytes | None) -> str:
 
 def _environment(environment: dict | None) -> str:
     if environment is None:
-        return _not_run("no environment.json")
+        return _not_run(f"no {RunDir.environment.name}")
     packages = _get(environment, "packages")
     return (_kv_table(_drop(environment, "packages"))
             + (_table(("package", "version"), packages.items()) if packages else ""))

@@ -16,15 +16,17 @@ import time
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from tfbig.rundir import RunDir
+
 
 class RunLog:
     """Writes one run's metrics; reopening a run continues its files."""
 
     def __init__(self, run_dir: str, *, total_steps: int, start_step: int,
                  progress_bar: bool, unit: str):
-        self.path = os.path.join(run_dir, "metrics.jsonl")
+        self.path = RunDir(run_dir).metrics
         self._trim_after(start_step)
-        logs = os.path.join(run_dir, "logs")
+        logs = RunDir(run_dir).logs
         self._writers = {
             "train": tf.summary.create_file_writer(os.path.join(logs, "train")),
             "eval": tf.summary.create_file_writer(os.path.join(logs, "eval")),
@@ -85,6 +87,5 @@ def _json_number(value) -> float | None:
 
 def read_metrics(run_dir: str) -> list[dict]:
     """All records of a run's metrics.jsonl, in order."""
-    path = os.path.join(run_dir, "metrics.jsonl")
-    with open(path, encoding="utf-8") as f:
+    with open(RunDir(run_dir).metrics, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]

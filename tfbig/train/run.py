@@ -1,9 +1,10 @@
 """`tfbig train` as a function: config in, trained run directory out.
 
-Owns the run directory contract: `config.yaml` (resolved), `checkpoints/`,
-`logs/` and `metrics.jsonl`. Training into a directory that already holds a
-run resumes it; the model and data must be the same (a changed `train.steps`
-is how a run is extended), otherwise we refuse rather than mix two runs.
+Makes the run directory (`tfbig.rundir`): the resolved config, checkpoints,
+TensorBoard logs and the metrics records. Training into a directory that
+already holds a run resumes it; the model and data must be the same (a changed
+`train.steps` is how a run is extended), otherwise we refuse rather than mix
+two runs.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import yaml
 
 from tfbig import data as tfdata
 from tfbig import models
-from tfbig.config import RUN_CONFIG_FILE as CONFIG_FILE
 from tfbig.config import Config, ConfigError, DistributeConfig, config_to_dict, save_config
 from tfbig.distribute import make_strategy
 from tfbig.distribute.dtensor_strategy import MeshStrategy
@@ -27,13 +27,13 @@ from tfbig.distribute.parameter_server import SERVING_TASKS, serve_cluster_task
 from tfbig.distribute.strategy import cluster_from_env
 from tfbig.models import precision_policy
 from tfbig.models.gpt_layout import gpt_layout_scope
+from tfbig.rundir import RunDir
 from tfbig.train.logging import RunLog
 from tfbig.train.optim import make_optimizer
 from tfbig.train.trainer import Trainer, TrainResult
 
 # Sections that define what is being trained; a resumed run must not change them.
 FIXED_SECTIONS = ("model", "data")
-EVALUATOR_DIR = "evaluator"
 
 
 def train(config: Config) -> TrainResult:
@@ -51,7 +51,7 @@ def train(config: Config) -> TrainResult:
     strategy = make_strategy(config.distribute)
     if strategy.extended.should_checkpoint:  # the chief of a cluster, or a lone process
         os.makedirs(run_dir, exist_ok=True)
-        save_config(config, os.path.join(run_dir, CONFIG_FILE))
+        save_config(config, RunDir(run_dir).config)
     with precision_policy(config.train.precision):
         return build_trainer(config, strategy).fit()
 
@@ -97,7 +97,7 @@ def evaluate_checkpoints(config: Config) -> TrainResult:
     """
     with precision_policy(config.train.precision):
         trainer = build_trainer(config, make_strategy(DistributeConfig()))
-        log = RunLog(os.path.join(config.output.dir, EVALUATOR_DIR), total_steps=config.train.steps,
+        log = RunLog(RunDir(config.output.dir).evaluator, total_steps=config.train.steps,
                      start_step=0, progress_bar=False, unit="ex/s")
         step, metrics = 0, {}
         try:
@@ -119,7 +119,7 @@ def evaluate_checkpoints(config: Config) -> TrainResult:
 
 def check_resumable(config: Config, run_dir: str) -> None:
     """Refuse to continue the run in `run_dir` with another model or data."""
-    path = os.path.join(run_dir, CONFIG_FILE)
+    path = RunDir(run_dir).config
     if not os.path.exists(path):
         return
     with open(path, encoding="utf-8") as f:

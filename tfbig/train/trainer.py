@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import shutil
 import tempfile
 import time
@@ -25,6 +24,7 @@ import tf_keras as keras
 from tfbig import data as tfdata
 from tfbig.config import ConfigError, TrainConfig
 from tfbig.errors import RunError
+from tfbig.rundir import RunDir
 from tfbig.train import losses
 from tfbig.train.checkpoint import Checkpointer, dropout_generators
 from tfbig.train.execution import CoordinatedExecution, make_execution
@@ -89,8 +89,8 @@ class Trainer:
         self.is_chief = strategy.extended.should_checkpoint
         self._write_dir = run_dir if self.is_chief else tempfile.mkdtemp(prefix="tfbig-worker-")
         self.checkpointer = Checkpointer(
-            os.path.join(run_dir, "checkpoints"), keep=config.keep_checkpoints,
-            write_directory=os.path.join(self._write_dir, "checkpoints"),
+            RunDir(run_dir).checkpoints, keep=config.keep_checkpoints,
+            write_directory=RunDir(self._write_dir).checkpoints,
             model=model, optimizer=optimizer, step=self.step,
             best_metric=self.best_metric,
             evals_without_improvement=self.evals_without_improvement,
