@@ -9,6 +9,9 @@
   confidence a caller can threshold).
 - `generate` (Predict API, GPT only): see `tfbig.export.generate`.
 
+Beside them a GPT carries `generate_start`/`generate_next`, tf.functions that
+are not signatures (so TF Serving does not list them): see `tfbig.export.stream`.
+
 The Example feature holding the model input is named `inputs` too, flattened
 (e.g. 64 floats for an 8x8 image), float_list or int64_list by input dtype.
 
@@ -32,6 +35,10 @@ PREDICT = "serving_default"
 CLASSIFY = "classify"
 REGRESS = "regress"
 GENERATE = "generate"
+GENERATE_START = "generate_start"
+GENERATE_NEXT = "generate_next"
+# The inputs of `generate`, in the order generate_start takes them (text: one string).
+GENERATE_INPUTS = ("text", "max_new_tokens", "temperature", "top_k", "seed")
 
 METHOD_NAMES = {
     PREDICT: "tensorflow/serving/predict",
