@@ -108,8 +108,8 @@ def length_checks(lengths, max_new_tokens, max_len: int) -> list:
         tf.debugging.assert_positive(max_new_tokens, message="generate: max_new_tokens "
                                      "must be at least 1"),
         tf.debugging.assert_less_equal(tf.reduce_max(lengths), max_len - max_new_tokens, message=(
-            f"generate: longest prompt (tokens) + max_new_tokens must be <= the "
-            f"model's max_len {max_len}")),
+            f"generate: longest prompt (tokens) + max_new_tokens must be <= max_len "
+            f"{max_len}, the longest sequence of the model")),
     ]
 
 
