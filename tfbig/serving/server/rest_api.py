@@ -6,7 +6,8 @@ is turned into the same protos the gRPC API takes and handed to the shared
 ServingCore. Work runs on a thread pool so the event loop only moves bytes.
 tfbig adds what TF Serving users ask for: `GET /v1/models` lists the models,
 `/healthz` answers while the process lives, `/readyz` while every model has an
-AVAILABLE version and the server is not draining.
+AVAILABLE version and the server is not draining, and `:generate_stream`
+streams a language model's text as it is generated (rest_stream.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-import urllib.parse
 
 import grpc
 from aiohttp import web
@@ -26,9 +26,12 @@ from tensorflow_serving.apis import (
 from tfbig.serving import codec
 from tfbig.serving.errors import ServingError, deadline_exceeded, invalid_argument
 from tfbig.serving.server.core import SIGNATURE_DEF_FIELD, ServingCore, server_fault
-from tfbig.serving.server.handler_pool import HandlerPool
+from tfbig.serving.server.handler_pool import HandlerPool, in_pool
 from tfbig.serving.server.metrics import ServerMetrics
-from tfbig.serving.server.rest_json import columns_to_inputs, examples_input, instances_to_inputs, parse_json
+from tfbig.serving.server.rest_json import (
+    columns_to_inputs, examples_input, instances_to_inputs, model_spec, parse_json,
+)
+from tfbig.serving.server.rest_stream import STREAM_PATH, RestStreams
 
 # TF Serving's own patterns (model_servers/http_rest_api_util.cc).
 PREDICTION_PATH = re.compile(
@@ -39,22 +42,6 @@ API_PREFIX = re.compile(r"(?i)/v1/")
 # A CORS preflight is answered when it names an origin (http_server.cc).
 PREFLIGHT_ORIGIN = re.compile(r"https?://")
 _JSON_OPTIONS = {"always_print_fields_with_no_presence": True}
-
-
-def _set_unless_cancelled(future: asyncio.Future, result) -> None:
-    if not future.cancelled():  # wait_for stopped waiting for it (--rest_api_timeout_in_ms)
-        future.set_result(result)
-
-
-def _model_spec(name: str, version: str | None, label: str | None) -> model_pb2.ModelSpec:
-    spec = model_pb2.ModelSpec(name=urllib.parse.unquote(name))
-    if version:
-        if int(version) > codec.INT64_MAX:
-            raise invalid_argument(f"Failed to convert version: {version} to numeric.")
-        spec.version.value = int(version)
-    if label:
-        spec.version_label = urllib.parse.unquote(label)
-    return spec
 
 
 class RestApi:
@@ -70,6 +57,8 @@ class RestApi:
         self._prometheus_path = prometheus_path
         self._cors = cors
         self._is_ready = is_ready
+        self._streams = RestStreams(core, metrics, pool=pool, timeout_s=self._timeout, reply=self._reply,
+                                    headers=self._headers())
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self._max_bytes)
@@ -105,7 +94,10 @@ class RestApi:
             reason = str(error).strip().splitlines()[-1].strip()
             return self._reply(400, {"error": f"Request body could not be read: {reason}"})
         # The undecoded path, as TF Serving matches it: %2F inside a model name stays in the name.
-        work = self._in_pool(request.method, request.rel_url.raw_path, body)
+        path = request.rel_url.raw_path
+        if request.method == "POST" and (match := STREAM_PATH.fullmatch(path)):
+            return await self._streams.handle(request, match, body)
+        work = in_pool(self._pool, self._process, request.method, path, body)
         try:
             model_name, api, payload = await asyncio.wait_for(work, self._timeout)
             code = grpc.StatusCode.OK
@@ -118,19 +110,6 @@ class RestApi:
             response = self._reply(200, payload)
         self._metrics.record(model_name, api, "REST", code, time.perf_counter() - start)
         return response
-
-    def _in_pool(self, method: str, path: str, body: bytes) -> asyncio.Future:
-        """`_process` on a pool thread, answered as a future of this loop. run_in_executor
-        would put a concurrent.futures.Future, chained to an asyncio one, on every request."""
-        loop = asyncio.get_running_loop()
-        answer = loop.create_future()
-
-        def process():
-            result = self._process(method, path, body)  # errors come back as values: it never raises
-            loop.call_soon_threadsafe(_set_unless_cancelled, answer, result)
-
-        self._pool.submit(process)
-        return answer
 
     def _headers(self) -> dict[str, str]:
         if not self._cors:
@@ -155,7 +134,7 @@ class RestApi:
         try:
             if method == "POST" and (match := PREDICTION_PATH.fullmatch(path)):
                 name, version, label, api = match.groups()
-                spec = _model_spec(name, version, label)
+                spec = model_spec(name, version, label)
                 model_name = spec.name
                 return model_name, api, self._post(api.lower(), spec, body)
             # The API label is the URL's :method, as tensorflow_model_server records it; a GET has none.
@@ -165,7 +144,7 @@ class RestApi:
                     return "", api, self._list_models()
                 if name is None:
                     raise invalid_argument("Missing model name in request.")
-                spec = _model_spec(name, version, label)
+                spec = model_spec(name, version, label)
                 model_name = spec.name
                 return model_name, api, self._metadata(spec) if metadata else self._status(spec)
             raise invalid_argument(f"Malformed request: {method} {path}")

@@ -1,18 +1,33 @@
-"""TF Serving's REST request bodies, read as json_tensor.cc reads them.
+"""TF Serving's REST requests, read as its http_rest_api_handler.cc and json_tensor.cc read them.
 
-Pure functions from a request's JSON to the named arrays (or the Input proto)
-that ServingCore takes, with TF Serving's error messages: the REST handlers
-(rest_api.py, rest_stream.py) share them, so a body means the same on every URL.
+Pure functions from a request's URL parts and JSON to the ModelSpec, named
+arrays or Input proto that ServingCore takes, with TF Serving's error
+messages: the REST handlers (rest_api.py, rest_stream.py) share them, so a
+body means the same on every URL.
 """
 
 from __future__ import annotations
 
+import urllib.parse
+
 import numpy as np
-from tensorflow_serving.apis import input_pb2
+from tensorflow_serving.apis import input_pb2, model_pb2
 
 from tfbig.serving import codec
 from tfbig.serving.errors import ServingError, invalid_argument
 from tfbig.serving.server.inputs import InputBudget, InputSpec, json_input
+
+
+def model_spec(name: str, version: str | None, label: str | None) -> model_pb2.ModelSpec:
+    """The model a URL's (still %-encoded) name, version and label parts name."""
+    spec = model_pb2.ModelSpec(name=urllib.parse.unquote(name))
+    if version:
+        if int(version) > codec.INT64_MAX:
+            raise invalid_argument(f"Failed to convert version: {version} to numeric.")
+        spec.version.value = int(version)
+    if label:
+        spec.version_label = urllib.parse.unquote(label)
+    return spec
 
 
 def parse_json(body: bytes) -> dict:
