@@ -10,7 +10,8 @@ import tensorflow as tf
 
 from tfbig.data.tokenizer import train_tokenizer
 from tfbig.export.generate import make_generate
-from tfbig.export.stream import make_stream_functions, run_stream, stream_piece
+from tfbig.export.errors import ParityError
+from tfbig.export.stream import check_stream, make_stream_functions, run_stream, stream_piece
 from tfbig.export.text_codec import ByteCodec, SentencePieceCodec
 
 from corpus import TRICKY, stdlib_files
@@ -103,3 +104,17 @@ def test_a_finished_stream_takes_no_further_step(gpt):
     assert bool(out["done"]) and np.shape(out["state"]["tokens"]) == (1,)
     with pytest.raises(tf.errors.InvalidArgumentError, match="the stream is done"):
         functions["generate_next"](out["state"])
+
+
+def test_the_export_check_refuses_a_stream_that_is_not_generates(gpt, tmp_path):
+    sample = {"text": np.array([b"x", NON_ASCII.encode()], dtype=object), "max_new_tokens": np.array(6, np.int32),
+              "temperature": np.array(0.0, np.float32), "top_k": np.array(0, np.int32), "seed": np.array(0, np.int64)}
+    generate = {"generate": make_generate(gpt.model, gpt.config.model)}
+    same = types.SimpleNamespace(signatures=generate, **make_stream_functions(gpt.model, gpt.config.model,
+                                                                              codec=ByteCodec()))
+    assert check_stream(same, sample) == {"max_abs_error": 0.0}
+    other = untrained_gpt(tmp_path / "other", max_len=48)  # other random weights
+    differs = types.SimpleNamespace(signatures=generate, **make_stream_functions(other.model, other.config.model,
+                                                                                 codec=ByteCodec()))
+    with pytest.raises(ParityError, match=r"generate_start/generate_next: prompt 0 streams tokens \["):
+        check_stream(differs, sample)

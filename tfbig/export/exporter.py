@@ -266,7 +266,7 @@ def _check_saved_model(export_dir: str, samples: dict, expected: dict):
             "outputs": {k: _spec(v) for k, v in function.structured_outputs.items()},
         }
     if hasattr(loaded, sig.GENERATE_START):
-        parity[f"saved_model:{sig.GENERATE_START}"] = check_stream(loaded, samples[sig.GENERATE])
+        parity[f"saved_model:{sig.GENERATE_START}/{sig.GENERATE_NEXT}"] = check_stream(loaded, samples[sig.GENERATE])
     return parity, specs
 
 
