@@ -91,6 +91,21 @@ def test_streamed_text_equals_the_generate_signatures(server, sampling):
             assert asyncio.run(async_pieces(target, prompt, max_new_tokens=24, **sampling)) == pieces
 
 
+def test_concurrent_streams_interleave_on_the_pool_without_mixing(server):
+    target = f"127.0.0.1:{server.rest_port}"
+    sampled = [{"max_new_tokens": 40, "temperature": 1.0, "seed": seed} for seed in range(6)]
+
+    async def streams():
+        async with AsyncClient(target, protocol="rest") as client:
+            async def joined(arguments):
+                return "".join([piece async for piece in client.generate_stream("gpt", "def ", **arguments)])
+            return await asyncio.gather(*(joined(arguments) for arguments in sampled))
+
+    with Client(target, protocol="rest") as client:
+        expected = [client.generate("gpt", ["def "], **arguments)[0] for arguments in sampled]
+    assert asyncio.run(streams()) == expected and len(set(expected)) == len(expected)
+
+
 def test_each_event_carries_its_token_and_the_last_the_whole_text(server):
     with Client(f"127.0.0.1:{server.rest_port}", protocol="rest") as client:
         expected = client.predict("gpt", wire.generate_inputs(NON_ASCII, max_new_tokens=12, temperature=1.0,
