@@ -12,7 +12,9 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import get_model_metadata_pb2, prediction_service_pb2_grpc
 
-from tfbig.export import export_run
+from tfbig.data import load_data
+from tfbig.export import TrainedModel, export_run
+from tfbig.models import build_model
 from tfbig.serving import EmbeddedServer, parse_serve_args
 from tfbig.train import train
 
@@ -63,6 +65,15 @@ def export_digits(run_dir, base) -> str:
 def export_gpt(run_dir, base) -> str:
     train(make_config(run_dir, model=GPT, steps=20, checkpoint_every=20))
     return export_run(str(run_dir), str(base)).path
+
+
+def untrained_gpt(run_dir, **model) -> TrainedModel:
+    """A byte GPT with fresh weights, as `restore_run` returns a trained one: what exporting,
+    generating and streaming need, without the training (its random text exercises more)."""
+    config = make_config(run_dir, model={**GPT, **model})
+    source = load_data(config.data)
+    return TrainedModel(config=config, source=source, model=build_model(config.model, source.spec),
+                        step=0, checkpoint="", eval_metrics={})
 
 
 class TwoInputs(tf.Module):

@@ -4,7 +4,7 @@ Prepares a slice of CPython's own library with a BPE tokenizer, trains a tiny
 GPT on it, exports it (the tokenizer inside the `generate` graph) and checks
 that the same text comes back from the SavedModel in a fresh process that
 imports only TensorFlow and TensorFlow Text, and from the embedded server over
-REST and gRPC.
+REST and gRPC, and streamed by `:generate_stream`.
 """
 
 import glob
@@ -17,6 +17,7 @@ import sysconfig
 
 import numpy as np
 import pytest
+import sentencepiece
 
 from tfbig.data.prepare import prepare_dataset
 from tfbig.export import export_run
@@ -29,6 +30,8 @@ from serving_models import model_config_text, start_server
 pytestmark = pytest.mark.slow
 PROMPTS = ["def ", "import os\n", "class Parser:\n    "]
 NEW_TOKENS = 8
+# Characters the tokenizer has no piece for: byte_fallback spells each in several byte tokens.
+NON_ASCII = "# naïve café — 日本語 🎉\n"
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +65,8 @@ def test_the_exported_tokenizer_is_the_prepared_one(exported):
     from tfbig import saved_model
 
     manifest = json.load(open(os.path.join(exported, "assets.extra", "tfbig_manifest.json")))
-    assert manifest["tokenizer"]["kind"] == "sentencepiece" and manifest["tokenizer"]["in_graph"] == ["generate"]
+    assert manifest["tokenizer"]["kind"] == "sentencepiece"
+    assert manifest["tokenizer"]["in_graph"] == ["generate", "generate_start", "generate_next"]
     shipped = open(os.path.join(exported, manifest["tokenizer"]["file"]), "rb").read()
     prepared = json.load(open(os.path.join(manifest["config"]["data"]["paths"][0], "spec.json")))["tokenizer"]
     assert hashlib.sha256(shipped).hexdigest() == prepared["sha256"] == manifest["files"][manifest["tokenizer"]["file"]]
@@ -77,16 +81,27 @@ def test_a_fresh_process_with_only_tensorflow_and_tensorflow_text_generates_the_
         "import json, sys\n"
         "import tensorflow as tf\n"
         "import tensorflow_text\n"
-        f"generate = tf.saved_model.load({exported!r}).signatures['generate']\n"
+        f"loaded = tf.saved_model.load({exported!r})\n"
+        "generate = loaded.signatures['generate']\n"
         f"out = generate(text=tf.constant({[p.encode() for p in PROMPTS]!r}), max_new_tokens=tf.constant({NEW_TOKENS}),\n"
         "               temperature=tf.constant(0.0), top_k=tf.constant(0), seed=tf.constant(0, tf.int64))\n"
         "print(json.dumps([t.decode('utf-8', 'replace') for t in out['text'].numpy()]))\n"
+        "streamed = []\n"  # the stream functions, as the README shows them
+        f"for prompt in {PROMPTS!r}:\n"
+        "    step = loaded.generate_start(text=tf.constant(prompt), max_new_tokens=tf.constant("
+        f"{NEW_TOKENS}), temperature=tf.constant(0.0), top_k=tf.constant(0), seed=tf.constant(0, tf.int64))\n"
+        "    text = step['piece'].numpy()\n"
+        "    while not step['done']:\n"
+        "        step = loaded.generate_next(step['state'])\n"
+        "        text += step['piece'].numpy()\n"
+        "    streamed.append(text.decode('utf-8', 'replace'))\n"
+        "print(json.dumps(streamed))\n"
         "print(sorted(m for m in sys.modules if m == 'tfbig' or m.startswith('tfbig.')))\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 0, result.stderr[-2000:]
-    texts_line, modules_line = result.stdout.strip().splitlines()[-2:]
-    assert json.loads(texts_line) == in_process_texts(exported)
+    texts_line, streamed_line, modules_line = result.stdout.strip().splitlines()[-3:]
+    assert json.loads(texts_line) == json.loads(streamed_line) == in_process_texts(exported)
     assert modules_line == "[]"
 
 
@@ -99,5 +114,26 @@ def test_the_served_subword_gpt_answers_generate_over_rest_and_grpc(exported, tm
         for protocol, port in (("grpc", server.grpc_port), ("rest", server.rest_port)):
             with Client(f"127.0.0.1:{port}", protocol=protocol) as client:
                 assert client.generate("lm", PROMPTS, max_new_tokens=NEW_TOKENS) == expected
+    finally:
+        server.stop()
+
+
+def test_the_served_subword_gpt_streams_generates_text(exported, tmp_path):
+    """Greedy and seeded, a prompt spelled partly in byte pieces included: the streamed pieces
+    join to `generate`'s text."""
+    manifest = json.load(open(os.path.join(exported, "assets.extra", "tfbig_manifest.json")))
+    with open(os.path.join(exported, manifest["tokenizer"]["file"]), "rb") as f:
+        tokenizer = sentencepiece.SentencePieceProcessor(model_proto=f.read())
+    assert any(piece.startswith("<0x") for piece in tokenizer.encode(NON_ASCII, out_type=str))
+    config = tmp_path / "models.config"
+    config.write_text(model_config_text({"lm": os.path.dirname(exported)}))
+    server = start_server(config)
+    try:
+        with Client(f"127.0.0.1:{server.rest_port}", protocol="rest") as client:
+            for sampling in ({}, {"temperature": 1.0, "seed": 2}, {"temperature": 0.8, "top_k": 20, "seed": 5}):
+                for prompt in [*PROMPTS, NON_ASCII]:
+                    expected = client.generate("lm", [prompt], max_new_tokens=2 * NEW_TOKENS, **sampling)[0]
+                    pieces = list(client.generate_stream("lm", prompt, max_new_tokens=2 * NEW_TOKENS, **sampling))
+                    assert "".join(pieces) == expected, (prompt, sampling)
     finally:
         server.stop()

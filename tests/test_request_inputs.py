@@ -21,7 +21,7 @@ from tensorflow.core.framework import tensor_pb2, types_pb2
 from tfbig.serving import ServingError, codec
 from tfbig.serving.server.core import server_fault
 from tfbig.serving.server.inputs import InputBudget, InputSpec, json_input, tensor_input
-from tfbig.serving.server.rest_api import instances_to_inputs, parse_json
+from tfbig.serving.server.rest_json import instances_to_inputs, parse_json
 
 BUDGET = 1 << 16
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

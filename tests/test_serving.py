@@ -240,7 +240,7 @@ def test_load_generator_counts_requests_and_runs_at_least_min_seconds(server):
 
 
 def test_readme_client_example_runs_and_prints_what_it_says(server, capsys):
-    code = readme_block("from tfbig.serving import AsyncClient, Client",
+    code = readme_block("from tfbig.serving import AsyncClient, Client, ServingError",
                         {"localhost:8500": f"127.0.0.1:{server.grpc_port}",
                          "localhost:8501": f"127.0.0.1:{server.rest_port}"})
     run_block(code)

@@ -12,6 +12,8 @@ module imports nothing, so the command line can use it before TensorFlow loads.
 DEFAULT_SIGNATURE = "serving_default"
 # A GPT's text-in, text-out signature (see tfbig.export.generate).
 GENERATE_SIGNATURE = "generate"
+# Its inputs, in the order generate_start takes them (text: one string there).
+GENERATE_INPUTS = ("text", "max_new_tokens", "temperature", "top_k", "seed")
 # The one field of GetModelMetadata TF Serving answers: the SignatureDefs.
 SIGNATURE_DEF_FIELD = "signature_def"
 
@@ -31,3 +33,9 @@ LOGITS = "logits"
 CLASSES = "classes"
 SCORES = "scores"
 OUTPUTS = "outputs"
+
+# tfbig's extension: a GPT's SavedModel also carries these two functions
+# (attributes of its root, not signatures), which generate one token per call
+# for `:generate_stream` (see tfbig.export.stream).
+GENERATE_START_FUNCTION = "generate_start"
+GENERATE_NEXT_FUNCTION = "generate_next"

@@ -33,6 +33,7 @@ from tfbig.export.generate import make_generate
 from tfbig.export.manifest import write_manifest
 from tfbig.export.onnx import DEFAULT_OPSET, ONNX_FILE, OnnxRunner, export_onnx
 from tfbig.export.parity import check_parity
+from tfbig.export.stream import check_stream, make_stream_functions
 from tfbig.export.text_codec import codec_for
 from tfbig.export.restore import TrainedModel, float32_model, restore_run
 from tfbig.config.schema import TFLITE_VARIANTS as VARIANTS
@@ -89,12 +90,14 @@ def export_model(trained: TrainedModel, model_base_path: str, *, version: int | 
     check_version(model_base_path, version, overwrite=overwrite)
     codec = codec_for(trained.config.data)
     functions = serving_functions(trained, codec)
+    streaming = stream_functions(trained, codec)
     samples = sample_inputs(trained, codec)
     expected = {name: _numpy(functions[name](**_tensors(samples[name]))) for name in functions}
     with staged_version(model_base_path, version, overwrite=overwrite,
                         write_errors=WRITE_ERRORS) as staging:
-        # The codec's tokenizer resources are saved with the graph.
-        save_servable(staging, trained.model, functions, codec=codec)
+        # The codec's tokenizer resources are saved with the graph; the stream functions are
+        # attributes, not signatures: see export/stream.py.
+        save_servable(staging, trained.model, functions, codec=codec, **streaming)
         sig.set_method_names(staging, {name: sig.METHOD_NAMES[name] for name in functions})
         write_warmup(staging, warmup_logs(samples))
         write_prediction_logs(staging, EXPECTED_FILE, expected_logs(samples, expected))
@@ -126,7 +129,8 @@ def export_model(trained: TrainedModel, model_base_path: str, *, version: int | 
 def _write_tokenizer(staging: str, codec) -> dict:
     """The tokenizer runs inside `generate`; `serving_default`, ONNX and TFLite take token ids,
     so a SentencePiece model also ships beside them for callers that tokenize themselves."""
-    entry = {"kind": codec.kind, "in_graph": [sig.GENERATE], "token_ids": [sig.PREDICT, *ARTIFACT_KINDS]}
+    entry = {"kind": codec.kind, "in_graph": [sig.GENERATE, sig.GENERATE_START, sig.GENERATE_NEXT],
+             "token_ids": [sig.PREDICT, *ARTIFACT_KINDS]}
     if codec.kind == "sentencepiece":
         entry["file"] = TOKENIZER_FILE
         with open(os.path.join(staging, TOKENIZER_FILE), "wb") as f:
@@ -218,6 +222,13 @@ def serving_functions(trained: TrainedModel, codec) -> dict:
     return functions
 
 
+def stream_functions(trained: TrainedModel, codec) -> dict:
+    """The stepwise `generate` a GPT carries beside its signatures (none for other models)."""
+    if trained.config.model.name != "gpt":
+        return {}
+    return make_stream_functions(trained.model, trained.config.model, codec=codec)
+
+
 def sample_inputs(trained: TrainedModel, codec=None) -> dict[str, dict[str, np.ndarray]]:
     """Real eval examples as each signature's named inputs (for warmup and parity); the
     generate prompts are eval tokens turned back into text by `codec` (the data's)."""
@@ -252,7 +263,8 @@ def calibration_examples(trained: TrainedModel, count: int = 64) -> np.ndarray:
 
 
 def _check_saved_model(export_dir: str, samples: dict, expected: dict):
-    """Reload the SavedModel; compare every signature; describe their specs."""
+    """Reload the SavedModel; compare every signature, and the stream with `generate`;
+    describe the signatures' specs."""
     loaded = saved_model.load(export_dir)
     parity, specs = {}, {}
     for name, function in loaded.signatures.items():
@@ -266,6 +278,8 @@ def _check_saved_model(export_dir: str, samples: dict, expected: dict):
             "inputs": {k: _spec(v) for k, v in function.structured_input_signature[1].items()},
             "outputs": {k: _spec(v) for k, v in function.structured_outputs.items()},
         }
+    if hasattr(loaded, sig.GENERATE_START):
+        parity[f"saved_model:{sig.GENERATE_START}/{sig.GENERATE_NEXT}"] = check_stream(loaded, samples[sig.GENERATE])
     return parity, specs
 
 

@@ -98,7 +98,22 @@ def _write(buffer, block, start):
     return buffer * (1 - inside) + tf.pad(block, padding)
 
 
-def _next_token(logits, temperature, top_k, seed, position, sampled_ids: int):
+def length_checks(lengths, max_new_tokens, max_len: int) -> list:
+    """The assertions a request must pass before any position is computed. The longest
+    prompt is compared with max_len - max_new_tokens, not added to it: a huge
+    max_new_tokens would wrap the int32 sum and pass."""
+    return [
+        tf.debugging.assert_positive(tf.reduce_min(lengths), message="generate: every prompt "
+                                     "needs at least one token"),
+        tf.debugging.assert_positive(max_new_tokens, message="generate: max_new_tokens "
+                                     "must be at least 1"),
+        tf.debugging.assert_less_equal(tf.reduce_max(lengths), max_len - max_new_tokens, message=(
+            f"generate: longest prompt (tokens) + max_new_tokens must be <= max_len "
+            f"{max_len}, the longest sequence of the model")),
+    ]
+
+
+def next_token(logits, temperature, top_k, seed, position, sampled_ids: int):
     """Sample (or argmax) one id per row from float32 logits (batch, vocab), among the
     first `sampled_ids` (the ids the codec can turn into text)."""
     logits = logits[:, :sampled_ids]
@@ -139,16 +154,7 @@ def make_generate(model, gpt_config, *, codec=None, use_cache: bool = True):
         batch = tf.shape(prompts)[0]
         shortest = tf.reduce_min(lengths)
         end = tf.reduce_max(lengths) + max_new_tokens
-        checks = [
-            tf.debugging.assert_positive(shortest, message="generate: every prompt needs at "
-                                         "least one token"),
-            tf.debugging.assert_positive(max_new_tokens, message="generate: max_new_tokens "
-                                         "must be at least 1"),
-            tf.debugging.assert_less_equal(end, max_len, message=(
-                f"generate: longest prompt (tokens) + max_new_tokens must be <= the "
-                f"model's max_len {max_len}")),
-        ]
-        with tf.control_dependencies(checks):
+        with tf.control_dependencies(length_checks(lengths, max_new_tokens, max_len)):
             tokens = tf.pad(prompts, [[0, 0], [0, max_len - tf.shape(prompts)[1]]])
         if use_cache:
             cache = decoder.empty_cache(batch)
@@ -158,7 +164,7 @@ def make_generate(model, gpt_config, *, codec=None, use_cache: bool = True):
             logits = uncached_forward(tokens, shortest)
 
         def choose(position, logits, tokens):
-            sampled = _next_token(logits, temperature, top_k, seed, position, codec.sampled_ids)
+            sampled = next_token(logits, temperature, top_k, seed, position, codec.sampled_ids)
             chosen = tf.where(position < lengths, tokens[:, position], sampled)
             column = tf.one_hot(position, max_len, on_value=1, off_value=0, dtype=tf.int32)
             return tokens * (1 - column) + chosen[:, None] * column, chosen

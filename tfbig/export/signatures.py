@@ -9,6 +9,9 @@
   confidence a caller can threshold).
 - `generate` (Predict API, GPT only): see `tfbig.export.generate`.
 
+Beside them a GPT carries `generate_start`/`generate_next`, tf.functions that
+are not signatures (so TF Serving does not list them): see `tfbig.export.stream`.
+
 The Example feature holding the model input is named `inputs` too, flattened
 (e.g. 64 floats for an 8x8 image), float_list or int64_list by input dtype.
 
@@ -29,14 +32,16 @@ from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow.python.saved_model import fingerprinting_utils
 
 from tfbig.protocol import (
-    CLASSES, CLASSIFY_METHOD, DEFAULT_SIGNATURE, GENERATE_SIGNATURE, INPUT_KEY, LOGITS, OUTPUTS,
-    PREDICT_METHOD, REGRESS_METHOD, SCORES,
+    CLASSES, CLASSIFY_METHOD, DEFAULT_SIGNATURE, GENERATE_NEXT_FUNCTION, GENERATE_SIGNATURE,
+    GENERATE_START_FUNCTION, INPUT_KEY, LOGITS, OUTPUTS, PREDICT_METHOD, REGRESS_METHOD, SCORES,
 )
 
 PREDICT = DEFAULT_SIGNATURE
 CLASSIFY = "classify"
 REGRESS = "regress"
 GENERATE = GENERATE_SIGNATURE
+GENERATE_START = GENERATE_START_FUNCTION
+GENERATE_NEXT = GENERATE_NEXT_FUNCTION
 
 METHOD_NAMES = {
     PREDICT: PREDICT_METHOD,

@@ -9,8 +9,10 @@ blocking client, so both return identical values.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
+from typing import AsyncIterator
 
 import aiohttp
 import grpc
@@ -49,18 +51,29 @@ class AsyncClient(ClientBase):
                 raise ServingError.from_rpc(error) from None
         return await self._retrying(call, timeout)
 
-    async def _http(self, method: str, path: str, timeout, body=None) -> dict:
-        async def call(seconds_left):
-            try:
-                async with self._session.request(
-                        method, self._base_url + path, **wire.json_body(body),
-                        timeout=aiohttp.ClientTimeout(total=seconds_left)) as response:
+    @contextlib.contextmanager
+    def _http_errors(self):
+        """aiohttp's failures as ServingErrors: a timeout, or a connection refused or broken."""
+        try:
+            yield
+        except asyncio.TimeoutError:
+            raise deadline_exceeded() from None
+        except aiohttp.ClientConnectionError as error:
+            raise ServingError(grpc.StatusCode.UNAVAILABLE, f"cannot reach {self._base_url}: {error}") from None
+
+    async def _send(self, method: str, path: str, timeout: aiohttp.ClientTimeout, body=None, stream: bool = False):
+        """One HTTP request; a reply other than 200 is raised as its `{"error": ...}`."""
+        with self._http_errors():
+            response = await self._session.request(method, self._base_url + path, **wire.json_body(body),
+                                                   timeout=timeout)
+            if response.status != 200 or not stream:
+                async with response:
                     return wire.rest_result(response.status, await response.read())
-            except asyncio.TimeoutError:
-                raise deadline_exceeded() from None
-            except aiohttp.ClientConnectionError as error:
-                raise ServingError(grpc.StatusCode.UNAVAILABLE, f"cannot reach {self._base_url}: {error}") from None
-        return await self._retrying(call, timeout)
+        return response
+
+    async def _http(self, method: str, path: str, timeout, body=None) -> dict:
+        return await self._retrying(
+            lambda seconds_left: self._send(method, path, aiohttp.ClientTimeout(total=seconds_left), body), timeout)
 
     async def _signature(self, spec, timeout=None):
         key = signature_cache_key(spec)
@@ -86,6 +99,30 @@ class AsyncClient(ClientBase):
                                       top_k=top_k, seed=seed)
         return wire.generated_texts(await self.predict(model, inputs, signature=GENERATE_SIGNATURE,
                                                        version=version, label=label, timeout=timeout))
+
+    async def generate_stream(self, model: str, text, *, max_new_tokens: int = 32, temperature: float = 0.0,
+                              top_k: int = 0, seed: int = 0, version: int | None = None, label: str | None = None,
+                              timeout: float | None = None) -> AsyncIterator[str]:
+        """`async for piece in client.generate_stream(...)`: see `Client.generate_stream`."""
+        self._require_rest("generate_stream")
+        path, body = wire.generate_stream_request(model, text, max_new_tokens=max_new_tokens,
+                                                  temperature=temperature, top_k=top_k, seed=seed,
+                                                  version=version, label=label)
+
+        def send(seconds_left):  # the whole stream may take longer: bound each wait instead
+            timeout = aiohttp.ClientTimeout(sock_connect=seconds_left, sock_read=seconds_left)
+            return self._send("POST", path, timeout, body, stream=True)
+
+        response = await self._retrying(send, timeout)
+        with self._http_errors():
+            async with response:
+                reader = wire.StreamReader()
+                async for line in response.content:
+                    if piece := reader.feed(line):
+                        yield piece
+                    if reader.done:
+                        return
+                reader.check_done()
 
     async def classify(self, model: str, examples, context=None, signature: str | None = None,
                        version: int | None = None, label: str | None = None, timeout: float | None = None):

@@ -100,6 +100,12 @@ class ClientBase:
             return None
         return pause
 
+    def _require_rest(self, method: str) -> None:
+        if self.protocol != "rest":
+            raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
+                               f"{method} is tfbig's extension of TF Serving's REST API; use protocol='rest' "
+                               f"and the embedded server's REST port")
+
     def _require_grpc(self, method: str) -> None:
         if self.protocol != "grpc":
             raise ServingError(grpc.StatusCode.UNIMPLEMENTED,

@@ -11,8 +11,10 @@ backoff, because every other code would fail the same way again. A call's
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
+from typing import Iterator
 
 import grpc
 import requests
@@ -58,17 +60,28 @@ class Client(ClientBase):
                 raise ServingError.from_rpc(error) from None
         return self._retrying(call, timeout)
 
+    @contextlib.contextmanager
+    def _http_errors(self):
+        """requests' failures as ServingErrors: a timeout, or a connection refused or broken."""
+        try:
+            yield
+        except requests.Timeout:
+            raise deadline_exceeded() from None
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as error:
+            raise ServingError(grpc.StatusCode.UNAVAILABLE, f"cannot reach {self._base_url}: {error}") from None
+
+    def _send(self, method: str, path: str, seconds_left: float, body=None, stream: bool = False):
+        """One HTTP request; a reply other than 200 is raised as its `{"error": ...}`."""
+        with self._http_errors():
+            response = self._session.request(method, self._base_url + path, **wire.json_body(body),
+                                             timeout=seconds_left, stream=stream)
+            if response.status_code != 200 or not stream:
+                with response:
+                    return wire.rest_result(response.status_code, response.content)
+        return response
+
     def _http(self, method: str, path: str, timeout, body=None) -> dict:
-        def call(seconds_left):
-            try:
-                response = self._session.request(method, self._base_url + path, **wire.json_body(body),
-                                                 timeout=seconds_left)
-            except requests.Timeout:
-                raise deadline_exceeded() from None
-            except requests.ConnectionError as error:
-                raise ServingError(grpc.StatusCode.UNAVAILABLE, f"cannot reach {self._base_url}: {error}") from None
-            return wire.rest_result(response.status_code, response.content)
-        return self._retrying(call, timeout)
+        return self._retrying(lambda seconds_left: self._send(method, path, seconds_left, body), timeout)
 
     def _signature(self, spec, timeout=None):
         """The signature a request uses, fetched once per model version/label."""
@@ -100,6 +113,28 @@ class Client(ClientBase):
                                       top_k=top_k, seed=seed)
         return wire.generated_texts(self.predict(model, inputs, signature=GENERATE_SIGNATURE,
                                                  version=version, label=label, timeout=timeout))
+
+    def generate_stream(self, model: str, text, *, max_new_tokens: int = 32, temperature: float = 0.0,
+                        top_k: int = 0, seed: int = 0, version: int | None = None, label: str | None = None,
+                        timeout: float | None = None) -> Iterator[str]:
+        """Continue one prompt, yielding its text as it is generated (tfbig's `:generate_stream`,
+        REST only). The pieces join to what `generate` returns for the prompt; stopping early
+        (break, close()) closes the connection, which stops the server's generation. `timeout`
+        bounds the wait for the stream to start and then for each piece."""
+        self._require_rest("generate_stream")
+        path, body = wire.generate_stream_request(model, text, max_new_tokens=max_new_tokens,
+                                                  temperature=temperature, top_k=top_k, seed=seed,
+                                                  version=version, label=label)
+        response = self._retrying(lambda seconds_left: self._send("POST", path, seconds_left, body, stream=True),
+                                  timeout)
+        with response, self._http_errors():
+            reader = wire.StreamReader()
+            for line in response.iter_lines():
+                if piece := reader.feed(line):
+                    yield piece
+                if reader.done:
+                    return
+            reader.check_done()
 
     def classify(self, model: str, examples, context=None, signature: str | None = None,
                  version: int | None = None, label: str | None = None, timeout: float | None = None):

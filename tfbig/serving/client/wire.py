@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import urllib.parse
 
+import grpc
 import numpy as np
 from google.protobuf import json_format
 from tensorflow.core.protobuf import meta_graph_pb2
@@ -18,10 +19,13 @@ from tensorflow_serving.apis import (
 )
 
 from tfbig.protocol import (
-    CLASSES, CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD, SCORES, SIGNATURE_DEF_FIELD,
+    CLASSES, CLASSIFY_METHOD, DEFAULT_SIGNATURE, GENERATE_SIGNATURE, REGRESS_METHOD, SCORES,
+    SIGNATURE_DEF_FIELD,
 )
-from tfbig.serving import codec
+from tfbig.serving import codec, sse
 from tfbig.serving.errors import ServingError, invalid_argument
+
+GENERATE_STREAM = ":generate_stream"
 
 
 def model_spec(model: str, signature: str | None = None, version: int | None = None,
@@ -94,6 +98,47 @@ def generated_texts(outputs: dict[str, np.ndarray]) -> list[str]:
     """Each prompt's continuation as text (bytes that are not UTF-8 replaced, as a token may
     end mid-character)."""
     return [text.decode("utf-8", errors="replace") for text in outputs["text"]]
+
+
+def generate_stream_request(model: str, text, *, max_new_tokens: int, temperature: float, top_k: int,
+                            seed: int, version: int | None, label: str | None) -> tuple[str, dict]:
+    """The path and body of a `:generate_stream` request: a `generate` Predict's, for one prompt."""
+    if not isinstance(text, (str, bytes)):
+        raise invalid_argument(f"generate_stream streams one prompt (str or bytes), not {type(text).__name__}; "
+                               f"use generate for a batch")
+    spec = model_spec(model, GENERATE_SIGNATURE, version, label)
+    inputs = generate_inputs(text, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                             seed=seed)
+    return rest_path(spec, GENERATE_STREAM), predict_body(spec, inputs)
+
+
+class StreamReader:
+    """The lines of a `:generate_stream` reply in, its pieces of text out. Both clients feed it,
+    each reading lines its own way."""
+
+    def __init__(self):
+        self._events = sse.EventParser()
+        self.done = False
+
+    def feed(self, line: bytes) -> str:
+        """The text this line completes ("" for most lines); raises the stream's error event."""
+        event = self._events.feed(line)
+        if event is None:
+            return ""
+        name, payload = event
+        if name == sse.ERROR:
+            code = getattr(grpc.StatusCode, str(payload.get("code")), grpc.StatusCode.UNKNOWN)
+            raise ServingError(code, payload.get("error", ""))
+        if name == sse.DONE:
+            self.done = True
+            return ""
+        return payload["text"]
+
+    def check_done(self) -> None:
+        """Called when the reply ends: without its `done` event the text is cut short."""
+        if not self.done:
+            raise ServingError(grpc.StatusCode.UNAVAILABLE, "the stream ended before its done event "
+                               "(the server stopped or the connection broke)")
 
 
 def examples_input(examples, context=None) -> input_pb2.Input:

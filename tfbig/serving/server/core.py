@@ -19,6 +19,7 @@ from tensorflow_serving.apis import (
     model_pb2, predict_pb2, regression_pb2, status_pb2,
 )
 
+from tfbig.export.signatures import GENERATE
 from tfbig.export.warmup import WARMUP_FILE, read_warmup
 from tfbig.protocol import CLASSIFY_METHOD, REGRESS_METHOD, SIGNATURE_DEF_FIELD
 from tfbig.serving import codec
@@ -28,6 +29,7 @@ from tfbig.serving.server.models import ModelManager
 from tfbig.serving.server.servable import (
     DEFAULT_SIGNATURE, Servable, classification_result, regression_result,
 )
+from tfbig.serving.server.streaming import warm_stream
 
 log = logging.getLogger("tfbig.serving")
 
@@ -199,7 +201,8 @@ class ServingCore:
     # --- warmup ----------------------------------------------------------------
 
     def warmup(self, servable: Servable) -> None:
-        """Replay the version's warmup records before it is made AVAILABLE, as TF Serving does."""
+        """Replay the version's warmup records before it is made AVAILABLE, as TF Serving does;
+        a `generate` record is streamed too, for the stream functions' first call."""
         path = os.path.join(servable.path, WARMUP_FILE)
         if not os.path.exists(path):
             return
@@ -210,6 +213,8 @@ class ServingCore:
                     request = log.predict_log.request
                     inputs = {n: codec.from_tensor_proto(p) for n, p in request.inputs.items()}
                     self._run(servable, WARMUP, request.model_spec.signature_name, inputs, None)
+                    if request.model_spec.signature_name == GENERATE and servable.streams:
+                        warm_stream(servable, inputs)
                 elif kind == "classify_log":
                     self._classify_on(servable, WARMUP, log.classify_log.request)
                 elif kind == "regress_log":

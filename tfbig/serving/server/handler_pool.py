@@ -2,7 +2,7 @@
 
 grpc.server hands every RPC to its pool's `submit()` and uses what comes back
 only through `add_done_callback` (to count RPCs in flight); the REST handlers
-answer their event loop themselves (rest_api.py). A
+await `in_pool`, which answers their event loop itself. A
 concurrent.futures.ThreadPoolExecutor does more per call than that: a Future
 with its own Condition, an idle-thread semaphore, a global shutdown lock. With
 batching, where each request's share of the model's work is small, that
@@ -14,6 +14,7 @@ SimpleQueue (a C queue) that a fixed set of threads drains.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
@@ -83,3 +84,27 @@ class HandlerPool:
             except Exception:  # handlers answer their own errors; anything else must not end the thread
                 log.exception("a request handler failed")
             call._finish()
+
+
+def in_pool(pool: HandlerPool, function: Callable, *args, on_abandoned: Callable | None = None) -> asyncio.Future:
+    """`function(*args)` on `pool`, answered as a future of the running event loop.
+
+    `function` returns its errors as values (a pool thread has no caller to raise to).
+    run_in_executor would chain a concurrent.futures.Future to an asyncio one on every
+    request. When the loop has stopped waiting (asyncio.wait_for timed out, the handler
+    was cancelled), the result goes to `on_abandoned`, to release what it holds.
+    """
+    loop = asyncio.get_running_loop()
+    answer = loop.create_future()
+
+    def deliver(result):
+        if not answer.cancelled():
+            answer.set_result(result)
+        elif on_abandoned is not None:
+            on_abandoned(result)
+
+    def work():
+        loop.call_soon_threadsafe(deliver, function(*args))
+
+    pool.submit(work)
+    return answer

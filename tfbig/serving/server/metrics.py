@@ -8,7 +8,8 @@ entrypoint}` in microseconds, with TF Serving's label values (API `Predict`,
 prometheus-client keeps the counts; the page is written as TF Serving's
 prometheus_exporter.cc writes it, because prometheus-client's own page renames
 every counter `..._total` and adds `..._created` series, which would break
-queries such as `rate(:tensorflow:serving:request_count[1m])`. Each server has
+queries such as `rate(:tensorflow:serving:request_count[1m])`. tfbig's
+extensions count under its own prefix (`:tfbig:serving:generate_stream_tokens`). Each server has
 its own registry so two servers in one process (tests, benchmarks) do not share
 counts.
 """
@@ -58,6 +59,10 @@ class ServerMetrics:
             ":tensorflow:serving:batching_session:processed_batch_size",
             "Rows per batch run by server-side batching, padding included.",
             ["model_name"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=self.registry)
+        # tfbig's own: tokens computed for `:generate_stream` (a client that disconnects stops them).
+        self._stream_tokens = Counter(
+            ":tfbig:serving:generate_stream_tokens", "Tokens generated for :generate_stream requests.",
+            ["model_name"], registry=self.registry)
         # Labelled series by label values: prometheus-client's labels() lookup costs more
         # than the update itself, and every request makes two.
         self._series: dict[tuple, object] = {}
@@ -84,6 +89,9 @@ class ServerMetrics:
         self._child(self._requests, model_name, code.name).inc()
         if code == grpc.StatusCode.OK:
             self._child(self._latency, model_name, api, entrypoint).observe(seconds * 1e6)
+
+    def record_stream_token(self, model_name: str) -> None:
+        self._child(self._stream_tokens, self._model_label(model_name)).inc()
 
     def record_batch(self, model_name: str, size: int) -> None:
         self._child(self._batch_size, model_name).observe(size)

@@ -6,7 +6,8 @@ is turned into the same protos the gRPC API takes and handed to the shared
 ServingCore. Work runs on a thread pool so the event loop only moves bytes.
 tfbig adds what TF Serving users ask for: `GET /v1/models` lists the models,
 `/healthz` answers while the process lives, `/readyz` while every model has an
-AVAILABLE version and the server is not draining.
+AVAILABLE version and the server is not draining, and `:generate_stream`
+streams a language model's text as it is generated (rest_stream.py).
 """
 
 from __future__ import annotations
@@ -14,23 +15,24 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-import urllib.parse
 
 import grpc
-import numpy as np
 from aiohttp import web
 from google.protobuf import json_format
 from tensorflow_serving.apis import (
-    classification_pb2, get_model_metadata_pb2, get_model_status_pb2, input_pb2, model_pb2,
-    regression_pb2,
+    classification_pb2, get_model_metadata_pb2, get_model_status_pb2, model_pb2, regression_pb2,
 )
 
 from tfbig.serving import codec
 from tfbig.serving.errors import ServingError, deadline_exceeded, invalid_argument
-from tfbig.serving.server.core import SIGNATURE_DEF_FIELD, ServingCore, server_fault
-from tfbig.serving.server.handler_pool import HandlerPool
-from tfbig.serving.server.inputs import InputBudget, InputSpec, json_input
+from tfbig.protocol import SIGNATURE_DEF_FIELD
+from tfbig.serving.server.core import ServingCore, server_fault
+from tfbig.serving.server.handler_pool import HandlerPool, in_pool
 from tfbig.serving.server.metrics import ServerMetrics
+from tfbig.serving.server.rest_json import (
+    columns_to_inputs, examples_input, instances_to_inputs, model_spec, parse_json,
+)
+from tfbig.serving.server.rest_stream import STREAM_PATH, RestStreams
 
 # TF Serving's own patterns (model_servers/http_rest_api_util.cc).
 PREDICTION_PATH = re.compile(
@@ -41,113 +43,6 @@ API_PREFIX = re.compile(r"(?i)/v1/")
 # A CORS preflight is answered when it names an origin (http_server.cc).
 PREFLIGHT_ORIGIN = re.compile(r"https?://")
 _JSON_OPTIONS = {"always_print_fields_with_no_presence": True}
-
-
-def _set_unless_cancelled(future: asyncio.Future, result) -> None:
-    if not future.cancelled():  # wait_for stopped waiting for it (--rest_api_timeout_in_ms)
-        future.set_result(result)
-
-
-def _model_spec(name: str, version: str | None, label: str | None) -> model_pb2.ModelSpec:
-    spec = model_pb2.ModelSpec(name=urllib.parse.unquote(name))
-    if version:
-        if int(version) > codec.INT64_MAX:
-            raise invalid_argument(f"Failed to convert version: {version} to numeric.")
-        spec.version.value = int(version)
-    if label:
-        spec.version_label = urllib.parse.unquote(label)
-    return spec
-
-
-def parse_json(body: bytes) -> dict:
-    if not body.strip():
-        raise invalid_argument("JSON Parse error: The document is empty")
-    try:
-        doc = codec.loads(body)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise invalid_argument(f"JSON Parse error: {error}") from None
-    if not isinstance(doc, dict):
-        raise invalid_argument(f"JSON Value: {body[:100]!r} Is not object")
-    signature = doc.get("signature_name", "")
-    if not isinstance(signature, str):
-        raise invalid_argument("'signature_name' key must be a string value.")
-    return doc
-
-
-def _instances_input(name: str, items: list, spec: InputSpec, signature: str, budget: InputBudget):
-    """One input's values across the instances, stacked: every item must have the first one's
-    shape (json_tensor.cc), so the count is known, and charged, before a leaf is converted."""
-    shape = codec.json_shape(items[0])
-    for index, item in enumerate(items):
-        if isinstance(item, list) != bool(shape) or (shape and len(item) != shape[0]):
-            got = codec.json_shape(item)
-            raise invalid_argument(f"Failed to process element: {index} of 'instances' list. "
-                                   f"Error: Expecting shape {list(shape)} but got: {list(got)}")
-    try:
-        return json_input(name, items, spec, signature, budget)
-    except ServingError as error:
-        raise invalid_argument(f"Failed to process 'instances' list for input '{name}'. "
-                               f"Error: {error.message}") from None
-
-
-def instances_to_inputs(instances: list, specs: dict[str, InputSpec], signature: str,
-                        budget: InputBudget) -> dict[str, np.ndarray]:
-    """Row format: one entry per example, objects keyed by input name when there are several."""
-    names = sorted(specs)
-    as_objects = isinstance(instances[0], dict) and not codec.is_b64(instances[0])
-    if not as_objects and len(names) > 1:
-        raise invalid_argument("instances is a plain list, but expecting list of objects as multiple "
-                               "input tensors required as per tensorinfo_map")
-    if not as_objects:
-        return {names[0]: _instances_input(names[0], instances, specs[names[0]], signature, budget)}
-    columns: dict[str, list] = {name: [] for name in names}
-    for index, item in enumerate(instances):
-        if not isinstance(item, dict) or codec.is_b64(item):
-            raise invalid_argument(f"Failed to process element: {index} of 'instances' list. Error: "
-                                   f"Expecting object but got list at item {index} of input list")
-        if item.keys() != columns.keys():
-            raise invalid_argument(f"Failed to process element: {index} of 'instances' list. Error: "
-                                   f"JSON object keys {sorted(item)} must be equal to: {','.join(names)}")
-        for name in names:
-            columns[name].append(item[name])
-    return {name: _instances_input(name, column, specs[name], signature, budget)
-            for name, column in columns.items()}
-
-
-def columns_to_inputs(value, specs: dict[str, InputSpec], signature: str,
-                      budget: InputBudget) -> dict[str, np.ndarray]:
-    """Columnar format: one value per input (just the value when there is one input)."""
-    if not isinstance(value, dict) or codec.is_b64(value):
-        if len(specs) > 1:
-            raise invalid_argument("inputs is a plain value/list, but expecting an object as multiple "
-                                   "input tensors required as per tensorinfo_map")
-        name = next(iter(specs))
-        return {name: json_input(name, value, specs[name], signature, budget)}
-    inputs = {}
-    for name, spec in specs.items():
-        if name not in value:
-            raise invalid_argument(f"Missing named input: {name} in 'inputs' object.")
-        inputs[name] = json_input(name, value[name], spec, signature, budget)
-    return inputs
-
-
-def examples_input(doc: dict, method: str):
-    """A classify/regress request's `examples` (and optional `context`) as an Input proto."""
-    request_input = input_pb2.Input()
-    examples = doc.get("examples")
-    if examples is None:
-        raise invalid_argument(f"When method is {method}, key 'examples' is expected and was not found")
-    if not isinstance(examples, list):
-        raise invalid_argument("Expecting 'examples' value to be an list/array")
-    if not examples:
-        raise invalid_argument("'examples' value is an empty array")
-    if "context" in doc:
-        target = request_input.example_list_with_context
-        target.context.CopyFrom(codec.example_from_json(doc["context"]))
-    else:
-        target = request_input.example_list
-    target.examples.extend(codec.example_from_json(example) for example in examples)
-    return request_input
 
 
 class RestApi:
@@ -163,6 +58,8 @@ class RestApi:
         self._prometheus_path = prometheus_path
         self._cors = cors
         self._is_ready = is_ready
+        self._streams = RestStreams(core, metrics, pool=pool, timeout_s=self._timeout, reply=self._reply,
+                                    headers=self._headers())
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self._max_bytes)
@@ -198,7 +95,10 @@ class RestApi:
             reason = str(error).strip().splitlines()[-1].strip()
             return self._reply(400, {"error": f"Request body could not be read: {reason}"})
         # The undecoded path, as TF Serving matches it: %2F inside a model name stays in the name.
-        work = self._in_pool(request.method, request.rel_url.raw_path, body)
+        path = request.rel_url.raw_path
+        if request.method == "POST" and (match := STREAM_PATH.fullmatch(path)):
+            return await self._streams.handle(request, match, body)
+        work = in_pool(self._pool, self._process, request.method, path, body)
         try:
             model_name, api, payload = await asyncio.wait_for(work, self._timeout)
             code = grpc.StatusCode.OK
@@ -211,19 +111,6 @@ class RestApi:
             response = self._reply(200, payload)
         self._metrics.record(model_name, api, "REST", code, time.perf_counter() - start)
         return response
-
-    def _in_pool(self, method: str, path: str, body: bytes) -> asyncio.Future:
-        """`_process` on a pool thread, answered as a future of this loop. run_in_executor
-        would put a concurrent.futures.Future, chained to an asyncio one, on every request."""
-        loop = asyncio.get_running_loop()
-        answer = loop.create_future()
-
-        def process():
-            result = self._process(method, path, body)  # errors come back as values: it never raises
-            loop.call_soon_threadsafe(_set_unless_cancelled, answer, result)
-
-        self._pool.submit(process)
-        return answer
 
     def _headers(self) -> dict[str, str]:
         if not self._cors:
@@ -248,7 +135,7 @@ class RestApi:
         try:
             if method == "POST" and (match := PREDICTION_PATH.fullmatch(path)):
                 name, version, label, api = match.groups()
-                spec = _model_spec(name, version, label)
+                spec = model_spec(name, version, label)
                 model_name = spec.name
                 return model_name, api, self._post(api.lower(), spec, body)
             # The API label is the URL's :method, as tensorflow_model_server records it; a GET has none.
@@ -258,7 +145,7 @@ class RestApi:
                     return "", api, self._list_models()
                 if name is None:
                     raise invalid_argument("Missing model name in request.")
-                spec = _model_spec(name, version, label)
+                spec = model_spec(name, version, label)
                 model_name = spec.name
                 return model_name, api, self._metadata(spec) if metadata else self._status(spec)
             raise invalid_argument(f"Malformed request: {method} {path}")

@@ -17,7 +17,9 @@ from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import classification_pb2, regression_pb2
 
 from tfbig import saved_model
-from tfbig.protocol import CLASSES, DEFAULT_SIGNATURE, OUTPUTS, SCORES
+from tfbig.protocol import (
+    CLASSES, DEFAULT_SIGNATURE, GENERATE_NEXT_FUNCTION, GENERATE_START_FUNCTION, OUTPUTS, SCORES,
+)
 from tfbig.serving import codec
 from tfbig.serving.errors import ServingError, invalid_argument
 from tfbig.serving.options import SERVE_TAG
@@ -27,6 +29,13 @@ _CODES = {code.value[0]: code for code in grpc.StatusCode}
 # TensorFlow prefixes errors raised inside a tf.function with the function's generated name,
 # which tells a client nothing ("{{function_node __inference_<lambda>_18670}} assertion failed: ...").
 _FUNCTION_NODE = re.compile(r"^\{\{function_node [^}]*\}\}\s*")
+
+
+def op_error(error: tf.errors.OpError) -> ServingError:
+    """A TensorFlow error from inside a model as the status a client gets: its code, and the
+    first line of its message without the function's generated name."""
+    return ServingError(_CODES.get(error.error_code, grpc.StatusCode.UNKNOWN),
+                        _FUNCTION_NODE.sub("", error.message.split("\n")[0]))
 
 
 def read_signature_defs(path: str, tags: frozenset[str]) -> dict[str, meta_graph_pb2.SignatureDef]:
@@ -44,6 +53,13 @@ def read_signature_defs(path: str, tags: frozenset[str]) -> dict[str, meta_graph
                        f"The SavedModel's tag sets: {', '.join(available) or 'none'} (pick one with --saved_model_tags)")
 
 
+def _graph_function(function, flat_specs: list):
+    """`function` of flat tensors traced once: (its graph function, the captured handles to
+    pass after the inputs)."""
+    traced = tf.function(function, input_signature=flat_specs).get_concrete_function()
+    return traced.inference_fn, list(traced.captured_inputs)
+
+
 def direct_call(signature):
     """The signature traced once into a function of its own, called with flat tensors.
 
@@ -55,10 +71,20 @@ def direct_call(signature):
     names, dtypes and shapes, so there is nothing left to cast."""
     specs = signature.structured_input_signature[1]
     names = sorted(specs)
-    traced = tf.function(lambda *tensors: signature(**dict(zip(names, tensors))),
-                         input_signature=[specs[name] for name in names]).get_concrete_function()
-    graph_function, captures = traced.inference_fn, list(traced.captured_inputs)
+    graph_function, captures = _graph_function(lambda *tensors: signature(**dict(zip(names, tensors))),
+                                                [specs[name] for name in names])
     return lambda **tensors: graph_function.call_preflattened([*(tensors[name] for name in names), *captures])
+
+
+def direct_nested_call(function):
+    """`direct_call` for a restored tf.function whose input_signature nests (a stream's state):
+    called with positional arguments of that structure. Besides its speed (a stream step of a
+    small GPT took 0.8 ms instead of 1.9), its errors read as a signature's do, where the
+    restored function's errors begin with "Graph execution error:" and a stack trace."""
+    specs = function.input_signature
+    graph_function, captures = _graph_function(
+        lambda *flat: function(*tf.nest.pack_sequence_as(specs, flat)), tf.nest.flatten(specs))
+    return lambda *arguments: graph_function.call_preflattened([*tf.nest.flatten(arguments), *captures])
 
 
 class Servable:
@@ -77,6 +103,8 @@ class Servable:
         loaded = saved_model.load(path, tags=sorted(tags))
         self._loaded = loaded  # keeps the functions' variables alive
         self._functions = {name: direct_call(function) for name, function in loaded.signatures.items()}
+        functions = [getattr(loaded, name, None) for name in (GENERATE_START_FUNCTION, GENERATE_NEXT_FUNCTION)]
+        self._stream = tuple(direct_nested_call(f) for f in functions) if None not in functions else None
 
     def signature_def(self, signature_name: str) -> meta_graph_pb2.SignatureDef:
         name = signature_name or DEFAULT_SIGNATURE
@@ -118,9 +146,22 @@ class Servable:
         try:
             outputs = function(**{name: tf.constant(value) for name, value in inputs.items()})
         except tf.errors.OpError as error:
-            raise ServingError(_CODES.get(error.error_code, grpc.StatusCode.UNKNOWN),
-                               _FUNCTION_NODE.sub("", error.message.split("\n")[0])) from None
+            raise op_error(error) from None
         return {name: value.numpy() for name, value in outputs.items()}
+
+    @property
+    def streams(self) -> bool:
+        """Whether the SavedModel has the functions of a stream (tfbig.export.stream)."""
+        return self._stream is not None
+
+    def stream_functions(self) -> tuple:
+        """(generate_start, generate_next), FAILED_PRECONDITION for a model without them."""
+        if not self.streams:
+            raise ServingError(grpc.StatusCode.FAILED_PRECONDITION, (
+                f"version {self.version} of model {self.name} cannot stream: its SavedModel has no "
+                f"{GENERATE_START_FUNCTION}/{GENERATE_NEXT_FUNCTION} functions (tfbig exports them for a GPT; export "
+                f"an older version again to add them)"))
+        return self._stream
 
 
 def classification_result(outputs: dict[str, np.ndarray], rows: int) -> classification_pb2.ClassificationResult:
