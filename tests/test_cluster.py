@@ -2,8 +2,9 @@
 
 Few and small, since each starts several TensorFlow processes: two
 MultiWorkerMirroredStrategy workers against a single-process mirrored run, a
-parameter-server cluster learning digits, and the failures a long run meets
-(a worker killed, a worker preempted).
+parameter-server cluster learning digits, the failures a long run meets
+(a worker killed, a worker preempted), and what the workers of a
+parameter-server cluster read from prepared tokens.
 """
 
 import json
@@ -11,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -19,6 +21,7 @@ import yaml
 from tfbig.config import config_from_dict
 from tfbig.train import read_metrics, train
 
+from corpus import shard_windows, write_prepared
 from runs import GPT, TEXT
 
 pytestmark = pytest.mark.slow
@@ -188,3 +191,77 @@ def test_multi_worker_run_survives_a_lost_worker(tmp_path, fail_signal):
     if fail_signal == "SIGTERM":
         # The preemption checkpoint lies between the regular ones (25, 50, 60).
         assert set(saved) - {25, 50, 60}, (saved, output[-3000:])
+
+
+SEQ = 16
+
+# The chief of a parameter-server cluster builds the trainer as `tfbig train`
+# does, then asks the workers for batches of the very iterator training uses:
+# each scheduled read returns the index of the worker that ran it and the
+# windows that worker's pipeline gave. Worker and ps tasks serve as usual.
+PS_READ_PROBE = textwrap.dedent("""
+    import json, os, sys
+    import numpy as np
+    import tensorflow as tf
+    import tfbig
+    from tfbig.config import load_config
+    from tfbig.distribute import make_strategy
+    from tfbig.train import run
+
+    config = load_config(sys.argv[1])
+    if json.loads(os.environ["TF_CONFIG"])["task"]["type"] != "chief":
+        run.train(config)  # serves until stopped
+    strategy = make_strategy(config.distribute)
+    trainer = run.build_trainer(config, strategy)
+    iterator = trainer.train_iterator()
+
+    @tf.function
+    def read(iterator):
+        inputs, targets = next(iterator)
+        return (tf.distribute.coordinator.experimental_get_current_worker_index(),
+                strategy.experimental_local_results(inputs)[0],
+                strategy.experimental_local_results(targets)[0])
+
+    reads = [trainer.execution.coordinator.schedule(read, args=(iterator,)) for _ in range(30)]
+    trainer.execution.coordinator.join()
+    by_worker = {}
+    for result in reads:
+        worker, inputs, targets = (np.asarray(v) for v in result.fetch())
+        by_worker.setdefault(int(worker), []).extend(
+            np.concatenate([x, y[-1:]]).astype(np.int32).tobytes().hex() for x, y in zip(inputs, targets))
+    print("RESULT " + json.dumps(by_worker), flush=True)
+""")
+
+
+def tokens_gpt_config(tmp_path, strategy, **train):
+    """A tiny GPT on a prepared directory of 4 train shards (byte tokens).
+
+    Two eval shards: multi-worker eval reads one per worker, locally.
+    """
+    write_prepared(tmp_path / "data", (("train", 4), ("eval", 2)))
+    config = gpt_config(tmp_path / "run", strategy, **train)
+    config["model"] = {**GPT, "max_len": SEQ}
+    config["data"] = {"name": "tokens", "paths": [str(tmp_path / "data")], "seq_len": SEQ}
+    return config
+
+
+def train_windows(tmp_path, shards=slice(None)) -> Counter:
+    """How often each window (hex) occurs in these train shards: text repeats, so some do twice."""
+    spec = json.loads((tmp_path / "data" / "spec.json").read_text())
+    return Counter(w.hex() for w in shard_windows(tmp_path / "data", spec["splits"]["train"]["shards"][shards], SEQ))
+
+
+def test_parameter_server_workers_read_disjoint_data(tmp_path):
+    # The dataset function is traced once on the chief; without the worker's
+    # index fed in at run time, both workers read the very same batches.
+    config = tokens_gpt_config(tmp_path, "parameter_server")
+    done = launch(tmp_path, config, "--workers", "2", "--ps", "1", script=PS_READ_PROBE)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    read = {int(w): windows for w, windows in results_by_task(done.stdout)["chief"].items()}
+    assert set(read) == {0, 1}, {w: len(windows) for w, windows in read.items()}
+    assert sum(map(len, read.values())) == 30 * 8
+    # Far less than an epoch, so disjoint reads read no window more often than the
+    # data holds it; workers reading the same batches read 100s of them twice.
+    assert Counter(read[0] + read[1]) <= train_windows(tmp_path)
+    for worker in (0, 1):  # shards w and w + 2 are worker w's own
+        assert set(read[worker]) <= set(train_windows(tmp_path, slice(worker, None, 2)))

@@ -51,6 +51,23 @@ def shard(dataset: tf.data.Dataset, input_context) -> tf.data.Dataset:
     return dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
 
 
+def input_pipeline(split, context: tf.distribute.InputContext, *, global_batch_size: int,
+                   shuffle: bool, seed: int, repeat: bool, skip_steps: int = 0,
+                   drop_remainder: bool = True) -> tf.data.Dataset:
+    """One input pipeline's per-replica batches of `split`, after `skip_steps` steps.
+
+    The pipeline reads its own share of the data (`context` picks it) and
+    skips what its replicas consumed.
+    """
+    per_replica = context.get_per_replica_batch_size(global_batch_size)
+    replicas_here = context.num_replicas_in_sync // context.num_input_pipelines
+    return split.make_dataset(
+        batch_size=per_replica, shuffle=shuffle, seed=seed, repeat=repeat,
+        skip_examples=skip_steps * per_replica * replicas_here, drop_remainder=drop_remainder,
+        input_context=context,
+    )
+
+
 def distribute(strategy: tf.distribute.Strategy, split, *, global_batch_size: int,
                shuffle: bool, seed: int, repeat: bool, skip_steps: int = 0,
                drop_remainder: bool = True) -> tf.distribute.DistributedDataset:
@@ -66,14 +83,6 @@ def distribute(strategy: tf.distribute.Strategy, split, *, global_batch_size: in
             f"batch size {global_batch_size} cannot be split evenly over {replicas} "
             f"replicas; use a multiple of {replicas}"
         )
-
-    def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        per_replica = context.get_per_replica_batch_size(global_batch_size)
-        replicas_here = context.num_replicas_in_sync // context.num_input_pipelines
-        return split.make_dataset(
-            batch_size=per_replica, shuffle=shuffle, seed=seed, repeat=repeat,
-            skip_examples=skip_steps * per_replica * replicas_here,
-            drop_remainder=drop_remainder, input_context=context,
-        )
-
-    return strategy.distribute_datasets_from_function(dataset_fn)
+    return strategy.distribute_datasets_from_function(lambda context: input_pipeline(
+        split, context, global_batch_size=global_batch_size, shuffle=shuffle, seed=seed,
+        repeat=repeat, skip_steps=skip_steps, drop_remainder=drop_remainder))
