@@ -27,10 +27,11 @@ class LocalExecution:
         # under distribute.strategy=dtensor eval leaves out a last partial batch.
         self._partial_eval_batch = not isinstance(strategy, MeshStrategy)
 
-    def train_iterator(self, split, *, global_batch_size: int, seed: int, skip_steps: int):
+    def train_iterator(self, split, *, global_batch_size: int, seed: int, skip_steps: int,
+                       service=None):
         return iter(tfdata.distribute(
             self.strategy, split, global_batch_size=global_batch_size, shuffle=True,
-            seed=seed, repeat=True, skip_steps=skip_steps,
+            seed=seed, repeat=True, skip_steps=skip_steps, service=service,
         ))
 
     def run_steps(self, train_steps: Callable, iterator, steps: int) -> None:
@@ -64,7 +65,8 @@ class CoordinatedExecution:
         # others, does not expose it as `strategy.cluster_resolver` (None).
         self._workers = strategy._cluster_resolver.cluster_spec().num_tasks("worker")
 
-    def train_iterator(self, split, *, global_batch_size: int, seed: int, skip_steps: int):
+    def train_iterator(self, split, *, global_batch_size: int, seed: int, skip_steps: int,
+                       service=None):
         """Each worker's own input pipeline, one of `workers` over the data.
 
         The dataset function is traced once, here on the chief, and the same
@@ -79,6 +81,7 @@ class CoordinatedExecution:
         step's indices) in the seeded order. Steps are scheduled onto whichever
         worker is free, so which worker ran how many is not recorded: a resumed
         run assumes they ran equal shares, and each worker skips its share.
+        Through a tf.data service the workers share one job instead.
         """
         workers = self._workers
 
@@ -89,7 +92,7 @@ class CoordinatedExecution:
                 num_replicas_in_sync=workers * context.num_replicas_in_sync)
             return tfdata.input_pipeline(
                 split, worker, global_batch_size=workers * global_batch_size, shuffle=True,
-                seed=seed, repeat=True, skip_steps=skip_steps // workers)
+                seed=seed, repeat=True, skip_steps=skip_steps // workers, service=service)
 
         return iter(self.coordinator.create_per_worker_dataset(
             lambda: self.strategy.distribute_datasets_from_function(dataset_fn)))
