@@ -3,8 +3,8 @@
 Few and small, since each starts several TensorFlow processes: two
 MultiWorkerMirroredStrategy workers against a single-process mirrored run, a
 parameter-server cluster learning digits, the failures a long run meets
-(a worker killed, a worker preempted), and what the workers of a
-parameter-server cluster read from prepared tokens.
+(a worker killed, a worker preempted), and what the workers of a cluster read
+from prepared tokens, in-process or through a tf.data service.
 """
 
 import json
@@ -205,6 +205,7 @@ PS_READ_PROBE = textwrap.dedent("""
     import tensorflow as tf
     import tfbig
     from tfbig.config import load_config
+    from tfbig.data.service import training_data_service
     from tfbig.distribute import make_strategy
     from tfbig.train import run
 
@@ -212,7 +213,7 @@ PS_READ_PROBE = textwrap.dedent("""
     if json.loads(os.environ["TF_CONFIG"])["task"]["type"] != "chief":
         run.train(config)  # serves until stopped
     strategy = make_strategy(config.distribute)
-    trainer = run.build_trainer(config, strategy)
+    trainer = run.build_trainer(config, strategy, data_service=training_data_service(config))
     iterator = trainer.train_iterator()
 
     @tf.function
@@ -251,11 +252,13 @@ def train_windows(tmp_path, shards=slice(None)) -> Counter:
     return Counter(w.hex() for w in shard_windows(tmp_path / "data", spec["splits"]["train"]["shards"][shards], SEQ))
 
 
-def test_parameter_server_workers_read_disjoint_data(tmp_path):
+@pytest.mark.parametrize("data_service_workers", [0, 2])
+def test_parameter_server_workers_read_disjoint_data(tmp_path, data_service_workers):
     # The dataset function is traced once on the chief; without the worker's
     # index fed in at run time, both workers read the very same batches.
     config = tokens_gpt_config(tmp_path, "parameter_server")
-    done = launch(tmp_path, config, "--workers", "2", "--ps", "1", script=PS_READ_PROBE)
+    done = launch(tmp_path, config, "--workers", "2", "--ps", "1",
+                  "--data-service-workers", str(data_service_workers), script=PS_READ_PROBE)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     read = {int(w): windows for w, windows in results_by_task(done.stdout)["chief"].items()}
     assert set(read) == {0, 1}, {w: len(windows) for w, windows in read.items()}
@@ -263,5 +266,71 @@ def test_parameter_server_workers_read_disjoint_data(tmp_path):
     # Far less than an epoch, so disjoint reads read no window more often than the
     # data holds it; workers reading the same batches read 100s of them twice.
     assert Counter(read[0] + read[1]) <= train_windows(tmp_path)
-    for worker in (0, 1):  # shards w and w + 2 are worker w's own
-        assert set(read[worker]) <= set(train_windows(tmp_path, slice(worker, None, 2)))
+    if not data_service_workers:  # (through the service, any worker may read any shard)
+        for worker in (0, 1):  # shards w and w + 2 are worker w's own
+            assert set(read[worker]) <= set(train_windows(tmp_path, slice(worker, None, 2)))
+
+
+# Trains as `tfbig train` does, recording (from inside the compiled step) each
+# window this worker's replica trained on.
+RECORDING_TRAIN = textwrap.dedent("""
+    import json, os, sys
+    import numpy as np
+    import tensorflow as tf
+    import tfbig
+    from tfbig.config import load_config
+    from tfbig.train import run
+    from tfbig.train.hooks import TrainingHooks
+
+    trained_on = []
+
+    class RecordWindows(TrainingHooks):
+        def per_example_loss(self, inputs, targets, logits):
+            def record(inputs, targets):
+                trained_on.extend(np.concatenate([x, y[-1:]]).astype(np.int32).tobytes().hex()
+                                  for x, y in zip(inputs.numpy(), targets.numpy()))
+                return 0
+            tf.py_function(record, [inputs, targets], tf.int32)
+            return None
+
+    build_trainer = run.build_trainer
+    run.build_trainer = lambda config, strategy, **options: build_trainer(
+        config, strategy, hooks=RecordWindows(), **options)
+    result = run.train(load_config(sys.argv[1]))
+    print("RESULT " + json.dumps({"windows": trained_on, "loss": result.train_metrics["loss"],
+                                  "service": os.environ["TFBIG_DATA_SERVICE"]}), flush=True)
+""")
+
+
+def service_processes(dispatcher: str) -> list[int]:
+    """Processes still running `tfbig data service` for `dispatcher` (grpc://127.0.0.1:PORT)."""
+    port = dispatcher.rsplit(":", 1)[1]
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read().decode(errors="replace").split("\0")
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().split(")")[-1].split()[0]
+        except OSError:
+            continue
+        if "service" in args and state != "Z" and (dispatcher in args or port in args):
+            found.append(int(pid))
+    return found
+
+
+def test_launched_data_service_feeds_two_workers_disjoint_windows_and_stops(tmp_path):
+    config = tokens_gpt_config(tmp_path, "multi_worker", steps=10)
+    done = launch(tmp_path, config, "--workers", "2", "--data-service-workers", "2",
+                  script=RECORDING_TRAIN)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "[dispatcher] tf.data service dispatcher serving at grpc://" in done.stdout
+    for index in (0, 1):
+        assert f"[data worker {index}] tf.data service worker on 127.0.0.1" in done.stdout
+    workers = results_by_task(done.stdout)
+    trained = [workers[f"worker {i}"]["windows"] for i in (0, 1)]
+    assert [len(windows) for windows in trained] == [10 * 4, 10 * 4]  # 10 steps of 4 per replica
+    assert Counter(trained[0] + trained[1]) <= train_windows(tmp_path)  # disjoint, none twice
+    assert np.isfinite(workers["worker 0"]["loss"])
+    assert read_metrics(tmp_path / "run")[-1]["step"] == 10
+    assert service_processes(workers["worker 0"]["service"]) == []  # stopped with the cluster
