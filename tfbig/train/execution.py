@@ -67,7 +67,7 @@ class CoordinatedExecution:
 
     def train_iterator(self, split, *, global_batch_size: int, seed: int, skip_steps: int,
                        service=None):
-        """Each worker's own input pipeline, one of `workers` over the data.
+        """Each worker's own input pipeline, one of as many as there are workers.
 
         The dataset function is traced once, here on the chief, and the same
         graph runs on every worker, so the InputContext TensorFlow gives it
@@ -75,24 +75,24 @@ class CoordinatedExecution:
         of every random op in it (fixed by the run's global seed when traced):
         built from those alone, every worker reads the same batches. The
         worker's index is instead a value the coordinator feeds in when each
-        worker runs the function
-        (`experimental_get_current_worker_index`), so worker `w` is input
-        pipeline `w` of `workers`, reading its own shards (or slice of each
-        step's indices) in the seeded order. Steps are scheduled onto whichever
-        worker is free, so which worker ran how many is not recorded: a resumed
-        run assumes they ran equal shares, and each worker skips its share.
-        Through a tf.data service the workers share one job instead.
+        worker runs the function (`experimental_get_current_worker_index`), so
+        worker `w` is input pipeline `w`, reading its own shards (or slice of
+        each step's indices) in the seeded order. Steps are scheduled onto
+        whichever worker is free, so which worker ran how many is not recorded:
+        a resumed run assumes they ran equal shares, and each worker skips its
+        share. Through a tf.data service the workers share one job instead.
         """
-        workers = self._workers
 
         def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+            # The pipelines' "global" batch is one batch per worker: a step here
+            # is one worker's batch of `global_batch_size`.
             worker = tf.distribute.InputContext(
-                num_input_pipelines=workers,
+                num_input_pipelines=self._workers,
                 input_pipeline_id=tf.distribute.coordinator.experimental_get_current_worker_index(),
-                num_replicas_in_sync=workers * context.num_replicas_in_sync)
+                num_replicas_in_sync=self._workers * context.num_replicas_in_sync)
             return tfdata.input_pipeline(
-                split, worker, global_batch_size=workers * global_batch_size, shuffle=True,
-                seed=seed, repeat=True, skip_steps=skip_steps // workers, service=service)
+                split, worker, global_batch_size=self._workers * global_batch_size, shuffle=True,
+                seed=seed, repeat=True, skip_steps=skip_steps // self._workers, service=service)
 
         return iter(self.coordinator.create_per_worker_dataset(
             lambda: self.strategy.distribute_datasets_from_function(dataset_fn)))
