@@ -2,8 +2,9 @@
 
 Few and small, since each starts several TensorFlow processes: two
 MultiWorkerMirroredStrategy workers against a single-process mirrored run, a
-parameter-server cluster learning digits, and the failures a long run meets
-(a worker killed, a worker preempted).
+parameter-server cluster learning digits, the failures a long run meets
+(a worker killed, a worker preempted), and what the workers of a cluster read
+from prepared tokens, in-process or through a tf.data service.
 """
 
 import json
@@ -11,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -19,6 +21,7 @@ import yaml
 from tfbig.config import config_from_dict
 from tfbig.train import read_metrics, train
 
+from corpus import shard_windows, write_prepared
 from runs import GPT, TEXT
 
 pytestmark = pytest.mark.slow
@@ -188,3 +191,146 @@ def test_multi_worker_run_survives_a_lost_worker(tmp_path, fail_signal):
     if fail_signal == "SIGTERM":
         # The preemption checkpoint lies between the regular ones (25, 50, 60).
         assert set(saved) - {25, 50, 60}, (saved, output[-3000:])
+
+
+SEQ = 16
+
+# The chief of a parameter-server cluster builds the trainer as `tfbig train`
+# does, then asks the workers for batches of the very iterator training uses:
+# each scheduled read returns the index of the worker that ran it and the
+# windows that worker's pipeline gave. Worker and ps tasks serve as usual.
+PS_READ_PROBE = textwrap.dedent("""
+    import json, os, sys
+    import numpy as np
+    import tensorflow as tf
+    import tfbig
+    from tfbig.config import load_config
+    from tfbig.data.service import training_data_service
+    from tfbig.distribute import make_strategy
+    from tfbig.train import run
+
+    config = load_config(sys.argv[1])
+    if json.loads(os.environ["TF_CONFIG"])["task"]["type"] != "chief":
+        run.train(config)  # serves until stopped
+    strategy = make_strategy(config.distribute)
+    trainer = run.build_trainer(config, strategy, data_service=training_data_service(config))
+    iterator = trainer.train_iterator()
+
+    @tf.function
+    def read(iterator):
+        inputs, targets = next(iterator)
+        return (tf.distribute.coordinator.experimental_get_current_worker_index(),
+                strategy.experimental_local_results(inputs)[0],
+                strategy.experimental_local_results(targets)[0])
+
+    reads = [trainer.execution.coordinator.schedule(read, args=(iterator,)) for _ in range(30)]
+    trainer.execution.coordinator.join()
+    by_worker = {}
+    for result in reads:
+        worker, inputs, targets = (np.asarray(v) for v in result.fetch())
+        by_worker.setdefault(int(worker), []).extend(
+            np.concatenate([x, y[-1:]]).astype(np.int32).tobytes().hex() for x, y in zip(inputs, targets))
+    print("RESULT " + json.dumps(by_worker), flush=True)
+""")
+
+
+def tokens_gpt_config(tmp_path, strategy, **train):
+    """A tiny GPT on a prepared directory of 4 train shards (byte tokens).
+
+    Two eval shards: multi-worker eval reads one per worker, locally.
+    """
+    write_prepared(tmp_path / "data", (("train", 4), ("eval", 2)))
+    config = gpt_config(tmp_path / "run", strategy, **train)
+    config["model"] = {**GPT, "max_len": SEQ}
+    config["data"] = {"name": "tokens", "paths": [str(tmp_path / "data")], "seq_len": SEQ}
+    return config
+
+
+def train_windows(tmp_path, shards=slice(None)) -> Counter:
+    """How often each window (hex) occurs in these train shards: text repeats, so some do twice."""
+    spec = json.loads((tmp_path / "data" / "spec.json").read_text())
+    return Counter(w.hex() for w in shard_windows(tmp_path / "data", spec["splits"]["train"]["shards"][shards], SEQ))
+
+
+@pytest.mark.parametrize("data_service_workers", [0, 2])
+def test_parameter_server_workers_read_disjoint_data(tmp_path, data_service_workers):
+    # The dataset function is traced once on the chief; without the worker's
+    # index fed in at run time, both workers read the very same batches.
+    config = tokens_gpt_config(tmp_path, "parameter_server")
+    done = launch(tmp_path, config, "--workers", "2", "--ps", "1",
+                  "--data-service-workers", str(data_service_workers), script=PS_READ_PROBE)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    read = {int(w): windows for w, windows in results_by_task(done.stdout)["chief"].items()}
+    assert set(read) == {0, 1}, {w: len(windows) for w, windows in read.items()}
+    assert sum(map(len, read.values())) == 30 * 8
+    # Far less than an epoch, so disjoint reads read no window more often than the
+    # data holds it; workers reading the same batches read 100s of them twice.
+    assert Counter(read[0] + read[1]) <= train_windows(tmp_path)
+    if not data_service_workers:  # (through the service, any worker may read any shard)
+        for worker in (0, 1):  # shards w and w + 2 are worker w's own
+            assert set(read[worker]) <= set(train_windows(tmp_path, slice(worker, None, 2)))
+
+
+# Trains as `tfbig train` does, recording (from inside the compiled step) each
+# window this worker's replica trained on.
+RECORDING_TRAIN = textwrap.dedent("""
+    import json, os, sys
+    import numpy as np
+    import tensorflow as tf
+    import tfbig
+    from tfbig.config import load_config
+    from tfbig.train import run
+    from tfbig.train.hooks import TrainingHooks
+
+    trained_on = []
+
+    class RecordWindows(TrainingHooks):
+        def per_example_loss(self, inputs, targets, logits):
+            def record(inputs, targets):
+                trained_on.extend(np.concatenate([x, y[-1:]]).astype(np.int32).tobytes().hex()
+                                  for x, y in zip(inputs.numpy(), targets.numpy()))
+                return 0
+            tf.py_function(record, [inputs, targets], tf.int32)
+            return None
+
+    build_trainer = run.build_trainer
+    run.build_trainer = lambda config, strategy, **options: build_trainer(
+        config, strategy, hooks=RecordWindows(), **options)
+    result = run.train(load_config(sys.argv[1]))
+    print("RESULT " + json.dumps({"windows": trained_on, "loss": result.train_metrics["loss"],
+                                  "service": os.environ["TFBIG_DATA_SERVICE"]}), flush=True)
+""")
+
+
+def service_processes(dispatcher: str) -> list[int]:
+    """Processes still running `tfbig data service` for `dispatcher` (grpc://127.0.0.1:PORT)."""
+    port = dispatcher.rsplit(":", 1)[1]
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read().decode(errors="replace").split("\0")
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().split(")")[-1].split()[0]
+        except OSError:
+            continue
+        if "service" in args and state != "Z" and (dispatcher in args or port in args):
+            found.append(int(pid))
+    return found
+
+
+def test_launched_data_service_feeds_two_workers_disjoint_windows_and_stops(tmp_path):
+    config = tokens_gpt_config(tmp_path, "multi_worker", steps=10)
+    done = launch(tmp_path, config, "--workers", "2", "--data-service-workers", "2",
+                  script=RECORDING_TRAIN)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "[dispatcher] tf.data service dispatcher serving at grpc://" in done.stdout
+    for index in (0, 1):
+        assert f"[data worker {index}] tf.data service worker on 127.0.0.1" in done.stdout
+    workers = results_by_task(done.stdout)
+    trained = [workers[f"worker {i}"]["windows"] for i in (0, 1)]
+    assert [len(windows) for windows in trained] == [10 * 4, 10 * 4]  # 10 steps of 4 per replica
+    assert Counter(trained[0] + trained[1]) <= train_windows(tmp_path)  # disjoint, none twice
+    assert np.isfinite(workers["worker 0"]["loss"])
+    assert read_metrics(tmp_path / "run")[-1]["step"] == 10
+    assert service_processes(workers["worker 0"]["service"]) == []  # stopped with the cluster

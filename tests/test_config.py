@@ -86,6 +86,9 @@ def test_overrides_are_parsed_as_yaml(tmp_path):
     ({"train": {"jit_compile": "yes"}}, "train.jit_compile: expected true or false, got 'yes' (str)"),
     ({"model": {"name": "mlp", "hidden_units": 8}, "data": {"name": "digits"}}, "model.hidden_units: expected a list, got 8 (int)"),
     ({"bogus": {}}, "bogus: unknown key; allowed keys here: model, data, train, distribute, output"),
+    ({"distribute": {"data_service": {"dispatcher": "10.0.0.5"}}}, "distribute.data_service.dispatcher: '10.0.0.5' is not a dispatcher address; expected grpc://HOST:PORT"),
+    ({"distribute": {"data_service": {"dispatcher": "grpc://h:99999"}}}, "'grpc://h:99999' is not a dispatcher address"),
+    ({"distribute": {"data_service": {"dispatcher": "grpc://[::1]:5050"}}}, "distribute.data_service: tfbig reads data.name 'tokens' through a tf.data service (a prepared directory, whose shard visits the service's workers share out), not 'text'"),
 ])
 def test_validation_messages_name_key_value_and_allowed(raw, message):
     with pytest.raises(ConfigError) as error:

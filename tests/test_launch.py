@@ -1,5 +1,7 @@
 """`tfbig launch` with cheap Python commands: environments, output, failures, restarts."""
 
+import dataclasses
+import io
 import json
 import os
 import signal
@@ -12,6 +14,8 @@ import pytest
 import yaml
 
 from tfbig.distribute.cluster import Cluster, k8s_manifest
+from tfbig.distribute.data_service import LocalDataService
+from tfbig.distribute.launch import Launcher
 
 
 def launch(*args, script: str, timeout=60, **popen):
@@ -53,6 +57,26 @@ def test_tf_config_of_each_layout():
     assert len(set(ports)) == 4
     with pytest.raises(ValueError, match="--workers must be at least 1"):
         Cluster.local(0)
+
+
+def test_a_data_service_beside_the_cluster_is_in_no_tf_config_but_in_every_environment():
+    cluster = Cluster.local(2, data_service_workers=2)
+    service = cluster.data_service
+    assert cluster.tasks == [("worker", 0), ("worker", 1)]
+    assert set(cluster.tf_config("worker", 0)["cluster"]) == {"worker"}
+    assert cluster.environment("worker", 1)["TFBIG_DATA_SERVICE"] == service.address
+    tasks = service.tasks()
+    assert [(kind, index) for kind, index, _ in tasks] == [
+        ("dispatcher", 0), ("data worker", 0), ("data worker", 1)]
+    assert tasks[0][2][-5:] == ["data", "service", "dispatcher", "--port", str(service.dispatcher_port)]
+    assert tasks[2][2][-7:] == ["worker", "--dispatcher", service.address, "--host", "127.0.0.1",
+                                "--port", str(service.worker_ports[1])]
+    ports = [a.split(":")[1] for a in cluster.addresses["worker"]]
+    ports += [str(service.dispatcher_port), *map(str, service.worker_ports)]
+    assert len(set(ports)) == 5  # chosen together, so none twice
+    assert Cluster.local(2).data_service is None
+    with pytest.raises(ValueError, match="--data-service-workers must be 0 or more"):
+        Cluster.local(1, data_service_workers=-1)
 
 
 def test_print_tf_config_and_usage_errors():
@@ -193,3 +217,42 @@ def test_a_dead_parameter_server_worker_does_not_stop_the_cluster():
     assert done.returncode == 0, done.stdout
     assert "worker 1 exited with 9; the coordinator goes on" in done.stdout
     assert "[chief] done" in done.stdout
+
+
+@dataclasses.dataclass(frozen=True)
+class ScriptedService(LocalDataService):
+    """A data service whose processes run `script` (NAME, DIR as arguments) instead of TensorFlow."""
+
+    script: str = ""
+
+    def tasks(self):
+        run = [sys.executable, "-c", textwrap.dedent(self.script)]
+        return [(kind, index, [*run, f"{kind}-{index}".replace(" ", "-")])
+                for kind, index, _ in super().tasks()]
+
+
+def test_a_failed_data_service_process_stops_the_cluster_and_its_children(tmp_path):
+    # Every process starts a child and records both pids; then the dispatcher fails.
+    script = f"""
+        import glob, os, subprocess, sys, time
+        name = sys.argv[1] if len(sys.argv) > 1 else "trainer"
+        child = subprocess.Popen(["sleep", "600"])
+        with open(os.path.join({str(tmp_path)!r}, "writing-" + name), "w") as f:
+            f.write(f"{{os.getpid()}} {{child.pid}}")
+        os.rename(f.name, os.path.join({str(tmp_path)!r}, "pids-" + name))
+        if name == "dispatcher-0":
+            while len(glob.glob(os.path.join({str(tmp_path)!r}, "pids-*"))) < 3:
+                time.sleep(0.05)
+            sys.exit(3)
+        time.sleep(600)
+    """
+    cluster = Cluster.local(1, data_service_workers=1)
+    scripted = dataclasses.replace(cluster, data_service=ScriptedService(
+        cluster.data_service.dispatcher_port, cluster.data_service.worker_ports, script))
+    out = io.BytesIO()
+    launcher = Launcher(lambda: scripted, [sys.executable, "-c", textwrap.dedent(script)],
+                        grace_period_s=2, out=out)
+    assert launcher.run() == 3
+    assert "[launch] dispatcher exited with 3; cluster stopped" in out.getvalue().decode()
+    pids = [int(p) for f in tmp_path.glob("pids-*") for p in f.read_text().split()]
+    assert len(pids) == 6 and not wait_gone(pids)

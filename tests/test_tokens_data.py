@@ -6,7 +6,6 @@ preparation step has its own tests.
 """
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -17,38 +16,10 @@ from tfbig.data import DataError, load_data
 from tfbig.data.tokens import ShardSplit
 from tfbig.train import read_metrics, train
 
+from corpus import shard_windows, write_prepared
 from runs import GPT, make_config
 
-EOS = 256
 SEQ = 16
-
-
-def write_prepared(directory, shards_per_split=(("train", 3), ("eval", 1))) -> dict:
-    """Byte tokens of the pydoc topics in the prepared layout, documents ended by EOS."""
-    from pydoc_data.topics import topics
-
-    documents = [topics[key].encode("utf-8") for key in sorted(topics)][:120]
-    splits, start = {}, 0
-    for split, count in shards_per_split:
-        os.makedirs(os.path.join(directory, split), exist_ok=True)
-        shards = []
-        for index in range(count):
-            docs = documents[start:start + 10]
-            start += 10
-            tokens = np.concatenate([np.append(np.frombuffer(d, np.uint8).astype(np.uint16), EOS) for d in docs])
-            name = f"{split}/shard-{index:05d}.bin"
-            tokens.astype("<u2").tofile(os.path.join(directory, name))
-            shards.append({"file": name, "documents": len(docs), "tokens": int(tokens.size),
-                           "bytes": sum(map(len, docs)), "sha256": ""})
-        splits[split] = {"documents": sum(s["documents"] for s in shards),
-                         "tokens": sum(s["tokens"] for s in shards),
-                         "bytes": sum(s["bytes"] for s in shards), "shards": shards}
-    spec = {"format": "tfbig-tokens/1", "dtype": "uint16", "splits": splits,
-            "tokenizer": {"kind": "byte", "vocab_size": 257, "eos_id": EOS, "file": None, "sha256": None,
-                          "special_tokens": []}}
-    with open(os.path.join(directory, "spec.json"), "w") as f:
-        json.dump(spec, f)
-    return spec
 
 
 def source(directory, seq_len=SEQ):
@@ -62,20 +33,11 @@ def windows(split, *, count, skip=0, seed=3, shuffle=True, context=None):
     return [np.concatenate([x[0], y[0, -1:]]) for x, y in dataset.take(count).as_numpy_iterator()]
 
 
-def shard_windows(directory, shards) -> list[bytes]:
-    """Every window of these shards, read straight from their files."""
-    out = []
-    for shard in shards:
-        tokens = np.fromfile(directory / shard["file"], "<u2").astype(np.int32)
-        out += [tokens[i * SEQ:(i + 1) * SEQ + 1].tobytes() for i in range((shard["tokens"] - 1) // SEQ)]
-    return out
-
-
 def test_an_epoch_visits_every_window_once_in_a_seeded_order(tmp_path):
     spec = write_prepared(tmp_path)
     split = source(tmp_path).train
     epoch = windows(split, count=split.num_examples)
-    every_window = shard_windows(tmp_path, spec["splits"]["train"]["shards"])
+    every_window = shard_windows(tmp_path, spec["splits"]["train"]["shards"], SEQ)
     assert sorted(w.tobytes() for w in epoch) == sorted(every_window)  # each window once
     assert [w.tobytes() for w in epoch] != every_window  # in a shuffled order
     assert [w.tobytes() for w in windows(split, count=50)] == [w.tobytes() for w in epoch[:50]]
@@ -99,12 +61,13 @@ def test_the_stream_is_a_function_of_position(tmp_path, skip):
 def test_input_pipelines_read_disjoint_shards(tmp_path):
     spec = write_prepared(tmp_path, (("train", 4), ("eval", 1)))
     split = source(tmp_path).train
-    for index in range(2):
+    # A parameter-server worker's index is a tensor, known only when its graph runs.
+    for index in (0, tf.constant(1, tf.int64)):
         context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=index)
-        per_epoch = sum(split.window_counts[index::2])
+        per_epoch = sum(split.window_counts[int(index)::2])
         read = windows(split, count=per_epoch, context=context)
         assert sorted(w.tobytes() for w in read) == sorted(
-            shard_windows(tmp_path, spec["splits"]["train"]["shards"][index::2]))
+            shard_windows(tmp_path, spec["splits"]["train"]["shards"][int(index)::2], SEQ))
     three = tf.distribute.InputContext(num_input_pipelines=5, input_pipeline_id=0)
     with pytest.raises(DataError, match="4 shard\\(s\\) cannot give each of 5 input pipelines"):
         split.make_dataset(batch_size=1, shuffle=True, seed=0, repeat=True, input_context=three)

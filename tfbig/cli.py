@@ -37,6 +37,8 @@ examples:
   tfbig report runs/quickstart
   tfbig launch --workers 2 -- tfbig train cfg.yaml --set distribute.strategy=multi_worker
   tfbig launch --workers 2 --ps 1 --evaluator --max-restarts 2 -- tfbig train cfg.yaml
+  tfbig launch --workers 2 --data-service-workers 2 -- tfbig train cfg.yaml   # tf.data service
+  tfbig data service dispatcher --port 5050                # or a tf.data service by hand
 """
 
 
@@ -188,8 +190,12 @@ def cmd_launch(args) -> int:
     from tfbig.distribute.launch import Launcher
 
     command = args.task_command[1:] if args.task_command[:1] == ["--"] else args.task_command
+
+    def make_cluster() -> Cluster:
+        return Cluster.local(args.workers, args.ps, args.evaluator, args.data_service_workers)
+
     try:
-        cluster = Cluster.local(args.workers, args.ps, args.evaluator)
+        cluster = make_cluster()
     except ValueError as e:
         return _usage_error(args, str(e))
     if not command and not args.print_tf_config:
@@ -199,9 +205,12 @@ def cmd_launch(args) -> int:
             print(kind, index, json.dumps(cluster.tf_config(kind, index)))
         return 0
     if args.k8s_manifest:
+        if cluster.data_service:
+            return _usage_error(args, "--k8s-manifest has no tf.data service tasks; run "
+                                      "`tfbig data service` in pods of your own")
         print(k8s_manifest(cluster, name=args.name, image=args.image, command=command), end="")
         return 0
-    launcher = Launcher(lambda: Cluster.local(args.workers, args.ps, args.evaluator), command,
+    launcher = Launcher(make_cluster, command,
                         max_restarts=args.max_restarts, grace_period_s=args.grace_period)
     try:
         return launcher.run()
@@ -270,6 +279,17 @@ def cmd_data_prepare(args) -> int:
                       f"{len(split['shards'])} shards" for name, split in spec["splits"].items())
     print(f"{args.output}: {spec['tokenizer']['kind']} tokenizer of {spec['tokenizer']['vocab_size']:,} "
           f"ids; {shown}; {spec['duplicates_dropped']:,} duplicates dropped")
+    return 0
+
+
+def cmd_data_service(args) -> int:
+    """Run a tf.data service dispatcher or worker until stopped (distribute.data_service)."""
+    from tfbig.distribute.data_service import serve_dispatcher, serve_worker
+
+    if args.role == "dispatcher":
+        serve_dispatcher(args.port)
+    else:
+        serve_worker(args.dispatcher, host=args.host, port=args.port)
     return 0
 
 
@@ -430,12 +450,30 @@ def build_parser() -> argparse.ArgumentParser:
                          help="text the tokenizer trains on, chosen by content hash (default 32 MiB)")
     prepare.add_argument("--workers", type=int, metavar="N", help="tokenizing processes (default: all cores)")
     prepare.set_defaults(handler=cmd_data_prepare, loads_tensorflow=False)
+    service = data_commands.add_parser("service", help=cmd_data_service.__doc__,
+                                       description=cmd_data_service.__doc__)
+    roles = service.add_subparsers(dest="role", metavar="ROLE", required=True)
+    dispatcher = roles.add_parser("dispatcher", help="hand out the jobs of training runs")
+    dispatcher.add_argument("--port", type=int, default=0, help="port to serve on (default: any "
+                            "free port, printed at start)")
+    data_worker = roles.add_parser("worker", help="run input pipelines for a dispatcher")
+    data_worker.add_argument("--dispatcher", required=True, metavar="HOST:PORT",
+                             help="the dispatcher's address (grpc://HOST:PORT or HOST:PORT)")
+    data_worker.add_argument("--host", default="localhost",
+                             help="the name training tasks reach this worker by (default "
+                                  "localhost; on a real cluster, this machine's name)")
+    data_worker.add_argument("--port", type=int, default=0, help="port to serve on (default: "
+                             "any free port)")
+    service.set_defaults(handler=cmd_data_service)
 
     launch = commands.add_parser("launch", help=cmd_launch.__doc__, description=cmd_launch.__doc__)
     launch.add_argument("--workers", type=int, default=2, help="worker tasks (default 2)")
     launch.add_argument("--ps", type=int, default=0, help="parameter-server tasks; with any, "
                         "a chief task coordinates (ParameterServerStrategy)")
     launch.add_argument("--evaluator", action="store_true", help="also an evaluator task")
+    launch.add_argument("--data-service-workers", type=int, default=0, metavar="N",
+                        help="also a tf.data service dispatcher and N tf.data workers; the "
+                             "training tasks read their input through it")
     launch.add_argument("--max-restarts", type=int, default=0,
                         help="restart the whole cluster this often after a failure")
     launch.add_argument("--grace-period", type=float, default=10.0, metavar="SECONDS",

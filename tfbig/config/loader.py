@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import importlib.resources
 import os
+import re
 import tempfile
 import types
 import typing
@@ -336,10 +337,33 @@ def _check_consistency(config: schema.Config) -> None:
             f"pipeline.latency_concurrency: {config.pipeline.latency_concurrency} must hold "
             f"positive numbers of concurrent requests, e.g. [1, 4, 16]"
         )
+    _check_data_service(config)
     if config.train.early_stopping.metric and not config.train.early_stopping.metric.startswith("eval_"):
         raise ConfigError(
             f"train.early_stopping.metric: {config.train.early_stopping.metric!r} is "
             f"not an eval metric; use one of eval_loss, eval_accuracy, eval_perplexity"
+        )
+
+
+_DISPATCHER = re.compile(r"(grpc://)?(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):(\d{1,5})")
+
+
+def _check_data_service(config: schema.Config) -> None:
+    dispatcher = config.distribute.data_service.dispatcher
+    if not dispatcher:
+        return
+    address = _DISPATCHER.fullmatch(dispatcher)
+    if not address or not 0 < int(address.group(3)) < 65536:
+        raise ConfigError(
+            f"distribute.data_service.dispatcher: {dispatcher!r} is not a dispatcher address; "
+            f"expected grpc://HOST:PORT, e.g. grpc://10.0.0.5:5050"
+        )
+    if config.data.name != "tokens":
+        raise ConfigError(
+            f"distribute.data_service: tfbig reads data.name 'tokens' through a tf.data service "
+            f"(a prepared directory, whose shard visits the service's workers share out), not "
+            f"{config.data.name!r}; prepare the text with `tfbig data prepare`, or unset "
+            f"distribute.data_service.dispatcher"
         )
 
 

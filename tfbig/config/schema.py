@@ -220,6 +220,20 @@ class MeshConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DataServiceConfig:
+    """Training input prepared by a tf.data service (see `tfbig.data.service`).
+
+    It sits under `distribute`, not `data`: it says where the batches are
+    made, not what they are, and a resumed run may read through another
+    dispatcher (or none) without becoming another run.
+    """
+
+    # grpc://HOST:PORT of a running dispatcher (`tfbig data service
+    # dispatcher`); empty = the input pipeline runs in the training process.
+    dispatcher: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
 class DistributeConfig:
     strategy: Literal[
         "one_device", "mirrored", "multi_worker", "parameter_server", "tpu", "dtensor"
@@ -240,6 +254,7 @@ class DistributeConfig:
     # from the environment (COLAB_TPU_ADDR, TPU_NAME).
     tpu: str = ""
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
+    data_service: DataServiceConfig = dataclasses.field(default_factory=DataServiceConfig)
 
 
 # ------------------------------------------------------------------- compress

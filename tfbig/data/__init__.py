@@ -13,6 +13,7 @@ import importlib
 _EXPORTS = {
     "from_arrays": "tfbig.data.images",
     "distribute": "tfbig.data.pipeline",
+    "input_pipeline": "tfbig.data.pipeline",
     "write_tfrecords": "tfbig.data.records",
     "DataError": "tfbig.data.errors",
     "DataSource": "tfbig.data.source",

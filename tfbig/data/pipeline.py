@@ -51,13 +51,38 @@ def shard(dataset: tf.data.Dataset, input_context) -> tf.data.Dataset:
     return dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
 
 
+def input_pipeline(split, context: tf.distribute.InputContext, *, global_batch_size: int,
+                   shuffle: bool, seed: int, repeat: bool, skip_steps: int = 0,
+                   drop_remainder: bool = True, service=None) -> tf.data.Dataset:
+    """One input pipeline's per-replica batches of `split`, after `skip_steps` steps.
+
+    In-process, the pipeline reads its own share of the data (`context` picks
+    it) and skips what its replicas consumed. Through a tf.data service
+    (`service`, a `tfbig.data.service.DataService`) every pipeline defines
+    the whole split and reads from one job they share, which hands each batch
+    to one reader; the skip then counts what every replica consumed.
+    """
+    per_replica = context.get_per_replica_batch_size(global_batch_size)
+    if service is None:
+        share, readers = context, context.num_replicas_in_sync // context.num_input_pipelines
+    else:
+        share, readers = None, context.num_replicas_in_sync
+    dataset = split.make_dataset(
+        batch_size=per_replica, shuffle=shuffle, seed=seed, repeat=repeat,
+        skip_examples=skip_steps * per_replica * readers, drop_remainder=drop_remainder,
+        input_context=share,
+    )
+    return dataset if service is None else service.distribute(dataset)
+
+
 def distribute(strategy: tf.distribute.Strategy, split, *, global_batch_size: int,
                shuffle: bool, seed: int, repeat: bool, skip_steps: int = 0,
-               drop_remainder: bool = True) -> tf.distribute.DistributedDataset:
+               drop_remainder: bool = True, service=None) -> tf.distribute.DistributedDataset:
     """`split` as per-replica batches of `global_batch_size / replicas`.
 
     Each input pipeline (one per worker) builds its own dataset from the
-    strategy's InputContext, so workers read disjoint shards. `skip_steps`
+    strategy's InputContext, so workers read disjoint shards (or, with
+    `service`, disjoint batches of one shared tf.data service job). `skip_steps`
     skips what that many steps consumed, which is how a run resumes its data.
     """
     replicas = strategy.num_replicas_in_sync
@@ -66,14 +91,6 @@ def distribute(strategy: tf.distribute.Strategy, split, *, global_batch_size: in
             f"batch size {global_batch_size} cannot be split evenly over {replicas} "
             f"replicas; use a multiple of {replicas}"
         )
-
-    def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        per_replica = context.get_per_replica_batch_size(global_batch_size)
-        replicas_here = context.num_replicas_in_sync // context.num_input_pipelines
-        return split.make_dataset(
-            batch_size=per_replica, shuffle=shuffle, seed=seed, repeat=repeat,
-            skip_examples=skip_steps * per_replica * replicas_here,
-            drop_remainder=drop_remainder, input_context=context,
-        )
-
-    return strategy.distribute_datasets_from_function(dataset_fn)
+    return strategy.distribute_datasets_from_function(lambda context: input_pipeline(
+        split, context, global_batch_size=global_batch_size, shuffle=shuffle, seed=seed,
+        repeat=repeat, skip_steps=skip_steps, drop_remainder=drop_remainder, service=service))

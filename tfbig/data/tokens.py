@@ -73,14 +73,21 @@ class ShardSplit:
         self.seq_len = seq_len
         self._dtype = _DTYPES[spec["dtype"]]
 
-    def _pipeline_shards(self, input_context) -> list[int]:
+    def _pipeline_shards(self, input_context) -> tf.Tensor:
+        """This input pipeline's shard indices: `shards[id::pipelines]`.
+
+        The pipeline id may be a tensor (a parameter-server worker learns its
+        index only when it runs the traced dataset function), so the shards are
+        picked by TensorFlow ops; only their number must be known here.
+        """
         if input_context is None or input_context.num_input_pipelines == 1:
-            return list(range(len(self.paths)))
-        pipelines, index = input_context.num_input_pipelines, input_context.input_pipeline_id
+            return tf.range(len(self.paths), dtype=tf.int64)
+        pipelines = input_context.num_input_pipelines
         if len(self.paths) < pipelines:
             raise DataError(f"{len(self.paths)} shard(s) cannot give each of {pipelines} input pipelines "
                             f"shards of its own; prepare the data with more shards or use fewer workers")
-        return list(range(index, len(self.paths), pipelines))
+        index = tf.cast(input_context.input_pipeline_id, tf.int64)
+        return tf.range(index, len(self.paths), pipelines, dtype=tf.int64)
 
     def _windows(self, shard, epoch, start, seed, shuffle: bool) -> tf.data.Dataset:
         """The windows of one shard from position `start` of its (shuffled) order."""
@@ -95,44 +102,43 @@ class ShardSplit:
         offsets = order[start:][:, None] * self.seq_len + tf.range(self.seq_len + 1, dtype=tf.int64)[None, :]
         return tf.data.Dataset.from_tensor_slices(tf.gather(tokens, offsets))
 
-    def _shard_order(self, shards: list[int], epoch, seed, shuffle: bool):
-        order = tf.constant(shards, tf.int64)
+    @staticmethod
+    def _shard_order(shards, epoch, seed, shuffle: bool):
         if shuffle:
-            order = tf.random.experimental.stateless_shuffle(order, seed=tf.stack([seed, epoch]))
-        return order
+            return tf.random.experimental.stateless_shuffle(shards, seed=tf.stack([seed, epoch]))
+        return shards
 
-    def _resume_point(self, shards: list[int], skip: int, seed, shuffle: bool):
-        """The epoch `skip` windows end in, and its remaining (epoch, shard, start) visits."""
-        per_epoch = sum(self.window_counts[s] for s in shards)
-        epoch, left = divmod(skip, per_epoch)
-        visits = []
-        for shard in self._shard_order(shards, tf.constant(epoch, tf.int64), seed, shuffle).numpy():
-            count = self.window_counts[shard]
-            if left < count:
-                visits.append((epoch, int(shard), left))
-            left = max(0, left - count)
-        return epoch, tf.data.Dataset.from_tensor_slices(tf.constant(visits, tf.int64))
+    def _visits(self, shards, skip, seed, shuffle: bool, repeat: bool) -> tf.data.Dataset:
+        """(epoch, shard, first window) of each shard visit, from the one holding window `skip`.
+
+        Visit `v` is position `v % S` of epoch `v // S`'s shard order (S shards
+        in this pipeline), so the source is a plain `range` of visit numbers:
+        resuming starts it at the right visit, and a tf.data service can hand
+        visits out one at a time (dynamic sharding splits a `range`).
+        """
+        counts = tf.constant(self.window_counts, tf.int64)
+        per_epoch_visits = tf.size(shards, out_type=tf.int64)
+        per_epoch = tf.reduce_sum(tf.gather(counts, shards))
+        epoch, left = skip // per_epoch, skip % per_epoch
+        ends = tf.cumsum(tf.gather(counts, self._shard_order(shards, epoch, seed, shuffle)))
+        position = tf.reduce_sum(tf.cast(ends <= left, tf.int64))  # the visit window `left` is in
+        start = left - tf.concat([[0], ends], 0)[position]
+        first = epoch * per_epoch_visits + position
+        last = tf.int64.max if repeat else (epoch + 1) * per_epoch_visits
+
+        def visit(number):
+            epoch = number // per_epoch_visits
+            shard = self._shard_order(shards, epoch, seed, shuffle)[number % per_epoch_visits]
+            return epoch, shard, tf.where(number == first, start, 0)
+
+        return tf.data.Dataset.range(first, last).map(visit)
 
     def make_dataset(self, *, batch_size, shuffle, seed, repeat, skip_examples=0, drop_remainder=True,
                      input_context=None) -> tf.data.Dataset:
         shards = self._pipeline_shards(input_context)
-        # No seed (a parameter-server worker, never resumed): each worker draws its own order.
-        seed = tf.random.uniform([], maxval=1 << 31, dtype=tf.int64) if seed is None else tf.constant(seed, tf.int64)
-
-        def epoch_visits(epoch):
-            order = self._shard_order(shards, epoch, seed, shuffle)
-            return tf.data.Dataset.from_tensor_slices(order).map(
-                lambda shard: tf.stack([epoch, shard, tf.constant(0, tf.int64)]))
-
-        first_epoch, resumed = 0, None
-        if skip_examples:
-            epoch, resumed = self._resume_point(shards, skip_examples, seed, shuffle)
-            first_epoch = epoch + 1
-        visits = tf.data.Dataset.range(first_epoch, tf.int64.max if repeat else max(1, first_epoch)) \
-            .flat_map(epoch_visits)
-        if resumed is not None:
-            visits = resumed.concatenate(visits)
-        windows = visits.flat_map(lambda visit: self._windows(visit[1], visit[0], visit[2], seed, shuffle))
+        seed = tf.constant(seed, tf.int64)
+        visits = self._visits(shards, tf.constant(skip_examples, tf.int64), seed, shuffle, repeat)
+        windows = visits.flat_map(lambda epoch, shard, start: self._windows(shard, epoch, start, seed, shuffle))
         batches = windows.batch(batch_size, drop_remainder=drop_remainder)
         return batches.map(lambda w: (w[:, :-1], w[:, 1:]), num_parallel_calls=tf.data.AUTOTUNE,
                            deterministic=True).prefetch(tf.data.AUTOTUNE)

@@ -3,7 +3,9 @@
 Two layouts, as TensorFlow's strategies expect them:
 - MultiWorkerMirroredStrategy: `worker` x N; worker 0 is the chief.
 - ParameterServerStrategy: `chief` (the coordinator) + `worker` x N + `ps` x M.
-An `evaluator` task is never in the cluster dict, only in its own `task`.
+An `evaluator` task is never in the cluster dict, only in its own `task`;
+neither is a tf.data service beside the cluster (`data_service`), whose
+address the training tasks get in their environment instead.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import socket
 
 import yaml
 
+from tfbig.distribute.data_service import LocalDataService
+
 
 @dataclasses.dataclass(frozen=True)
 class Cluster:
@@ -22,6 +26,7 @@ class Cluster:
     ps: int = 0
     evaluator: bool = False
     addresses: dict = dataclasses.field(default_factory=dict)  # task type -> ["host:port"]
+    data_service: LocalDataService | None = None
 
     def __post_init__(self):
         if self.workers < 1:
@@ -30,13 +35,19 @@ class Cluster:
             raise ValueError(f"--ps must be 0 or more, got {self.ps}")
 
     @classmethod
-    def local(cls, workers: int, ps: int = 0, evaluator: bool = False) -> "Cluster":
-        """A cluster on free 127.0.0.1 ports."""
+    def local(cls, workers: int, ps: int = 0, evaluator: bool = False,
+              data_service_workers: int = 0) -> "Cluster":
+        """A cluster (and a tf.data service with that many workers) on free 127.0.0.1 ports."""
+        if data_service_workers < 0:
+            raise ValueError(f"--data-service-workers must be 0 or more, got {data_service_workers}")
         counts = _counts(workers, ps)
-        ports = iter(free_ports(sum(counts.values())))
+        service_ports = 1 + data_service_workers if data_service_workers else 0
+        # All ports from one call: each is held open until every one is chosen.
+        ports = iter(free_ports(sum(counts.values()) + service_ports))
         addresses = {kind: [f"127.0.0.1:{next(ports)}" for _ in range(n)]
                      for kind, n in counts.items()}
-        return cls(workers, ps, evaluator, addresses)
+        service = LocalDataService(next(ports), tuple(ports)) if service_ports else None
+        return cls(workers, ps, evaluator, addresses, service)
 
     @property
     def tasks(self) -> list[tuple[str, int]]:
@@ -56,7 +67,8 @@ class Cluster:
         return {"cluster": self.addresses, "task": {"type": task_type, "index": index}}
 
     def environment(self, task_type: str, index: int) -> dict[str, str]:
-        env = {"TF_CONFIG": json.dumps(self.tf_config(task_type, index))}
+        env = {"TF_CONFIG": json.dumps(self.tf_config(task_type, index)),
+               **(self.data_service.environment() if self.data_service else {})}
         if self.ps:
             # TF's advice for parameter-server training: fail RPCs to a dead
             # worker at once so the coordinator reschedules its steps.

@@ -2,7 +2,9 @@
 
 Each task is a process in its own session (so stopping it stops whatever it
 started), with its TF_CONFIG in the environment and its output printed line
-by line behind `[type index] `. The run succeeds when its finishing tasks
+by line behind `[type index] `. A tf.data service beside the cluster (a
+dispatcher and data workers) starts first and is stopped with the rest; any
+of its processes failing fails the cluster. The run succeeds when its finishing tasks
 exit 0 (every worker, or the chief of a parameter-server cluster); ps tasks
 are then stopped, and an evaluator once it has evaluated the final checkpoint
 (it exits by itself; after EVALUATOR_FINISH_S it is stopped too). When a finishing task fails, every task is
@@ -44,7 +46,7 @@ class Task:
     """One running task: its process and the thread echoing its output."""
 
     def __init__(self, kind: str, index: int, command: list[str], env: dict, out, lock):
-        self.name = kind if kind == "chief" else f"{kind} {index}"
+        self.name = kind if kind in ("chief", "dispatcher") else f"{kind} {index}"
         self.key = (kind, index)
         self.process = subprocess.Popen(
             command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -118,6 +120,8 @@ class Launcher:
         cluster = self._make_cluster()
         tasks = []
         try:
+            for kind, index, command in cluster.data_service.tasks() if cluster.data_service else ():
+                tasks.append(Task(kind, index, command, dict(os.environ), self._out, self._lock))
             for kind, index in cluster.tasks:
                 env = {**os.environ, **cluster.environment(kind, index),
                        ATTEMPT_VARIABLE: str(attempt)}

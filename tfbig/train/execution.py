@@ -27,10 +27,11 @@ class LocalExecution:
         # under distribute.strategy=dtensor eval leaves out a last partial batch.
         self._partial_eval_batch = not isinstance(strategy, MeshStrategy)
 
-    def train_iterator(self, split, *, global_batch_size: int, seed: int, skip_steps: int):
+    def train_iterator(self, split, *, global_batch_size: int, seed: int, skip_steps: int,
+                       service=None):
         return iter(tfdata.distribute(
             self.strategy, split, global_batch_size=global_batch_size, shuffle=True,
-            seed=seed, repeat=True, skip_steps=skip_steps,
+            seed=seed, repeat=True, skip_steps=skip_steps, service=service,
         ))
 
     def run_steps(self, train_steps: Callable, iterator, steps: int) -> None:
@@ -60,19 +61,41 @@ class CoordinatedExecution:
         self.strategy = strategy
         self.coordinator = tf.distribute.experimental.coordinator.ClusterCoordinator(strategy)
         self._steps_per_execution = steps_per_execution
+        # The strategy keeps the resolver it was built from but, unlike the
+        # others, does not expose it as `strategy.cluster_resolver` (None).
+        self._workers = strategy._cluster_resolver.cluster_spec().num_tasks("worker")
 
-    def train_iterator(self, split, *, global_batch_size: int, seed: int, skip_steps: int):
-        # Every worker builds the same pipeline; an unseeded shuffle gives each
-        # a different order (a seeded one would feed them all the same batches).
-        # Asynchronous updates make the run irreproducible anyway, so the data
-        # position is not replayed on resume either.
-        def per_worker_dataset():
-            return tfdata.distribute(
-                self.strategy, split, global_batch_size=global_batch_size, shuffle=True,
-                seed=None, repeat=True,
-            )
+    def train_iterator(self, split, *, global_batch_size: int, seed: int, skip_steps: int,
+                       service=None):
+        """Each worker's own input pipeline, one of as many as there are workers.
 
-        return iter(self.coordinator.create_per_worker_dataset(per_worker_dataset))
+        The dataset function is traced once, here on the chief, and the same
+        graph runs on every worker, so the InputContext TensorFlow gives it
+        (one pipeline, index 0) is the same on every worker, and so is the seed
+        of every random op in it (fixed by the run's global seed when traced):
+        built from those alone, every worker reads the same batches. The
+        worker's index is instead a value the coordinator feeds in when each
+        worker runs the function (`experimental_get_current_worker_index`), so
+        worker `w` is input pipeline `w`, reading its own shards (or slice of
+        each step's indices) in the seeded order. Steps are scheduled onto
+        whichever worker is free, so which worker ran how many is not recorded:
+        a resumed run assumes they ran equal shares, and each worker skips its
+        share. Through a tf.data service the workers share one job instead.
+        """
+
+        def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+            # The pipelines' "global" batch is one batch per worker: a step here
+            # is one worker's batch of `global_batch_size`.
+            worker = tf.distribute.InputContext(
+                num_input_pipelines=self._workers,
+                input_pipeline_id=tf.distribute.coordinator.experimental_get_current_worker_index(),
+                num_replicas_in_sync=self._workers * context.num_replicas_in_sync)
+            return tfdata.input_pipeline(
+                split, worker, global_batch_size=self._workers * global_batch_size, shuffle=True,
+                seed=seed, repeat=True, skip_steps=skip_steps // self._workers, service=service)
+
+        return iter(self.coordinator.create_per_worker_dataset(
+            lambda: self.strategy.distribute_datasets_from_function(dataset_fn)))
 
     def run_steps(self, train_steps: Callable, iterator, steps: int) -> None:
         """Schedule `steps` in chunks of `steps_per_execution`; wait for all of them."""

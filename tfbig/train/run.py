@@ -20,6 +20,7 @@ import yaml
 from tfbig import data as tfdata
 from tfbig import models
 from tfbig.config import Config, ConfigError, DistributeConfig, config_to_dict, save_config
+from tfbig.data.service import training_data_service
 from tfbig.distribute import make_strategy
 from tfbig.distribute.dtensor_strategy import MeshStrategy
 from tfbig.distribute.mesh import MODEL
@@ -46,6 +47,7 @@ def train(config: Config) -> TrainResult:
             serve_cluster_task(resolver)  # until the launcher stops this task
         if resolver.task_type == "evaluator":
             return evaluate_checkpoints(config)
+    data_service = training_data_service(config)
     # The strategy first: on CPU it may still have to split the device, which
     # TensorFlow allows only before the runtime starts.
     strategy = make_strategy(config.distribute)
@@ -53,7 +55,7 @@ def train(config: Config) -> TrainResult:
         os.makedirs(run_dir, exist_ok=True)
         save_config(config, RunDir(run_dir).config)
     with precision_policy(config.train.precision):
-        return build_trainer(config, strategy).fit()
+        return build_trainer(config, strategy, data_service=data_service).fit()
 
 
 def build_trainer(config: Config, strategy: tf.distribute.Strategy, **options) -> Trainer:

@@ -23,6 +23,7 @@ import tf_keras as keras
 
 from tfbig import data as tfdata
 from tfbig.config import ConfigError, TrainConfig
+from tfbig.data.service import DataService
 from tfbig.errors import RunError
 from tfbig.rundir import RunDir
 from tfbig.train import losses
@@ -52,12 +53,16 @@ class Trainer:
 
     Build `model` and `optimizer` inside `strategy.scope()` before passing them.
     `hooks` lets compression act inside the loop (see `tfbig.train.hooks`).
+    With `data_service`, training batches come from that tf.data service;
+    evaluation always reads in this process.
     """
 
     def __init__(self, *, model: keras.Model, optimizer, strategy: tf.distribute.Strategy,
                  source: tfdata.DataSource, config: TrainConfig, run_dir: str,
-                 data_seed: int = 0, hooks: TrainingHooks | None = None):
+                 data_seed: int = 0, hooks: TrainingHooks | None = None,
+                 data_service: DataService | None = None):
         self.model = model
+        self.data_service = data_service
         self.hooks = hooks or TrainingHooks()
         self.optimizer = optimizer
         self.strategy = strategy
@@ -176,6 +181,7 @@ class Trainer:
         return self.execution.train_iterator(
             self.source.train, global_batch_size=self.config.batch_size, seed=self.data_seed,
             skip_steps=skip_steps,
+            service=self.data_service and self.data_service.starting_at(skip_steps),
         )
 
     def _eval_step(self, batch):
