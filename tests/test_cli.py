@@ -30,6 +30,7 @@ def test_version_and_help_need_no_tensorflow():
     assert "train" in help_text and "info" in help_text and "examples:" in help_text
 
 
+@pytest.mark.slow
 def test_train_then_extend_the_run(tmp_path, capsys):
     run_dir = tmp_path / "run"
     common = ["--set", "model.hidden_units=[16]", "--set", "train.progress_bar=false",
@@ -81,6 +82,7 @@ def test_bad_input_is_one_clear_line(args, message, capsys, tmp_path):
     assert message in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_a_client_imports_after_keras_3_but_models_fail_clearly():
     # A program that only calls a server needs no Keras; tfbig's models need Keras 2.
     probe = ("import tensorflow as tf; tf.keras.layers\n"
@@ -94,6 +96,7 @@ def test_a_client_imports_after_keras_3_but_models_fail_clearly():
     assert "set TF_USE_LEGACY_KERAS=1" in result.stderr
 
 
+@pytest.mark.slow
 def test_importing_tfbig_after_tensorflow_makes_tf_keras_keras_2():
     # Every training script starts with `import tensorflow as tf`: tf.keras is resolved
     # only when first touched, so tfbig imported next still makes it tf_keras.
@@ -105,6 +108,7 @@ def test_importing_tfbig_after_tensorflow_makes_tf_keras_keras_2():
     assert result.stdout.strip() == "True", result.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_mirrored_training_from_a_fresh_process_splits_the_cpu(tmp_path):
     # A fresh process, as a user runs it: the CPU split must happen before
     # anything starts TensorFlow's runtime (the test session pre-splits it).
@@ -120,6 +124,7 @@ def test_mirrored_training_from_a_fresh_process_splits_the_cpu(tmp_path):
     assert "rebuild TensorFlow" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_copied_run_trains_in_its_own_directory(tiny_run, tiny_run_copy, capsys):
     # cp -r runs/a runs/b; tfbig train runs/b/config.yaml: the saved output.dir names runs/a.
     assert main(["train", str(tiny_run_copy / "config.yaml"), "--set", "train.steps=6"]) == 0

@@ -45,6 +45,7 @@ def test_every_tfbig_error_is_a_usage_or_a_run_error():
 # ------------------------------------------------------------------- train
 
 
+@pytest.mark.slow
 def test_train_with_every_checkpoint_damaged(tiny_run_copy, capsys):
     for data_file in (tiny_run_copy / "checkpoints").glob("ckpt-*.data-*"):
         data_file.write_bytes(b"")
@@ -148,6 +149,7 @@ def test_predict_from_an_unreachable_server(protocol, free_port, capsys):
     assert_one_line_error(capsys, "predict", status, 1, match="UNAVAILABLE: .*127.0.0.1")
 
 
+@pytest.mark.slow
 def test_models_promote_with_an_unreachable_server(tiny_run, tmp_path, free_port, capsys):
     from tfbig.lifecycle import ModelRegistry
 

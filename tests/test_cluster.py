@@ -205,7 +205,7 @@ PS_READ_PROBE = textwrap.dedent("""
     import tensorflow as tf
     import tfbig
     from tfbig.config import load_config
-    from tfbig.data.service import training_data_service
+    from tfbig.train.data_service import training_data_service
     from tfbig.distribute import make_strategy
     from tfbig.train import run
 

@@ -69,6 +69,7 @@ def test_schedule_is_checked_so_the_target_is_reached():
         resolve_schedule(PruneConfig(end_step=500), steps=100)
 
 
+@pytest.mark.slow
 def test_pruned_digits_export_has_the_target_sparsity(digits_run, tmp_path):
     out = str(tmp_path / "pruned")
     result = compress_run(digits_run, method="prune", output_dir=out, overrides=(
@@ -85,6 +86,7 @@ def test_pruned_digits_export_has_the_target_sparsity(digits_run, tmp_path):
     assert sparsities == sorted(sparsities) and sparsities[-1] == pytest.approx(0.6, abs=0.01)
 
 
+@pytest.mark.slow
 def test_two_four_sparsity_on_the_gpt_under_mirrored(tmp_path):
     run_dir = str(tmp_path / "gpt")
     train(make_config(run_dir, strategy="mirrored"))
@@ -103,6 +105,7 @@ def test_two_four_sparsity_on_the_gpt_under_mirrored(tmp_path):
 # -------------------------------------------------------------- clustering
 
 
+@pytest.mark.slow
 def test_clustered_kernels_hold_at_most_n_distinct_values(digits_run, tmp_path):
     out = str(tmp_path / "clustered")
     result = compress_run(digits_run, method="cluster", output_dir=out, overrides=(
@@ -115,6 +118,7 @@ def test_clustered_kernels_hold_at_most_n_distinct_values(digits_run, tmp_path):
     assert result.after["gzip_bytes"] < result.before["gzip_bytes"] / 2
 
 
+@pytest.mark.slow
 def test_clustering_a_pruned_run_can_keep_its_zeros(digits_run, tmp_path):
     pruned = str(tmp_path / "pruned")
     compress_run(digits_run, method="prune", output_dir=pruned, overrides=(
@@ -132,6 +136,7 @@ def test_clustering_a_pruned_run_can_keep_its_zeros(digits_run, tmp_path):
 # ------------------------------------------------------------ distillation
 
 
+@pytest.mark.slow
 def test_distilled_student_against_one_trained_without_teacher(digits_run, tmp_path):
     """Distillation makes the student imitate the teacher; on digits it does not beat labels.
 
@@ -160,6 +165,7 @@ def test_distilled_student_against_one_trained_without_teacher(digits_run, tmp_p
     assert divergence[0.1] < divergence[1.0]
 
 
+@pytest.mark.slow
 def test_gpt_distills_from_an_exported_savedmodel_under_mirrored(tmp_path):
     teacher_run = str(tmp_path / "teacher")
     train(make_config(teacher_run))
@@ -183,6 +189,7 @@ def test_soft_target_loss_is_zero_only_for_the_teachers_logits():
     assert soft_target_loss(tokens, tokens * 0, 1.0, "lm").shape == (1,)
 
 
+@pytest.mark.slow
 def test_post_training_quantization(digits_run, tmp_path):
     after = {}
     for method in ("ptq-float16", "ptq-dynamic", "ptq-int8"):
@@ -197,6 +204,7 @@ def test_post_training_quantization(digits_run, tmp_path):
     assert after["ptq-dynamic"] < after["ptq-float16"]
 
 
+@pytest.mark.slow
 def test_qat_run_becomes_an_int8_tflite_that_keeps_accuracy(digits_run, tmp_path):
     out = str(tmp_path / "qat")
     result = compress_run(digits_run, method="qat", output_dir=out,
@@ -212,6 +220,7 @@ def test_qat_run_becomes_an_int8_tflite_that_keeps_accuracy(digits_run, tmp_path
 # ---------------------------------------------------------- run directories
 
 
+@pytest.mark.slow
 def test_compressed_run_resumes_and_refuses_other_models(digits_run, tmp_path):
     out = str(tmp_path / "pruned")
     args = dict(method="prune", output_dir=out,
@@ -226,6 +235,7 @@ def test_compressed_run_resumes_and_refuses_other_models(digits_run, tmp_path):
             "compress.distill.student={name: mlp}", *FAST))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides,message", [
     (("train.steps=5",), "only compress, distribute"),
     (("compress.prune.layers='['",), "not a valid regular expression"),
@@ -245,6 +255,7 @@ def test_distill_needs_a_student_and_method_is_required(digits_run, tmp_path):
         compress_run(digits_run, output_dir=str(tmp_path / "n"))
 
 
+@pytest.mark.slow
 def test_cli_compress_prints_the_report_and_export_takes_the_output(digits_run, tmp_path,
                                                                     capsys):
     out = str(tmp_path / "dyn")

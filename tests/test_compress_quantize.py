@@ -74,6 +74,7 @@ def variable_named(model, name):
     return next(v for v in model.weights if v.name == name)
 
 
+@pytest.mark.slow
 def test_cnn_qat_fine_tunes_and_converts_to_an_int8_tflite_that_matches(tmp_path, digits):
     config = make_config(tmp_path / "float", model=CNN, data=DIGITS, steps=60,
                          batch_size=32, **TRAIN)
@@ -112,6 +113,7 @@ def test_cnn_qat_fine_tunes_and_converts_to_an_int8_tflite_that_matches(tmp_path
     assert os.path.getsize(float_path) >= 3 * os.path.getsize(int8_path)
 
 
+@pytest.mark.slow
 def test_gpt_qat_fine_tunes_mirrored_and_converts(tmp_path, text):
     config = make_config(tmp_path, strategy="mirrored", steps=10, **TRAIN)
     method = QATMethod(QATConfig())
@@ -155,6 +157,7 @@ def test_gpt_qat_fine_tunes_mirrored_and_converts(tmp_path, text):
     assert agreement(int8_logits, qat_logits) >= 0.98
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["gpt", "cnn"])
 def test_a_rebuilt_wrap_restores_a_checkpoint_exactly(tmp_path, family, request):
     if family == "gpt":
@@ -176,6 +179,7 @@ def test_a_rebuilt_wrap_restores_a_checkpoint_exactly(tmp_path, family, request)
                                   first(inputs, training=False).numpy())
 
 
+@pytest.mark.slow
 def test_preserve_sparsity_keeps_the_zeros_of_a_pruned_model(text):
     model = models.build_model(make_config("unused").model, text.spec)
     kernels = {"block0_mlp_in/kernel:0": model.get_layer("block0_mlp_in").kernel,

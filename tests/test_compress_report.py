@@ -71,6 +71,7 @@ def measured(digits, mlp, sparse_mlp, tmp_path_factory):
     return result
 
 
+@pytest.mark.slow
 def test_nonzero_fraction_is_counted_from_the_saved_weights(mlp, sparse_mlp, measured):
     dense, sparse = measured["dense"][1], measured["sparse"][1]
     dense_weights, sparse_weights = mlp.get_weights(), sparse_mlp.get_weights()
@@ -142,6 +143,7 @@ def test_tflite_is_measured_like_the_saved_model(digits, sparse_mlp, measured, t
     assert quantized["size_bytes"] < 0.5 * result["size_bytes"]
 
 
+@pytest.mark.slow
 def test_language_model_reports_perplexity(tmp_path):
     cfg = make_config(tmp_path / "run")
     source = load_data(cfg.data)

@@ -14,7 +14,8 @@ import tensorflow as tf
 
 from tfbig.config import ConfigError, config_from_dict, load_config
 from tfbig.data import load_data
-from tfbig.data.service import DataService, training_data_service
+from tfbig.data.service import DataService
+from tfbig.train.data_service import training_data_service
 from tfbig.distribute.cluster import free_ports
 from tfbig.distribute.data_service import ENVIRONMENT, DataServiceError, wait_for_dispatcher
 from tfbig.train import read_metrics, train

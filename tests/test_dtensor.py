@@ -51,6 +51,7 @@ def expected_layout(name):
     return None  # replicated
 
 
+@pytest.mark.slow
 def test_gpt_weights_are_split_column_then_row_parallel(report):
     layouts = report["layouts"]
     assert sum(expected_layout(name) is not None for name in layouts) == 1 + 2 * 10
@@ -61,6 +62,7 @@ def test_gpt_weights_are_split_column_then_row_parallel(report):
         assert spec == layouts[name.split("/", 1)[1]], name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mesh,model_axis", [("bytes", 2), ("bytes_1x4", 4)])
 def test_each_device_holds_one_model_axis_share_of_the_sharded_weights(report, mesh, model_axis):
     measured = report[mesh]
@@ -72,6 +74,7 @@ def test_each_device_holds_one_model_axis_share_of_the_sharded_weights(report, m
         assert held == pytest.approx(measured["sharded_total"] / model_axis + replicated, rel=0.01)
 
 
+@pytest.mark.slow
 def test_sharded_training_matches_one_device(report):
     sharded, plain = report["sharded_losses"], report["plain_losses"]
     assert len(sharded) == len(plain) == 4
@@ -81,16 +84,19 @@ def test_sharded_training_matches_one_device(report):
                                report["plain_eval"]["eval_loss"], rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_dtensor_checkpoint_restores_into_a_plain_model(report):
     # Export and serving rebuild the model without DTensor from the checkpoint.
     assert report["checkpoint_max_difference"] < 1e-6
 
 
+@pytest.mark.slow
 def test_a_renamed_layer_fails_instead_of_silently_replicating(report):
     assert "block0_ffn_in.kernel" in report["renamed_layer_error"]
     assert "GPT_RULES" in report["renamed_layer_error"]
 
 
+@pytest.mark.slow
 def test_mixed_precision_is_refused_rather_than_left_unsharded(report):
     assert "train.precision=float32" in report["mixed_precision_error"]
 

@@ -72,6 +72,7 @@ def digits_batch(trained, n=5):
 # ------------------------------------------------------------------ layout
 
 
+@pytest.mark.slow
 def test_version_directory_layout_and_manifest(cnn_export, cnn_trained):
     assert cnn_export.version == 1 and cnn_export.path.endswith(os.sep + "1")
     names = set(os.listdir(cnn_export.path))
@@ -92,6 +93,7 @@ def test_version_directory_layout_and_manifest(cnn_export, cnn_trained):
     assert verify_manifest(cnn_export.path) == []
 
 
+@pytest.mark.slow
 def test_manifest_detects_a_changed_or_extra_file(cnn_run, tmp_path):
     result = export_run(cnn_run, str(tmp_path / "m"))
     with open(os.path.join(result.path, "variables", "variables.index"), "ab") as f:
@@ -101,6 +103,7 @@ def test_manifest_detects_a_changed_or_extra_file(cnn_run, tmp_path):
         "stray.txt: not in the manifest", "variables/variables.index: sha256 differs"]
 
 
+@pytest.mark.slow
 def test_saved_model_cli_lists_signatures_with_serving_method_names(cnn_export):
     shown = subprocess.run(
         [os.path.join(os.path.dirname(sys.executable), "saved_model_cli"), "show", "--all",
@@ -114,6 +117,7 @@ def test_saved_model_cli_lists_signatures_with_serving_method_names(cnn_export):
 # ------------------------------------------------------------- signatures
 
 
+@pytest.mark.slow
 def test_classify_and_regress_agree_with_the_model(cnn_export, cnn_trained):
     loaded = tf.saved_model.load(cnn_export.path)
     x = digits_batch(cnn_trained)
@@ -128,6 +132,7 @@ def test_classify_and_regress_agree_with_the_model(cnn_export, cnn_trained):
     np.testing.assert_allclose(logits.numpy(), cnn_trained.model(x).numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_warmup_file_holds_a_replayable_request_per_signature(cnn_export):
     logs = read_warmup(os.path.join(cnn_export.path, WARMUP_FILE))
     kinds = sorted(log.WhichOneof("log_type") for log in logs)
@@ -171,6 +176,7 @@ def run_fresh(path, calls):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_loads_in_a_fresh_process_without_tfbig(cnn_export, cnn_trained, gpt_export,
                                                  gpt_trained):
     x = digits_batch(cnn_trained)
@@ -209,6 +215,7 @@ def call_generate(function, prompts, n, *, temperature=0.0, top_k=0, seed=0):
                     seed=tf.constant(seed, tf.int64))
 
 
+@pytest.mark.slow
 def test_greedy_generate_equals_step_by_step_argmax(gpt_trained):
     generate = make_generate(gpt_trained.model, gpt_trained.config.model)
     prompts = [b"x", b"Return the", b"class C:\n  def"]  # different lengths in one batch
@@ -220,6 +227,7 @@ def test_greedy_generate_equals_step_by_step_argmax(gpt_trained):
     assert (call_generate(uncached, prompts, 12)["tokens"].numpy() == out["tokens"].numpy()).all()
 
 
+@pytest.mark.slow
 def test_sampling_is_seeded_and_top_k_1_is_greedy(gpt_trained):
     generate = make_generate(gpt_trained.model, gpt_trained.config.model)
     prompts = [b"import ", b"while True"]
@@ -233,6 +241,7 @@ def test_sampling_is_seeded_and_top_k_1_is_greedy(gpt_trained):
     assert (top1.numpy() == greedy.numpy()).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prompts, n, message", [
     ([b"x" * 30], 3, "max_len 32"),
     ([b"ok", b""], 3, "at least one token"),
@@ -247,6 +256,7 @@ def test_generate_rejects_impossible_requests(gpt_trained, prompts, n, message):
 # ------------------------------------------------------- ONNX / TFLite
 
 
+@pytest.mark.slow
 def test_onnx_and_tflite_artifacts_match_the_model(cnn_export, cnn_trained, gpt_export,
                                                    gpt_trained):
     import onnxruntime
@@ -267,6 +277,7 @@ def test_onnx_and_tflite_artifacts_match_the_model(cnn_export, cnn_trained, gpt_
     assert int8["top1_agreement"] >= 0.85 and int8["max_abs_error"] > 0
 
 
+@pytest.mark.slow
 def test_tflite_files_carry_no_tensor_names_but_keep_their_signature(cnn_export):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -277,6 +288,7 @@ def test_tflite_files_carry_no_tensor_names_but_keep_their_signature(cnn_export)
         "serving_default": {"inputs": ["inputs"], "outputs": ["logits"]}}
 
 
+@pytest.mark.slow
 def test_a_mixed_bfloat16_run_exports_float32_onnx_and_tflite(tmp_path):
     # tf2onnx writes mismatched float16/bfloat16 types for a mixed graph; the
     # portable artifacts come from a float32 twin with the same weights.
@@ -300,6 +312,7 @@ def test_parity_failure_names_the_artifact_and_error():
 # ------------------------------------------------------ versions, atomicity
 
 
+@pytest.mark.slow
 def test_versions_increment_refuse_overwrite_and_replace_when_told(cnn_run, tmp_path):
     base = str(tmp_path / "digits")
     assert export_run(cnn_run, base).version == 1
@@ -313,6 +326,7 @@ def test_versions_increment_refuse_overwrite_and_replace_when_told(cnn_run, tmp_
     assert os.stat(replaced.path).st_mode & 0o055  # readable by others, not mkdtemp's 0700
 
 
+@pytest.mark.slow
 def test_a_failure_mid_export_leaves_no_version(cnn_run, tmp_path, monkeypatch):
     from tfbig.export import exporter
 
@@ -328,6 +342,7 @@ def test_a_failure_mid_export_leaves_no_version(cnn_run, tmp_path, monkeypatch):
     assert os.listdir(base) == []
 
 
+@pytest.mark.slow
 def test_a_parity_failure_leaves_no_version(cnn_run, tmp_path, monkeypatch):
     from tfbig.export import parity
 
@@ -341,6 +356,7 @@ def test_a_parity_failure_leaves_no_version(cnn_run, tmp_path, monkeypatch):
 # ------------------------------------------------------------------- CLI
 
 
+@pytest.mark.slow
 def test_cli_a_failed_conversion_is_one_line_exit_1_and_no_version(cnn_run, tmp_path, capsys,
                                                                    monkeypatch):
     from tfbig.export import exporter
@@ -357,6 +373,7 @@ def test_cli_a_failed_conversion_is_one_line_exit_1_and_no_version(cnn_run, tmp_
     assert os.listdir(base) == []
 
 
+@pytest.mark.slow
 def test_cli_export(cnn_run, tmp_path, capsys):
     base = str(tmp_path / "digits")
     assert cli.main(["export", cnn_run, "--model-base-path", base, "--version", "7"]) == 0

@@ -133,6 +133,7 @@ def test_output_is_prefixed_per_task_and_success_stops_the_ps(tmp_path):
         assert f"[{task}] no newline at the end" in lines
 
 
+@pytest.mark.slow
 def test_the_evaluator_finishes_its_last_evaluation_after_the_chief_is_done():
     done = launch("--workers", "1", "--ps", "1", "--evaluator", script="""
         import json, os, time

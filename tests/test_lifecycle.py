@@ -43,6 +43,7 @@ def copy_of(base, tmp_path) -> ModelRegistry:
     return ModelRegistry(str(target))
 
 
+@pytest.mark.slow
 def test_promote_needs_a_passing_validation_of_the_version_as_it_is(two_versions, tmp_path):
     registry = copy_of(two_versions, tmp_path)
     with pytest.raises(LifecycleError, match="has not been validated"):
@@ -61,6 +62,7 @@ def test_promote_needs_a_passing_validation_of_the_version_as_it_is(two_versions
         registry.promote(1, "canary")
 
 
+@pytest.mark.slow
 def test_validation_compares_the_servers_answers_with_the_trained_model(two_versions, tmp_path):
     """A version whose files are consistent but whose model answers differently fails."""
     registry = copy_of(two_versions, tmp_path)
@@ -83,6 +85,7 @@ def test_validation_compares_the_servers_answers_with_the_trained_model(two_vers
     assert registry.labels() == {}
 
 
+@pytest.mark.slow
 def test_a_version_the_server_cannot_load_fails_validation(two_versions, tmp_path):
     registry = copy_of(two_versions, tmp_path)
     os.remove(os.path.join(registry.base_path, "1", "saved_model.pb"))
@@ -94,6 +97,7 @@ def test_a_version_the_server_cannot_load_fails_validation(two_versions, tmp_pat
     assert "could not load version 1" in result.problems[0]
 
 
+@pytest.mark.slow
 def test_rollback_under_load_fails_no_request(two_versions, tmp_path):
     registry = copy_of(two_versions, tmp_path)
     for version in (1, 2):  # validation itself is tested above; here the labels are
@@ -159,6 +163,7 @@ def test_rollback_needs_history_and_prune_old_keeps_what_labels_need(two_version
     assert registry.rollback("stable") == {"stable": 2}
 
 
+@pytest.mark.slow
 def test_models_cli_lists_verifies_and_promotes(two_versions, tmp_path, capsys):
     registry = copy_of(two_versions, tmp_path)
     base = registry.base_path
@@ -177,6 +182,7 @@ def test_models_cli_lists_verifies_and_promotes(two_versions, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_readme_lifecycle_example_promotes_then_rolls_back_on_a_running_server(two_versions, tmp_path):
     """The README's lifecycle example as written, on a model whose version 1 is stable and
     served (where a pipeline run leaves it), with the test's path and server address."""

@@ -41,6 +41,7 @@ def sample_inputs(spec, batch=3, seed=0):
     return rng.random(shape).astype(np.float32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_builds_with_exact_analytic_size_and_keras_layers_only(case):
     config, spec = CASES[case]
@@ -57,6 +58,7 @@ def test_builds_with_exact_analytic_size_and_keras_layers_only(case):
     assert lambdas == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["cnn", "lstm", "gpt"])
 def test_saved_model_round_trip(case, tmp_path):
     config, spec = CASES[case]

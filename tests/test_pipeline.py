@@ -28,6 +28,7 @@ def stage_statuses(run_dir) -> dict:
         return {name: entry["status"] for name, entry in json.load(f)["stages"].items()}
 
 
+@pytest.mark.slow
 def test_gpt_pipeline_runs_every_stage_then_skips_them_when_rerun(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run_dir = tmp_path / "run"
@@ -70,6 +71,7 @@ def test_gpt_pipeline_runs_every_stage_then_skips_them_when_rerun(tmp_path, caps
     assert "localhost:8501/v1/models/tinygpt/labels/stable:predict" in out
 
 
+@pytest.mark.slow
 def test_cli_refuses_what_the_pipeline_cannot_run(tmp_path, capsys):
     quickstart = ["pipeline", "tfbig/configs/quickstart.yaml", "--output-dir", str(tmp_path / "run")]
     assert main([*quickstart, "--until", "deploy"]) == 2
@@ -83,6 +85,7 @@ def test_cli_refuses_what_the_pipeline_cannot_run(tmp_path, capsys):
     assert "has no config.yaml" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_failed_validation_stops_the_pipeline_and_promotes_nothing(tmp_path):
     run_dir = tmp_path / "run"
     config = replace(make_config(run_dir, model={"name": "mlp", "hidden_units": [16]},

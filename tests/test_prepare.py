@@ -282,6 +282,7 @@ def test_an_output_holding_something_else_is_refused(prepared, corpus, tmp_path)
         prepare_dataset([corpus[0]], prepared[0], workers=1, quiet=True, **{**OPTIONS, "vocab_size": 500})
 
 
+@pytest.mark.slow
 def test_the_command_line_needs_no_tensorflow_and_reports_errors_in_one_line(corpus, tmp_path):
     """A `tensorflow` that fails to import proves the command and its workers never load it."""
     poisoned = tmp_path / "poison" / "tensorflow"

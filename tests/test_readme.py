@@ -4,6 +4,8 @@ in test_lifecycle.py.)"""
 
 import os
 
+import pytest
+
 import tfbig
 
 from readme import readme_block, run_block
@@ -12,6 +14,7 @@ from readme import readme_block, run_block
 CONFIGS = {"tfbig/configs/": os.path.join(os.path.dirname(tfbig.__file__), "configs") + os.sep}
 
 
+@pytest.mark.slow
 def test_readme_train_compress_and_export_examples(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     trained = run_block(readme_block("from tfbig.train import train", CONFIGS))["result"]

@@ -37,6 +37,7 @@ def test_recomputed_blocks_give_the_same_gradients():
         np.testing.assert_allclose(g_r, g, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_recompute_trains_mirrored_exports_and_refuses_what_it_cannot_do(tmp_path):
     run = tmp_path / "run"
     result = train(make_config(run, model={**GPT, "recompute": True}, strategy="mirrored"))

@@ -105,6 +105,7 @@ def in_process(base, version, signature, **inputs):
 
 # --- every client method, both protocols ---------------------------------------------------
 
+@pytest.mark.slow
 def test_predict_matches_the_saved_model_in_process(client, bases):
     images = digits_images(5)
     expected = in_process(bases["digits"], 1, "serving_default", inputs=images)["logits"]
@@ -128,6 +129,7 @@ def test_classify_and_regress_with_and_without_context(client, bases):
     np.testing.assert_allclose(with_context["scores"][0], probabilities[1], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_gpt_predict_and_generate(client, bases):
     tokens = np.frombuffer(b"def main():", dtype=np.uint8).astype(np.int32)[None]
     expected = in_process(bases["gpt"], 1, "serving_default", inputs=tokens)["logits"]
@@ -587,6 +589,7 @@ def test_no_hostile_request_above_was_answered_as_a_server_fault(server):
     assert 'status="INTERNAL"' not in text
 
 
+@pytest.mark.slow
 def test_grpc_max_threads_bounds_the_requests_handled_at_once(bases, tmp_path):
     # Two concurrent requests with room for both in one batch: with one handler thread the
     # second is not taken until the first is answered, so each runs in a batch of its own.
@@ -685,6 +688,7 @@ def test_made_up_model_names_cannot_grow_the_metrics_without_bound():
 
 # --- batching -------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_batching_returns_exactly_the_unbatched_results(bases, tmp_path):
     config = tmp_path / "models.config"
     config.write_text(model_config_text({"digits": bases["digits"], "gpt": bases["gpt"]}))
@@ -823,6 +827,7 @@ def test_a_split_request_past_its_deadline_leaves_every_part_out():
     batcher.stop()
 
 
+@pytest.mark.slow
 def test_large_batch_splitting_serves_requests_larger_than_a_batch(bases, tmp_path):
     params = tmp_path / "batching.txt"
     params.write_text("max_batch_size { value: 12 } max_execution_batch_size { value: 4 } "
@@ -853,6 +858,7 @@ def test_large_batch_splitting_serves_requests_larger_than_a_batch(bases, tmp_pa
 
 # --- model lifecycle ------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_hot_reload_under_load_loses_no_request(bases, tmp_path):
     base = tmp_path / "digits"
     shutil.copytree(os.path.join(bases["digits"], "1"), base / "1")
@@ -894,6 +900,7 @@ def test_hot_reload_under_load_loses_no_request(bases, tmp_path):
     assert versions.count(1) > 0 and versions.count(2) > 0 and versions[-1] == 2
 
 
+@pytest.mark.slow
 def test_a_failed_load_is_retried_and_a_version_out_of_retries_loads_when_published_again(bases, tmp_path):
     base = tmp_path / "digits"
     shutil.copytree(os.path.join(bases["digits"], "1"), base / "1")
@@ -935,6 +942,7 @@ def test_a_failed_load_is_retried_and_a_version_out_of_retries_loads_when_publis
         srv.stop()
 
 
+@pytest.mark.slow
 def test_config_file_polling_adds_models_and_tampered_versions_are_refused(bases, tmp_path):
     config = tmp_path / "models.config"
     config.write_text(model_config_text({"digits": bases["digits"]}))
@@ -981,6 +989,7 @@ def test_nothing_outside_a_base_path_is_loaded(bases, tmp_path):
         srv.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("taken_flag,protocol", [("--port", "gRPC"), ("--rest_api_port", "REST")])
 def test_a_port_in_use_is_a_clear_error_and_leaves_nothing_running(bases, taken_flag, protocol):
     taken = socket.create_server(("127.0.0.1", 0))  # without SO_REUSEPORT, so no one else can bind it
@@ -1055,6 +1064,7 @@ def test_readyz_answers_503_until_every_model_has_an_available_version(bases, tm
         srv.stop()
 
 
+@pytest.mark.slow
 def test_grpc_health_service_answers_from_readiness_and_tells_watchers_of_a_drain(bases, tmp_path):
     base = tmp_path / "digits"
     base.mkdir()  # no version yet
@@ -1098,6 +1108,7 @@ def test_grpc_health_service_answers_from_readiness_and_tells_watchers_of_a_drai
         plain.stop()
 
 
+@pytest.mark.slow
 def test_cli_serve_predict_and_drain_on_sigterm(bases, tmp_path):
     grpc_port, rest_port = free_port(), free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -1130,6 +1141,7 @@ def test_cli_serve_predict_and_drain_on_sigterm(bases, tmp_path):
             process.wait()
 
 
+@pytest.mark.slow
 def test_drain_finishes_requests_in_flight_and_refuses_new_ones(bases, tmp_path):
     config = tmp_path / "models.config"
     config.write_text(model_config_text({"digits": bases["digits"]}))
@@ -1164,6 +1176,7 @@ def test_drain_finishes_requests_in_flight_and_refuses_new_ones(bases, tmp_path)
     assert srv.manager.status(model_pb2.ModelSpec(name="digits"))[0].state == get_model_status_pb2.ModelVersionStatus.END
 
 
+@pytest.mark.slow
 def test_version_policies_choose_versions(bases, tmp_path):
     base = tmp_path / "digits"
     for version in (1, 2, 3):
@@ -1178,6 +1191,7 @@ def test_version_policies_choose_versions(bases, tmp_path):
             assert c.predict("digits", digits_images(1), version=versions[-1])["logits"].shape == (1, 10)
 
 
+@pytest.mark.slow
 def test_warmup_records_are_replayed_before_a_version_is_available(bases, tmp_path):
     from tfbig.export.warmup import WARMUP_FILE, predict_log, write_warmup
 
@@ -1197,6 +1211,7 @@ def test_warmup_records_are_replayed_before_a_version_is_available(bases, tmp_pa
         assert c.status("digits")[0]["state"] == "AVAILABLE"
 
 
+@pytest.mark.slow
 def test_request_limits_and_deadlines(bases, tmp_path):
     config = tmp_path / "models.config"
     config.write_text(model_config_text({"digits": bases["digits"], "gpt": bases["gpt"]}))
@@ -1215,6 +1230,7 @@ def test_request_limits_and_deadlines(bases, tmp_path):
         srv.stop()
 
 
+@pytest.mark.slow
 def test_grpc_over_tls(bases, tmp_path):
     _, cert, ssl_config = write_tls_files(tmp_path)
     options = parse_serve_args(["--host=127.0.0.1", "--port=0", f"--model_base_path={bases['digits']}",

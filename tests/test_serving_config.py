@@ -334,6 +334,7 @@ def send_sigterm_to_self_when(ready) -> threading.Thread:
     return thread
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_run_model_server_serves_until_sigterm(tmp_path, monkeypatch):
     binary = fake_binary(tmp_path, FAKE_SERVER)
@@ -360,6 +361,7 @@ def test_run_model_server_serves_until_sigterm(tmp_path, monkeypatch):
     assert dict(written.model_config_list.config[0].version_labels) == {"stable": 1}
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_run_model_server_over_tls_waits_for_the_secure_port(tmp_path, monkeypatch):
     binary = fake_binary(tmp_path, FAKE_SERVER)

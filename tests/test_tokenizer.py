@@ -30,6 +30,7 @@ def trained(request, texts):
     return train_tokenizer(texts[:12], kind=request.param, vocab_size=500, special_tokens=[SPECIAL])
 
 
+@pytest.mark.slow
 def test_sentencepiece_round_trips_every_text_exactly(trained, texts):
     assert trained.kind in ("bpe", "unigram") and trained.vocab_size == 500
     unseen = "Ωμέγα ∑ 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 \x01\x7f \r \t\t  x" + SPECIAL
@@ -53,6 +54,7 @@ def test_sentencepiece_keeps_whitespace_and_special_tokens(trained):
     assert len(trained.encode(" " * 8)) < 8
 
 
+@pytest.mark.slow
 def test_training_is_reproducible_to_the_byte(trained, texts):
     again = train_tokenizer(texts[:12], kind=trained.kind, vocab_size=500, special_tokens=[SPECIAL])
     assert again.model_proto() == trained.model_proto()

@@ -33,6 +33,7 @@ def windows(split, *, count, skip=0, seed=3, shuffle=True, context=None):
     return [np.concatenate([x[0], y[0, -1:]]) for x, y in dataset.take(count).as_numpy_iterator()]
 
 
+@pytest.mark.slow
 def test_an_epoch_visits_every_window_once_in_a_seeded_order(tmp_path):
     spec = write_prepared(tmp_path)
     split = source(tmp_path).train
@@ -48,6 +49,7 @@ def test_an_epoch_visits_every_window_once_in_a_seeded_order(tmp_path):
     assert [w.tobytes() for w in next_epoch] != [w.tobytes() for w in epoch]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("skip", [1, 37, "one epoch and a bit"])
 def test_the_stream_is_a_function_of_position(tmp_path, skip):
     write_prepared(tmp_path)
@@ -58,6 +60,7 @@ def test_the_stream_is_a_function_of_position(tmp_path, skip):
     assert [w.tobytes() for w in resumed] == [w.tobytes() for w in straight[skip:]]
 
 
+@pytest.mark.slow
 def test_input_pipelines_read_disjoint_shards(tmp_path):
     spec = write_prepared(tmp_path, (("train", 4), ("eval", 1)))
     split = source(tmp_path).train
@@ -106,6 +109,7 @@ def tokens_config(run_dir, data_dir, **train):
                        data={"name": "tokens", "paths": [str(data_dir)], "seq_len": SEQ}, **train)
 
 
+@pytest.mark.slow
 def test_training_on_prepared_tokens_learns_resumes_exactly_and_reports_bits_per_byte(tmp_path):
     write_prepared(tmp_path / "data")
     straight = tokens_config(tmp_path / "straight", tmp_path / "data", steps=20, eval_every=10)

@@ -28,6 +28,7 @@ def model_weights(run_dir, config):
     return [w.copy() for w in model.get_weights()]
 
 
+@pytest.mark.slow
 def test_gpt_loss_falls_on_the_corpus(tmp_path):
     config = make_config(tmp_path, steps=150, log_every=10, steps_per_execution=10,
                          batch_size=16, eval_steps=8, checkpoint_every=150)
@@ -45,6 +46,7 @@ def test_gpt_loss_falls_on_the_corpus(tmp_path):
     assert (tmp_path / "config.yaml").exists() and list((tmp_path / "logs").iterdir())
 
 
+@pytest.mark.slow
 def test_cnn_reaches_95_percent_on_digits(tmp_path):
     config = make_config(
         tmp_path, model={"name": "cnn", "filters": [16, 32], "blocks_per_stage": 1},
@@ -62,6 +64,7 @@ def test_cnn_reaches_95_percent_on_digits(tmp_path):
 SGD = {"name": "sgd", "learning_rate": 0.3}
 
 
+@pytest.mark.slow
 def test_mirrored_matches_one_device(tmp_path):
     one = make_config(tmp_path / "one", steps=10, log_every=1, steps_per_execution=1,
                       optimizer=SGD)
@@ -74,6 +77,7 @@ def test_mirrored_matches_one_device(tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_accumulating_micro_batches_equals_one_big_batch(tmp_path):
     whole = make_config(tmp_path / "whole", steps=6, log_every=1, steps_per_execution=3,
                         optimizer=SGD)
@@ -87,6 +91,7 @@ def test_accumulating_micro_batches_equals_one_big_batch(tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_resumed_run_equals_uninterrupted_run(tmp_path):
     # Dropout on, so the random generators' state must be restored too.
     model = {**GPT, "dropout": 0.2}
@@ -103,12 +108,14 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_resuming_with_another_model_is_refused(tmp_path):
     train(make_config(tmp_path, steps=5))
     with pytest.raises(ConfigError, match="model: differs from the run already in"):
         train(make_config(tmp_path, model={**GPT, "d_model": 16}, steps=10))
 
 
+@pytest.mark.slow
 def test_a_run_that_named_its_vocabulary_resumes_with_the_datas(tmp_path):
     # Runs saved before model.vocab_size defaulted to 0 (= the data's) wrote 256 out.
     train(make_config(tmp_path, model={**GPT, "vocab_size": 256}, steps=5))
@@ -118,6 +125,7 @@ def test_a_run_that_named_its_vocabulary_resumes_with_the_datas(tmp_path):
         train(make_config(tmp_path / "other", model={**GPT, "vocab_size": 300}, steps=5))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_precision_trains(tmp_path, precision, float32_policy):
     config = make_config(tmp_path, precision=precision, steps=40, log_every=10,
@@ -128,6 +136,7 @@ def test_mixed_precision_trains(tmp_path, precision, float32_policy):
     assert trajectory[-1] < trajectory[0] - 0.5
 
 
+@pytest.mark.slow
 def test_divergence_stops_with_the_last_good_checkpoint_intact(tmp_path):
     mlp = {"name": "mlp", "hidden_units": [32]}
     digits = {"name": "digits"}
@@ -140,6 +149,7 @@ def test_divergence_stops_with_the_last_good_checkpoint_intact(tmp_path):
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == checkpoints
 
 
+@pytest.mark.slow
 def test_early_stopping_on_an_eval_metric(tmp_path):
     # eval_loss falls while training works, so "max" mode sees no improvement.
     config = make_config(tmp_path, steps=100, eval_every=5,
@@ -149,6 +159,7 @@ def test_early_stopping_on_an_eval_metric(tmp_path):
     assert result.step == 15
 
 
+@pytest.mark.slow
 def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
     train(make_config(tmp_path, steps=20, checkpoint_every=10))
     data_file = next((tmp_path / "checkpoints").glob("ckpt-20.data-*"))
@@ -161,6 +172,7 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
     assert all(math.isfinite(v) for v in losses(tmp_path))
 
 
+@pytest.mark.slow
 def test_no_readable_checkpoint_is_a_clear_error(tmp_path):
     train(make_config(tmp_path, steps=10, checkpoint_every=10))
     for data_file in (tmp_path / "checkpoints").glob("ckpt-*.data-*"):

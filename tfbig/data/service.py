@@ -30,13 +30,8 @@ give up the (seed, position) stream for nothing the dynamic mode lacks.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import os
 
 import tensorflow as tf
-
-from tfbig.config import Config, ConfigError, replace
-from tfbig.distribute.data_service import ENVIRONMENT, wait_for_dispatcher
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,30 +58,3 @@ class DataService:
             processing_mode=tf.data.experimental.service.ShardingPolicy.DYNAMIC,
             service=self.dispatcher, job_name=self.job_name,
         )).prefetch(tf.data.AUTOTUNE)
-
-
-def training_data_service(config: Config) -> DataService | None:
-    """The tf.data service `config`'s training reads from, or None to read in-process.
-
-    The dispatcher is `distribute.data_service.dispatcher`, or the one `tfbig
-    launch --data-service-workers` started for this run (passed in
-    $TFBIG_DATA_SERVICE, as TF_CONFIG is: it is where this launch runs, not
-    what the run is, so it stays out of the run's config.yaml). It is
-    validated like a config value, and waited for: TensorFlow retries an
-    unreachable dispatcher silently for as long as the run lasts.
-    """
-    configured = config.distribute.data_service.dispatcher
-    launched = os.environ.get(ENVIRONMENT, "")
-    if launched and configured and launched != configured:
-        raise ConfigError(
-            f"distribute.data_service.dispatcher: the config names {configured!r} but tfbig "
-            f"launch started {launched!r} for this run; drop the setting or --data-service-workers")
-    if launched:
-        config = replace(config, {"distribute.data_service.dispatcher": launched})
-    dispatcher = config.distribute.data_service.dispatcher
-    if not dispatcher:
-        return None
-    wait_for_dispatcher(dispatcher)
-    run = hashlib.sha256(os.path.abspath(config.output.dir).encode()).hexdigest()[:12]
-    return DataService(dispatcher=dispatcher, run=run)
-

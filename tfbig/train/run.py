@@ -20,7 +20,7 @@ import yaml
 from tfbig import data as tfdata
 from tfbig import models
 from tfbig.config import Config, ConfigError, DistributeConfig, config_to_dict, save_config
-from tfbig.data.service import training_data_service
+from tfbig.train.data_service import training_data_service
 from tfbig.distribute import make_strategy
 from tfbig.distribute.dtensor_strategy import MeshStrategy
 from tfbig.distribute.mesh import MODEL
