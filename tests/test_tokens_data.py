@@ -71,9 +71,19 @@ def test_input_pipelines_read_disjoint_shards(tmp_path):
         read = windows(split, count=per_epoch, context=context)
         assert sorted(w.tobytes() for w in read) == sorted(
             shard_windows(tmp_path, spec["splits"]["train"]["shards"][int(index)::2], SEQ))
-    three = tf.distribute.InputContext(num_input_pipelines=5, input_pipeline_id=0)
-    with pytest.raises(DataError, match="4 shard\\(s\\) cannot give each of 5 input pipelines"):
-        split.make_dataset(batch_size=1, shuffle=True, seed=0, repeat=True, input_context=three)
+
+
+def test_pipelines_share_a_split_with_fewer_shards_window_by_window(tmp_path):
+    """A one-shard eval split read by 2 workers: each keeps every other window, and resumes exactly."""
+    write_prepared(tmp_path, (("train", 1), ("eval", 1)))
+    split = source(tmp_path).eval
+    whole = windows(split, count=2 * (split.num_examples // 2))
+    contexts = [tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=i) for i in range(2)]
+    halves = [windows(split, count=split.num_examples // 2, context=c) for c in contexts]
+    for index, half in enumerate(halves):
+        assert [w.tobytes() for w in half] == [w.tobytes() for w in whole[index::2]]
+    resumed = windows(split, count=3, skip=5, context=contexts[1])
+    assert [w.tobytes() for w in resumed] == [w.tobytes() for w in halves[1][5:8]]
 
 
 def test_eval_reads_the_eval_split_in_order_once(tmp_path):

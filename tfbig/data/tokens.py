@@ -73,8 +73,9 @@ class ShardSplit:
         self.seq_len = seq_len
         self._dtype = _DTYPES[spec["dtype"]]
 
-    def _pipeline_shards(self, input_context) -> tf.Tensor:
-        """This input pipeline's shard indices: `shards[id::pipelines]`.
+    def _pipeline_shards(self, input_context) -> tf.Tensor | None:
+        """This input pipeline's shard indices, `shards[id::pipelines]`, or None when
+        there are fewer shards than pipelines (a small eval split has one).
 
         The pipeline id may be a tensor (a parameter-server worker learns its
         index only when it runs the traced dataset function), so the shards are
@@ -84,8 +85,7 @@ class ShardSplit:
             return tf.range(len(self.paths), dtype=tf.int64)
         pipelines = input_context.num_input_pipelines
         if len(self.paths) < pipelines:
-            raise DataError(f"{len(self.paths)} shard(s) cannot give each of {pipelines} input pipelines "
-                            f"shards of its own; prepare the data with more shards or use fewer workers")
+            return None
         index = tf.cast(input_context.input_pipeline_id, tf.int64)
         return tf.range(index, len(self.paths), pipelines, dtype=tf.int64)
 
@@ -137,8 +137,18 @@ class ShardSplit:
                      input_context=None) -> tf.data.Dataset:
         shards = self._pipeline_shards(input_context)
         seed = tf.constant(seed, tf.int64)
-        visits = self._visits(shards, tf.constant(skip_examples, tf.int64), seed, shuffle, repeat)
+        if shards is None:
+            # Too few shards for one each: every pipeline reads the whole stream and keeps
+            # its windows id, id + P, ... Its example n is window n * P + id of the stream,
+            # so resuming at n skips n * P windows.
+            pipelines = input_context.num_input_pipelines
+            visits = self._visits(tf.range(len(self.paths), dtype=tf.int64),
+                                  tf.constant(skip_examples * pipelines, tf.int64), seed, shuffle, repeat)
+        else:
+            visits = self._visits(shards, tf.constant(skip_examples, tf.int64), seed, shuffle, repeat)
         windows = visits.flat_map(lambda epoch, shard, start: self._windows(shard, epoch, start, seed, shuffle))
+        if shards is None:
+            windows = windows.shard(pipelines, tf.cast(input_context.input_pipeline_id, tf.int64))
         batches = windows.batch(batch_size, drop_remainder=drop_remainder)
         return batches.map(lambda w: (w[:, :-1], w[:, 1:]), num_parallel_calls=tf.data.AUTOTUNE,
                            deterministic=True).prefetch(tf.data.AUTOTUNE)
