@@ -1,11 +1,20 @@
 """Config loading, overrides, validation messages and saving."""
 
+import dataclasses
+
 import pytest
 import yaml
 
 from tfbig.config import (
+    CNNConfig,
+    Config,
     ConfigError,
+    DataConfig,
+    DistributeConfig,
+    EarlyStoppingConfig,
     GPTConfig,
+    PipelineConfig,
+    TrainConfig,
     apply_overrides,
     config_from_dict,
     config_to_dict,
@@ -85,6 +94,11 @@ def test_overrides_are_parsed_as_yaml(tmp_path):
     ({"train": {"batch_size": 10, "grad_accum_steps": 3}}, "train.batch_size: 10 is not divisible by train.grad_accum_steps=3"),
     ({"train": {"jit_compile": "yes"}}, "train.jit_compile: expected true or false, got 'yes' (str)"),
     ({"model": {"name": "mlp", "hidden_units": 8}, "data": {"name": "digits"}}, "model.hidden_units: expected a list, got 8 (int)"),
+    ({"model": {"name": "gpt", "recompute": True, "dropout": 0.1}}, "model.recompute: blocks recomputed in backprop would draw new dropout masks"),
+    ({"distribute": {"strategy": "dtensor"}, "model": {"name": "cnn"}, "data": {"name": "digits"}}, "distribute.strategy: dtensor shards the gpt model only"),
+    ({"train": {"early_stopping": {"metric": "loss"}}}, "train.early_stopping.metric: 'loss' is not an eval metric"),
+    ({"pipeline": {"latency_concurrency": [1, 0]}}, "pipeline.latency_concurrency: [1, 0] must hold positive numbers"),
+    ({"pipeline": {"tflite": ["int4"]}}, "pipeline.tflite[0]: 'int4' (str) is not allowed; choose one of 'float32'"),
     ({"bogus": {}}, "bogus: unknown key; allowed keys here: model, data, train, distribute, output"),
     ({"distribute": {"data_service": {"dispatcher": "10.0.0.5"}}}, "distribute.data_service.dispatcher: '10.0.0.5' is not a dispatcher address; expected grpc://HOST:PORT"),
     ({"distribute": {"data_service": {"dispatcher": "grpc://h:99999"}}}, "'grpc://h:99999' is not a dispatcher address"),
@@ -123,3 +137,27 @@ def test_replace_validates():
     assert replace(config, {"train.steps": 5}).train.steps == 5
     with pytest.raises(ConfigError, match="train.steps"):
         replace(config, {"train.steps": -1})
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: TrainConfig(steps=0), "TrainConfig.steps: 0 (int) is out of range; expected a value >= 1"),
+    (lambda: TrainConfig(batch_size=10, grad_accum_steps=3), "TrainConfig.batch_size: 10 is not divisible"),
+    (lambda: TrainConfig(precision="fp8"), "TrainConfig.precision: 'fp8' (str) is not allowed"),
+    (lambda: GPTConfig(d_model=65), "GPTConfig.d_model: 65 is not divisible by model.num_heads=4"),
+    (lambda: EarlyStoppingConfig(metric="accuracy"), "EarlyStoppingConfig.metric: 'accuracy' is not an eval metric"),
+    (lambda: PipelineConfig(latency_concurrency=[0]), "PipelineConfig.latency_concurrency"),
+    (lambda: Config(data=DataConfig(seq_len=256)), "Config.data.seq_len: 256 is longer than the model's position table"),
+    (lambda: Config(model=CNNConfig()), "Config.data.name: 'text' yields language-model windows"),
+    (lambda: Config(model=GPTConfig(recompute=True), distribute=DistributeConfig(strategy="dtensor")),
+     "dtensor shards the GPT's own block layers"),
+])
+def test_a_config_built_in_python_is_checked_as_a_loaded_one(build, message):
+    with pytest.raises(ConfigError) as error:
+        build()
+    assert message in str(error.value)
+
+
+def test_dataclasses_replace_checks_too():
+    train = TrainConfig(batch_size=12, grad_accum_steps=3)
+    with pytest.raises(ConfigError, match="TrainConfig.grad_accum_steps|TrainConfig.batch_size"):
+        dataclasses.replace(train, grad_accum_steps=5)

@@ -48,4 +48,4 @@ def test_recompute_trains_mirrored_exports_and_refuses_what_it_cannot_do(tmp_pat
     with pytest.raises(ConfigError, match="model.recompute=false to prune it"):
         compress_run(str(run), method="prune", output_dir=str(tmp_path / "pruned"))
     with pytest.raises(ConfigError, match="new dropout masks"):
-        models.build_model(GPTConfig(max_len=16, dropout=0.1, recompute=True), SPEC)
+        GPTConfig(max_len=16, dropout=0.1, recompute=True)

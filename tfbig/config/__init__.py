@@ -1,7 +1,7 @@
 """Typed configs: schema dataclasses plus YAML loading, overrides and validation."""
 
+from tfbig.config.errors import ConfigError
 from tfbig.config.loader import (
-    ConfigError,
     apply_overrides,
     config_from_dict,
     config_to_dict,

@@ -1,8 +1,10 @@
 """Load a config from YAML, apply `--set key=value` overrides, validate, save.
 
-Validation walks the dataclasses in `schema` and reports the first problem as a
-`ConfigError` naming the dotted key, the bad value and what is allowed, so a
-typo in a YAML file never surfaces as a traceback from inside TensorFlow.
+Loading walks the dataclasses in `schema`, converting YAML values to their
+types; the sections check their own values and rules as they are built
+(`tfbig.config.checks`). The first problem is a `ConfigError` naming the dotted
+key, the bad value and what is allowed, so a typo in a YAML file never
+surfaces as a traceback from inside TensorFlow.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import dataclasses
 import difflib
 import importlib.resources
 import os
-import re
 import tempfile
 import types
 import typing
@@ -20,12 +21,8 @@ from typing import Any, Iterable, Literal, Union
 import yaml
 
 from tfbig.config import schema
-from tfbig.errors import UsageError
+from tfbig.config.errors import ConfigError, SectionError
 from tfbig.rundir import RunDir
-
-
-class ConfigError(UsageError, ValueError):
-    """A config value is missing, unknown, of the wrong type or out of range."""
 
 
 # ------------------------------------------------------------------- loading
@@ -114,9 +111,7 @@ def run_directory_of(path: str | os.PathLike) -> str | None:
 
 def config_from_dict(raw: dict) -> schema.Config:
     """Validate a plain nested dict and turn it into a `Config`."""
-    config = _build(schema.Config, _with_strategy_defaults(raw), prefix="")
-    _check_consistency(config)
-    return config
+    return _build(schema.Config, _with_strategy_defaults(raw), prefix="")
 
 
 def _with_strategy_defaults(raw: dict) -> dict:
@@ -193,23 +188,21 @@ def _build(cls: type, raw: Any, prefix: str):
     values = {}
     for name, field in fields.items():
         if name in raw:
-            values[name] = _convert(hints[name], raw[name], prefix + name, field)
-    return cls(**values)
+            values[name] = _convert(hints[name], raw[name], prefix + name)
+    try:
+        return cls(**values)
+    except SectionError as error:  # the section's own checks: name the field by its dotted key
+        raise ConfigError(f"{prefix}{error.field}: {error.problem}") from None
 
 
-def _convert(hint, value, key: str, field=None):
+def _convert(hint, value, key: str):
+    """`value` as the type `hint` names; allowed values and ranges are the section's to check."""
     origin = typing.get_origin(hint)
     if hint is schema.ModelConfig:
         return _build_model(value, key)
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, key + ".")
     if origin is Literal:
-        allowed = typing.get_args(hint)
-        if value not in allowed:
-            raise ConfigError(
-                f"{key}: {_show(value)} is not allowed; "
-                f"choose one of {', '.join(map(repr, allowed))}"
-            )
         return value
     if origin in (Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
@@ -217,16 +210,13 @@ def _convert(hint, value, key: str, field=None):
             return None
         if set(args) == set(typing.get_args(schema.ModelConfig)):  # Optional[ModelConfig]
             return _build_model(value, key)
-        return _convert(args[0], value, key, field)
+        return _convert(args[0], value, key)
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list, got {_show(value)}")
         (item,) = typing.get_args(hint)
         return [_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
-    converted = _scalar(hint, value, key)
-    if field is not None:
-        _check_range(converted, key, field.metadata)
-    return converted
+    return _scalar(hint, value, key)
 
 
 def _scalar(hint, value, key: str):
@@ -253,23 +243,6 @@ def _scalar(hint, value, key: str):
             return value
         raise ConfigError(f"{key}: expected a string, got {_show(value)}")
     raise TypeError(f"schema field {key} has unsupported type {hint!r}")
-
-
-def _check_range(value, key: str, metadata) -> None:
-    low, high = metadata.get("min"), metadata.get("max")
-    exclusive = metadata.get("min_exclusive", False)
-    too_low = low is not None and (value <= low if exclusive else value < low)
-    too_high = high is not None and value > high
-    if not (too_low or too_high):
-        return
-    lower = f"> {low}" if exclusive else f">= {low}"
-    if low is not None and high is not None:
-        allowed = f"a value {lower} and <= {high}"
-    elif low is not None:
-        allowed = f"a value {lower}"
-    else:
-        allowed = f"a value <= {high}"
-    raise ConfigError(f"{key}: {_show(value)} is out of range; expected {allowed}")
 
 
 def _build_model(raw, key: str):
@@ -299,72 +272,6 @@ def _suggestion(name: str, choices) -> str:
 
 def _show(value) -> str:
     return f"{value!r} ({type(value).__name__})"
-
-
-def _check_consistency(config: schema.Config) -> None:
-    """Checks that involve more than one field."""
-    model, train = config.model, config.train
-    if hasattr(model, "num_heads") and model.d_model % model.num_heads:
-        raise ConfigError(
-            f"model.d_model: {model.d_model} is not divisible by model.num_heads="
-            f"{model.num_heads}; each attention head needs d_model / num_heads dims"
-        )
-    if isinstance(model, schema.GPTConfig):
-        if config.data.name not in schema.LANGUAGE_MODEL_DATA:
-            raise ConfigError(
-                f"data.name: the gpt model trains on language-model windows; set data.name "
-                f"to one of {', '.join(schema.LANGUAGE_MODEL_DATA)}, got {config.data.name!r}"
-            )
-        if config.data.seq_len > model.max_len:
-            raise ConfigError(
-                f"data.seq_len: {config.data.seq_len} is longer than the model's "
-                f"position table (model.max_len={model.max_len}); "
-                f"lower data.seq_len or raise model.max_len"
-            )
-    elif config.data.name in schema.LANGUAGE_MODEL_DATA:
-        raise ConfigError(
-            f"data.name: {config.data.name!r} yields language-model windows, which only the gpt "
-            f"model trains on; model.name is {model.name!r}"
-        )
-    if train.batch_size % train.grad_accum_steps:
-        raise ConfigError(
-            f"train.batch_size: {train.batch_size} is not divisible by "
-            f"train.grad_accum_steps={train.grad_accum_steps}; each step's batch is "
-            f"split into grad_accum_steps equal micro-batches"
-        )
-    if any(level < 1 for level in config.pipeline.latency_concurrency):
-        raise ConfigError(
-            f"pipeline.latency_concurrency: {config.pipeline.latency_concurrency} must hold "
-            f"positive numbers of concurrent requests, e.g. [1, 4, 16]"
-        )
-    _check_data_service(config)
-    if config.train.early_stopping.metric and not config.train.early_stopping.metric.startswith("eval_"):
-        raise ConfigError(
-            f"train.early_stopping.metric: {config.train.early_stopping.metric!r} is "
-            f"not an eval metric; use one of eval_loss, eval_accuracy, eval_perplexity"
-        )
-
-
-_DISPATCHER = re.compile(r"(grpc://)?(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):(\d{1,5})")
-
-
-def _check_data_service(config: schema.Config) -> None:
-    dispatcher = config.distribute.data_service.dispatcher
-    if not dispatcher:
-        return
-    address = _DISPATCHER.fullmatch(dispatcher)
-    if not address or not 0 < int(address.group(3)) < 65536:
-        raise ConfigError(
-            f"distribute.data_service.dispatcher: {dispatcher!r} is not a dispatcher address; "
-            f"expected grpc://HOST:PORT, e.g. grpc://10.0.0.5:5050"
-        )
-    if config.data.name != "tokens":
-        raise ConfigError(
-            f"distribute.data_service: tfbig reads data.name 'tokens' through a tf.data service "
-            f"(a prepared directory, whose shard visits the service's workers share out), not "
-            f"{config.data.name!r}; prepare the text with `tfbig data prepare`, or unset "
-            f"distribute.data_service.dispatcher"
-        )
 
 
 # -------------------------------------------------------------------- saving

@@ -2,23 +2,20 @@
 
 Every section is a frozen dataclass so a resolved config can be passed around
 without anyone mutating it half-way through a run. Field metadata carries the
-allowed range (`min`, `max`) so the loader can say what is allowed when a value
-is wrong. Defaults are chosen so that a config naming only a model and a data
+allowed range (`min`, `max`); each section checks its values and its rules
+when it is built (`tfbig.config.checks`), so a config made in Python is
+checked as one read from YAML is. Defaults are chosen so that a config naming only a model and a data
 set trains something sensible on a laptop CPU.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Literal, Optional, Union
 
-
-def bounded(default, *, min=None, max=None, min_exclusive=False):
-    """A dataclass field whose numeric value must lie in [min, max]."""
-    return dataclasses.field(
-        default=default,
-        metadata={"min": min, "max": max, "min_exclusive": min_exclusive},
-    )
+from tfbig.config.checks import Checked, bounded
+from tfbig.config.errors import SectionError
 
 
 def items(*values):
@@ -31,7 +28,7 @@ def items(*values):
 
 
 @dataclasses.dataclass(frozen=True)
-class MLPConfig:
+class MLPConfig(Checked):
     name: Literal["mlp"] = "mlp"
     hidden_units: list[int] = items(256, 256)
     activation: Literal["relu", "gelu", "tanh", "swish"] = "relu"
@@ -39,7 +36,7 @@ class MLPConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class CNNConfig:
+class CNNConfig(Checked):
     """A small ResNet: a stem convolution, then stages of residual blocks."""
 
     name: Literal["cnn"] = "cnn"
@@ -50,7 +47,7 @@ class CNNConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class LSTMConfig:
+class LSTMConfig(Checked):
     """Sequence classifier: (embedding or projection) -> stacked LSTMs -> head."""
 
     name: Literal["lstm"] = "lstm"
@@ -63,7 +60,7 @@ class LSTMConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class TransformerEncoderConfig:
+class TransformerEncoderConfig(Checked):
     """Bidirectional encoder classifier, mean-pooled over positions."""
 
     name: Literal["transformer_encoder"] = "transformer_encoder"
@@ -75,9 +72,12 @@ class TransformerEncoderConfig:
     max_len: int = bounded(512, min=1)
     dropout: float = bounded(0.1, min=0.0, max=0.9)
 
+    def check(self) -> None:
+        _check_heads(self)
+
 
 @dataclasses.dataclass(frozen=True)
-class GPTConfig:
+class GPTConfig(Checked):
     """Decoder-only language model (GPT-2 layout: pre-LayerNorm, GELU MLP)."""
 
     name: Literal["gpt"] = "gpt"
@@ -98,6 +98,20 @@ class GPTConfig:
     # Keep only each block's input for backprop and recompute the rest of its
     # activations then: less activation memory for one more forward pass.
     recompute: bool = False
+
+    def check(self) -> None:
+        _check_heads(self)
+        if self.recompute and self.dropout:
+            raise SectionError(self, "recompute", (
+                f"blocks recomputed in backprop would draw new dropout masks; "
+                f"set model.dropout=0 (got {self.dropout}) or model.recompute=false"))
+
+
+def _check_heads(model) -> None:
+    if model.d_model % model.num_heads:
+        raise SectionError(model, "d_model", (
+            f"{model.d_model} is not divisible by model.num_heads={model.num_heads}; "
+            f"each attention head needs d_model / num_heads dims"))
 
 
 ModelConfig = Union[
@@ -120,7 +134,7 @@ LANGUAGE_MODEL_DATA = ("text", "tokens")
 
 
 @dataclasses.dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Checked):
     """Where examples come from.
 
     `text`: byte-level language-model windows from text files (`paths`; empty
@@ -143,7 +157,7 @@ class DataConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class OptimizerConfig:
+class OptimizerConfig(Checked):
     name: Literal["sgd", "adam", "adamw", "adafactor"] = "adamw"
     learning_rate: float = bounded(1e-3, min=0.0, min_exclusive=True)
     # Decoupled weight decay (adamw only); never applied to norms or biases.
@@ -157,7 +171,7 @@ class OptimizerConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class ScheduleConfig:
+class ScheduleConfig(Checked):
     """Linear warmup to the peak learning rate, then the named decay."""
 
     name: Literal["constant", "cosine", "linear", "step"] = "cosine"
@@ -172,16 +186,22 @@ class ScheduleConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class EarlyStoppingConfig:
+class EarlyStoppingConfig(Checked):
     # Empty metric = off. Names are eval metrics, e.g. `eval_loss`.
     metric: str = ""
     mode: Literal["min", "max"] = "min"
     patience: int = bounded(3, min=1)
     min_delta: float = bounded(0.0, min=0.0)
 
+    def check(self) -> None:
+        if self.metric and not self.metric.startswith("eval_"):
+            raise SectionError(self, "metric", (
+                f"{self.metric!r} is not an eval metric; use one of eval_loss, "
+                f"eval_accuracy, eval_perplexity"))
+
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Checked):
     steps: int = bounded(1000, min=1)
     # Global batch: examples per optimizer step, over all replicas and all
     # accumulation micro-batches.
@@ -206,12 +226,19 @@ class TrainConfig:
         default_factory=EarlyStoppingConfig
     )
 
+    def check(self) -> None:
+        if self.batch_size % self.grad_accum_steps:
+            raise SectionError(self, "batch_size", (
+                f"{self.batch_size} is not divisible by train.grad_accum_steps="
+                f"{self.grad_accum_steps}; each step's batch is split into grad_accum_steps "
+                f"equal micro-batches"))
+
 
 # ----------------------------------------------------------------- distribute
 
 
 @dataclasses.dataclass(frozen=True)
-class MeshConfig:
+class MeshConfig(Checked):
     """DTensor device mesh: `batch` x `model` devices (data x tensor parallel)."""
 
     batch: int = bounded(1, min=1)
@@ -220,7 +247,7 @@ class MeshConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class DataServiceConfig:
+class DataServiceConfig(Checked):
     """Training input prepared by a tf.data service (see `tfbig.data.service`).
 
     It sits under `distribute`, not `data`: it says where the batches are
@@ -232,9 +259,19 @@ class DataServiceConfig:
     # dispatcher`); empty = the input pipeline runs in the training process.
     dispatcher: str = ""
 
+    def check(self) -> None:
+        address = _DISPATCHER.fullmatch(self.dispatcher)
+        if self.dispatcher and not (address and 0 < int(address.group(3)) < 65536):
+            raise SectionError(self, "dispatcher", (
+                f"{self.dispatcher!r} is not a dispatcher address; expected grpc://HOST:PORT, "
+                f"e.g. grpc://10.0.0.5:5050"))
+
+
+_DISPATCHER = re.compile(r"(grpc://)?(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):(\d{1,5})")
+
 
 @dataclasses.dataclass(frozen=True)
-class DistributeConfig:
+class DistributeConfig(Checked):
     strategy: Literal[
         "one_device", "mirrored", "multi_worker", "parameter_server", "tpu", "dtensor"
     ] = "one_device"
@@ -261,7 +298,7 @@ class DistributeConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class PruneConfig:
+class PruneConfig(Checked):
     """Magnitude pruning (TF-MOT) of Dense, Conv and attention kernels.
 
     Embeddings, norms, biases and positions stay dense by rule: they are a
@@ -285,7 +322,7 @@ class PruneConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class QATConfig:
+class QATConfig(Checked):
     """Quantization-aware training (TF-MOT default 8-bit scheme)."""
 
     # Regex over layer names to quantize; empty = every layer TF-MOT supports,
@@ -296,7 +333,7 @@ class QATConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class ClusterConfig:
+class ClusterConfig(Checked):
     """Weight clustering (TF-MOT): each kernel keeps only `clusters` distinct values."""
 
     clusters: int = bounded(16, min=2)
@@ -306,7 +343,7 @@ class ClusterConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class DistillConfig:
+class DistillConfig(Checked):
     """Knowledge distillation of the run (the teacher) into a `student` model.
 
     loss = alpha * CE(labels) + (1 - alpha) * T^2 * KL(teacher/T || student/T).
@@ -326,7 +363,7 @@ COMPRESS_METHODS = ("prune", "qat", "ptq-dynamic", "ptq-float16", "ptq-int8", "c
 
 
 @dataclasses.dataclass(frozen=True)
-class CompressConfig:
+class CompressConfig(Checked):
     method: Literal[("none", *COMPRESS_METHODS)] = "none"
     # Optimizer steps of fine-tuning (or of training the student, for distill).
     steps: int = bounded(300, min=1)
@@ -351,7 +388,7 @@ SERVING_ENGINES = ("auto", "tensorflow_model_server", "embedded")
 
 
 @dataclasses.dataclass(frozen=True)
-class PipelineConfig:
+class PipelineConfig(Checked):
     """What `tfbig pipeline` does after training: export, validate, promote, serve, measure."""
 
     # The served model's name; empty = the run directory's name.
@@ -372,18 +409,24 @@ class PipelineConfig:
     # and rollback targets always stay); 0 = keep every version.
     keep_versions: int = bounded(0, min=0)
 
+    def check(self) -> None:
+        if any(level < 1 for level in self.latency_concurrency):
+            raise SectionError(self, "latency_concurrency", (
+                f"{self.latency_concurrency} must hold positive numbers of concurrent "
+                f"requests, e.g. [1, 4, 16]"))
+
 
 # --------------------------------------------------------------------- output
 
 
 @dataclasses.dataclass(frozen=True)
-class OutputConfig:
+class OutputConfig(Checked):
     # The run directory. Relative paths are taken from the working directory.
     dir: str = "runs/default"
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(Checked):
     model: ModelConfig = dataclasses.field(default_factory=GPTConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
@@ -391,3 +434,34 @@ class Config:
     output: OutputConfig = dataclasses.field(default_factory=OutputConfig)
     compress: CompressConfig = dataclasses.field(default_factory=CompressConfig)
     pipeline: PipelineConfig = dataclasses.field(default_factory=PipelineConfig)
+
+    def check(self) -> None:
+        """Rules across sections."""
+        model, data = self.model, self.data
+        if isinstance(model, GPTConfig):
+            if data.name not in LANGUAGE_MODEL_DATA:
+                raise SectionError(self, "data.name", (
+                    f"the gpt model trains on language-model windows; set data.name to one of "
+                    f"{', '.join(LANGUAGE_MODEL_DATA)}, got {data.name!r}"))
+            if data.seq_len > model.max_len:
+                raise SectionError(self, "data.seq_len", (
+                    f"{data.seq_len} is longer than the model's position table "
+                    f"(model.max_len={model.max_len}); lower data.seq_len or raise model.max_len"))
+        elif data.name in LANGUAGE_MODEL_DATA:
+            raise SectionError(self, "data.name", (
+                f"{data.name!r} yields language-model windows, which only the gpt model trains "
+                f"on; model.name is {model.name!r}"))
+        if self.distribute.strategy == "dtensor":
+            if model.name != "gpt":
+                raise SectionError(self, "distribute.strategy", (
+                    f"dtensor shards the gpt model only; got model.name={model.name!r}. "
+                    f"Use distribute.strategy=mirrored for it."))
+            if model.recompute:
+                raise SectionError(self, "distribute.strategy", (
+                    "dtensor shards the GPT's own block layers; set model.recompute=false"))
+        if self.distribute.data_service.dispatcher and data.name != "tokens":
+            raise SectionError(self, "distribute.data_service", (
+                f"tfbig reads data.name 'tokens' through a tf.data service (a prepared "
+                f"directory, whose shard visits the service's workers share out), not "
+                f"{data.name!r}; prepare the text with `tfbig data prepare`, or unset "
+                f"distribute.data_service.dispatcher"))

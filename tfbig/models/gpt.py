@@ -46,10 +46,6 @@ def build_gpt(cfg: GPTConfig, spec: DataSpec, inputs):
         vocab, cfg.d_model, name="token_embedding",
         embeddings_initializer="random_normal",
     )
-    if cfg.recompute and cfg.dropout:
-        raise ConfigError(
-            f"model.recompute: blocks recomputed in backprop would draw new dropout masks; "
-            f"set model.dropout=0 (got {cfg.dropout}) or model.recompute=false")
     h = embed_with_positions(inputs, embedding, cfg.max_len, cfg.dropout)
     for i in range(cfg.num_layers):
         if cfg.recompute:

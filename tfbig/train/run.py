@@ -76,17 +76,11 @@ def build_trainer(config: Config, strategy: tf.distribute.Strategy, **options) -
 
 
 def model_scope(strategy: tf.distribute.Strategy, model_cfg):
-    """Where to build the model for `strategy`: sharded under dtensor, as is otherwise."""
+    """Where to build the model for `strategy`: sharded under dtensor, as is otherwise.
+
+    The config allows dtensor only for a GPT without recompute (`Config.check`)."""
     if not isinstance(strategy, MeshStrategy):
         return contextlib.nullcontext()
-    if model_cfg.name != "gpt":
-        raise ConfigError(
-            f"distribute.strategy=dtensor shards the gpt model only; got model.name="
-            f"{model_cfg.name!r}. Use distribute.strategy=mirrored for it."
-        )
-    if model_cfg.recompute:
-        raise ConfigError("distribute.strategy=dtensor shards the GPT's own block layers; "
-                          "set model.recompute=false")
     return gpt_layout_scope(strategy.mesh, model_cfg, axis=MODEL)
 
 
