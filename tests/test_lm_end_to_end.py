@@ -137,3 +137,15 @@ def test_the_served_subword_gpt_streams_generates_text(exported, tmp_path):
                     assert "".join(pieces) == expected, (prompt, sampling)
     finally:
         server.stop()
+
+
+def test_models_verify_serves_the_subword_gpt_and_compares_its_generated_text(exported):
+    """`tfbig models verify`'s checks: the manifest, a load by a fresh server, and each recorded
+    warmup request answered as at export, the string `generate` signature included."""
+    from tfbig.lifecycle import ModelRegistry, validate_version
+
+    result = validate_version(ModelRegistry(os.path.dirname(exported), model_name="lm"),
+                              int(os.path.basename(exported)), engine="embedded")
+    assert result.passed, result.problems
+    compared = {(check["signature"], check["output"]) for check in result.checks}
+    assert {("generate", "text"), ("generate", "tokens"), ("serving_default", "logits")} <= compared
