@@ -112,6 +112,26 @@ def test_k8s_manifest_has_a_headless_service_and_statefulset_per_task_type():
     assert list(yaml.safe_load_all(example)) == documents
 
 
+def test_k8s_manifest_runs_a_tf_data_service_beside_the_training_tasks():
+    cluster = Cluster.local(2, data_service_workers=3)
+    text = k8s_manifest(cluster, name="lm", image="tfbig:1", command=["tfbig", "train", "/cfg/lm.yaml"])
+    sets = {d["metadata"]["name"]: d for d in yaml.safe_load_all(text) if d["kind"] == "StatefulSet"}
+    assert set(sets) == {"lm-dispatcher", "lm-data-worker", "lm-worker"}
+    assert (sets["lm-dispatcher"]["spec"]["replicas"], sets["lm-data-worker"]["spec"]["replicas"]) == (1, 3)
+    dispatcher = "grpc://lm-dispatcher-0.lm-dispatcher:2222"
+    (trainer,) = sets["lm-worker"]["spec"]["template"]["spec"]["containers"]
+    assert {"name": "TFBIG_DATA_SERVICE", "value": dispatcher} in trainer["env"]
+    (dispatching,) = sets["lm-dispatcher"]["spec"]["template"]["spec"]["containers"]
+    assert dispatching["command"] == ["tfbig", "data", "service", "dispatcher", "--port", "2222"]
+    (worker,) = sets["lm-data-worker"]["spec"]["template"]["spec"]["containers"]
+    # The shell runs what a pod would: the worker registers under its own stable pod name.
+    script, _, *args = worker["command"][2:]
+    shown = subprocess.run(["/bin/sh", "-c", script.replace("exec ", "exec echo "), "--", *args],
+                           env={"HOSTNAME": "lm-data-worker-2"}, capture_output=True, text=True).stdout
+    assert shown.split() == ["tfbig", "data", "service", "worker", "--dispatcher", dispatcher,
+                             "--port", "2222", "--host", "lm-data-worker-2.lm-data-worker"]
+
+
 def test_output_is_prefixed_per_task_and_success_stops_the_ps(tmp_path):
     done = launch("--workers", "2", "--ps", "1", script="""
         import json, os, sys, time

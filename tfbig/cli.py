@@ -205,9 +205,6 @@ def cmd_launch(args) -> int:
             print(kind, index, json.dumps(cluster.tf_config(kind, index)))
         return 0
     if args.k8s_manifest:
-        if cluster.data_service:
-            return _usage_error(args, "--k8s-manifest has no tf.data service tasks; run "
-                                      "`tfbig data service` in pods of your own")
         print(k8s_manifest(cluster, name=args.name, image=args.image, command=command), end="")
         return 0
     launcher = Launcher(make_cluster, command,

@@ -17,6 +17,7 @@ import socket
 
 import yaml
 
+from tfbig.distribute.data_service import ENVIRONMENT as DATA_SERVICE_ENVIRONMENT
 from tfbig.distribute.data_service import LocalDataService
 
 
@@ -97,46 +98,63 @@ def k8s_manifest(cluster: Cluster, *, name: str, image: str, command: list[str],
 
     StatefulSet pods have stable names `NAME-TYPE-i` resolvable through the
     headless Service, so TF_CONFIG is the same for every pod except the task
-    index, which each pod reads from its own hostname's ordinal at start.
+    index, which each pod reads from its own hostname's ordinal at start. A
+    tf.data service (`--data-service-workers N`) becomes a `dispatcher` and N
+    `data-worker` pods; the training tasks find the dispatcher in
+    $TFBIG_DATA_SERVICE, and each data worker tells it its own stable name.
     """
     counts = dict(_counts(cluster.workers, cluster.ps))
     hosts = {kind: [f"{name}-{kind}-{i}.{name}-{kind}:{port}" for i in range(n)]
              for kind, n in counts.items()}
     if cluster.evaluator:
         counts["evaluator"] = 1
+    env = [{"name": "CLUSTER", "value": json.dumps(hosts)}]
+    if cluster.ps:
+        env.append({"name": "GRPC_FAIL_FAST", "value": "use_caller"})
     documents = []
+    if cluster.data_service:
+        dispatcher = f"grpc://{name}-dispatcher-0.{name}-dispatcher:{port}"
+        env.append({"name": DATA_SERVICE_ENVIRONMENT, "value": dispatcher})
+        serve = ["tfbig", "data", "service"]
+        documents += _task_pods(name, "dispatcher", 1, image, port, [], [
+            *serve, "dispatcher", "--port", str(port)])
+        # A worker's address must be its own pod name, which only the shell in the pod knows.
+        documents += _task_pods(name, "data-worker", len(cluster.data_service.worker_ports), image,
+                                port, [], ["/bin/sh", "-c", (
+                                    f'exec "$@" --host "$HOSTNAME.{name}-data-worker"'), "--",
+                                    *serve, "worker", "--dispatcher", dispatcher, "--port", str(port)])
     for kind, replicas in counts.items():
-        service = f"{name}-{kind}"
-        cluster_json = json.dumps(hosts)
         entrypoint = (
             'export TF_CONFIG="{\\"cluster\\": $CLUSTER, \\"task\\": {\\"type\\": '
             f'\\"{kind}\\", \\"index\\": ${{HOSTNAME##*-}}}}}}"; exec "$@"'
         )
-        documents.append({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": service, "labels": {"app": name, "task": kind}},
-            "spec": {"clusterIP": "None", "selector": {"app": name, "task": kind},
-                     "ports": [{"name": "grpc", "port": port}]},
-        })
-        env = [{"name": "CLUSTER", "value": cluster_json}]
-        if cluster.ps:
-            env.append({"name": "GRPC_FAIL_FAST", "value": "use_caller"})
-        documents.append({
-            "apiVersion": "apps/v1", "kind": "StatefulSet",
-            "metadata": {"name": service, "labels": {"app": name, "task": kind}},
-            "spec": {
-                "serviceName": service, "replicas": replicas,
-                # All pods at once: a cluster's tasks wait for each other.
-                "podManagementPolicy": "Parallel",
-                "selector": {"matchLabels": {"app": name, "task": kind}},
-                "template": {
-                    "metadata": {"labels": {"app": name, "task": kind}},
-                    "spec": {"containers": [{
-                        "name": kind, "image": image,
-                        "command": ["/bin/sh", "-c", entrypoint, "--", *command],
-                        "env": env, "ports": [{"containerPort": port}],
-                    }]},
-                },
-            },
-        })
+        documents += _task_pods(name, kind, replicas, image, port, env,
+                                ["/bin/sh", "-c", entrypoint, "--", *command])
     return yaml.safe_dump_all(documents, sort_keys=False)
+
+
+def _task_pods(name: str, kind: str, replicas: int, image: str, port: int, env: list[dict],
+               command: list[str]) -> list[dict]:
+    """The headless Service and the StatefulSet of one task type."""
+    service = f"{name}-{kind}"
+    def labels():  # a fresh dict each time: YAML would write a shared one as an &anchor
+        return {"app": name, "task": kind}
+
+    container = {"name": kind, "image": image, "command": command,
+                 **({"env": env} if env else {}), "ports": [{"containerPort": port}]}
+    return [{
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": service, "labels": labels()},
+        "spec": {"clusterIP": "None", "selector": labels(), "ports": [{"name": "grpc", "port": port}]},
+    }, {
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": service, "labels": labels()},
+        "spec": {
+            "serviceName": service, "replicas": replicas,
+            # All pods at once: a cluster's tasks wait for each other.
+            "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": labels()},
+            "template": {"metadata": {"labels": labels()},
+                         "spec": {"containers": [container]}},
+        },
+    }]
