@@ -38,6 +38,8 @@ from tfbig.export.onnx import DEFAULT_OPSET, ONNX_FILE, OnnxRunner, export_onnx
 from tfbig.export.parity import check_parity
 from tfbig.export.stream import check_stream, make_stream_functions
 from tfbig.export.text_codec import codec_for
+from tfbig.export.reference_sample import reference_stats
+from tfbig.export.reference_stats import write_reference_stats
 from tfbig.export.restore import TrainedModel, float32_model, restore_run
 from tfbig.export.signing import key_id, load_private_key, sign_version
 from tfbig.config.schema import TFLITE_VARIANTS as VARIANTS
@@ -116,6 +118,7 @@ def export_model(trained: TrainedModel, model_base_path: str, *, version: int | 
             onnx_opset=onnx_opset, tflite=tflite)
         parity.update(artifact_parity)
         tokenizer = _write_tokenizer(staging, codec) if sig.GENERATE in functions else None
+        write_reference_stats(staging, reference_stats(trained, functions, codec))
         write_manifest(staging, {
             "format": "tfbig-export/1",
             "tfbig_version": tfbig.__version__,
