@@ -112,7 +112,7 @@ def test_key_files_of_the_wrong_kind_are_one_clear_error(keys, tmp_path):
     private, public = keys["signing"]
     with pytest.raises(SigningError, match="a private key; give servers the public key"):
         load_public_key(private)
-    with pytest.raises(SigningError, match="it is a public key"):
+    with pytest.raises(SigningError, match="a public key; signing needs the private key"):
         load_private_key(public)
     with pytest.raises(SigningError, match="cannot read it: No such file"):
         load_public_key(str(tmp_path / "missing.pem"))
@@ -126,7 +126,7 @@ def test_key_files_of_the_wrong_kind_are_one_clear_error(keys, tmp_path):
     other = tmp_path / "ec.pem"
     other.write_bytes(ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    with pytest.raises(SigningError, match="signed with Ed25519"):
+    with pytest.raises(SigningError, match=r"not an Ed25519 key \(ECPublicKey\)"):
         load_public_key(str(other))
     with pytest.raises(SigningError, match="already exists"):
         generate_key_pair(os.path.dirname(private))

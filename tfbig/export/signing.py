@@ -75,16 +75,17 @@ def _read_key_file(path: str, flag: str) -> bytes:
 def load_private_key(path: str, flag: str = "--sign-key") -> Ed25519PrivateKey:
     """The Ed25519 private key in the PEM file `path`; `flag` names it in errors."""
     data = _read_key_file(path, flag)
+    if b"PUBLIC KEY" in data:
+        raise SigningError(f"{flag} {path}: a public key; signing needs the private key "
+                           f"({PRIVATE_KEY_FILE} beside it)")
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as error:
-        hint = (" (it is a public key: signing needs the private one)"
-                if b"PUBLIC KEY" in data else "")
-        raise SigningError(f"{flag} {path}: not an unencrypted PEM private key{hint}: "
+        raise SigningError(f"{flag} {path}: not an unencrypted PEM private key: "
                            f"{str(error).splitlines()[0]}") from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise SigningError(f"{flag} {path}: a {type(key).__name__.lstrip('_')}, but tfbig signs "
-                           f"with Ed25519; make a key with `tfbig keys generate --output DIR`")
+        raise SigningError(f"{flag} {path}: not an Ed25519 key ({type(key).__name__}); tfbig signs "
+                           f"with Ed25519: make a key with `tfbig keys generate --output DIR`")
     return key
 
 
@@ -100,7 +101,7 @@ def load_public_key(path: str, flag: str = "--verify-key") -> Ed25519PublicKey:
         raise SigningError(f"{flag} {path}: not a PEM public key: "
                            f"{str(error).splitlines()[0]}") from None
     if not isinstance(key, Ed25519PublicKey):
-        raise SigningError(f"{flag} {path}: a {type(key).__name__.lstrip('_')}, but tfbig "
+        raise SigningError(f"{flag} {path}: not an Ed25519 key ({type(key).__name__}); tfbig "
                            f"versions are signed with Ed25519")
     return key
 
