@@ -8,8 +8,9 @@ the server loads what is labelled and unloads the rest. tfbig's own record,
 `lifecycle.json`, holds what TF Serving has no place for: each version's
 validation result (and who ran it), every label's history (which is what
 `rollback` walks back) and `events`, an append-only audit trail: who (user and
-host) promoted, rolled back or pruned what, and when (`tfbig models history`). Both files sit in the base path, where TF Serving ignores anything that
-is not an integer directory; both are written atomically under a lock.
+host) promoted, rolled back or pruned what, and when (`tfbig models history`).
+Both files sit in the base path, where TF Serving ignores anything that is not
+an integer directory; both are written atomically under a lock.
 
 TF Serving assigns a label only to a version it has loaded. Moving a label on
 a live server therefore takes three configs: load the new version next to the

@@ -225,9 +225,8 @@ def validate_up_to_date(ctx: PipelineContext) -> dict | None:
 
 
 def run_validate(ctx: PipelineContext) -> dict:
-    from tfbig.lifecycle import LifecycleError, validate_version
-
     from tfbig.export.signing import load_private_key
+    from tfbig.lifecycle import LifecycleError, validate_version
 
     sign_key = ctx.config.pipeline.sign_key
     result = validate_version(ctx.registry, ctx.version, engine=ctx.config.pipeline.engine,
