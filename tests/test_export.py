@@ -18,6 +18,8 @@ from tfbig.export.exporter import sample_inputs
 from tfbig.export.generate import make_generate
 from tfbig.export.manifest import MANIFEST_FILE, read_manifest
 from tfbig.export.parity import check_parity
+from tfbig.export.reference_sample import MAX_EXAMPLES
+from tfbig.export.reference_stats import REFERENCE_STATS_FILE, read_reference_stats
 from tfbig.export.signatures import serialize_examples
 from tfbig.export.warmup import WARMUP_FILE, read_warmup
 from tfbig.train import train
@@ -390,12 +392,14 @@ def test_cli_export(cnn_run, tmp_path, capsys):
     (["export", "{run}", "--model-base-path", "{tmp}/m", "--version", "0"],
      "version must be a positive integer"),
     (["export", "{run}", "--checkpoint", "{tmp}/ckpt-9"], "does not exist"),
+    (["export", "{run}", "--model-base-path", "{tmp}/m", "--sign-key", "{tmp}/key.pem"],
+     "--sign-key {tmp}/key.pem: cannot read it"),
 ])
 def test_cli_export_bad_input_is_one_clear_line(cnn_run, tmp_path, capsys, args, message):
     argv = [a.format(tmp=tmp_path, run=cnn_run) for a in args]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1, err
+    assert message.format(tmp=tmp_path) in err and err.count("\n") == 1, err
 
 
 def test_cli_export_refuses_an_existing_version(cnn_run, tmp_path, capsys):
@@ -404,3 +408,59 @@ def test_cli_export_refuses_an_existing_version(cnn_run, tmp_path, capsys):
     assert cli.main(["export", cnn_run, "--model-base-path", base, "--version", "1"]) == 2
     assert "version 1 already exists" in capsys.readouterr().err
     assert os.listdir(os.path.join(base, "1")) == []
+
+
+# ------------------------------------------------------------ reference statistics
+
+
+def _histograms_sum_to_their_counts(stats):
+    for name, feature in stats["features"].items():
+        key = "histogram" if feature["kind"] == "numeric" else "counts"
+        for split, summary in feature["splits"].items():
+            assert sum(summary[key]) == summary["count"], (name, split)
+
+
+@pytest.mark.slow
+def test_reference_stats_of_a_classifier_match_its_data_and_answers(cnn_export, cnn_trained, tmp_path):
+    import shutil
+
+    stats = read_reference_stats(cnn_export.path)
+    assert REFERENCE_STATS_FILE in read_manifest(cnn_export.path)["files"]
+    eval_count = min(MAX_EXAMPLES, cnn_trained.source.eval.num_examples)
+    assert stats["examples"] == {"train": MAX_EXAMPLES, "eval": eval_count}
+    _histograms_sum_to_their_counts(stats)
+    pixels = [name for name in stats["features"] if name.startswith("inputs[")]
+    assert len(pixels) == 64 and stats["features"]["inputs[12]"]["element"] == 12
+    assert {f["splits"]["train"]["count"] for f in map(stats["features"].get, pixels)} == {MAX_EXAMPLES}
+    # The eval sample is the split's first rows: recount labels and the served model's classes.
+    images, labels = next(iter(cnn_trained.source.eval.make_dataset(
+        batch_size=eval_count, shuffle=False, seed=0, repeat=False, drop_remainder=False)))
+    classes = tf.saved_model.load(cnn_export.path).signatures["classify"](
+        inputs=tf.constant(serialize_examples(images.numpy())))["scores"].numpy().argmax(axis=1)
+    assert stats["features"]["label"]["splits"]["eval"]["counts"] == np.bincount(labels, minlength=11).tolist()
+    predicted = stats["features"]["predicted_class"]
+    assert predicted["splits"]["eval"]["counts"] == np.bincount(classes, minlength=11).tolist()
+    assert predicted["categories"] == [str(i) for i in range(10)]
+    assert stats["features"]["score"]["bin_edges"][::10] == [0.0, 1.0]
+    # Covered by the manifest: a changed statistic is a changed version.
+    copy = str(tmp_path / "1")
+    shutil.copytree(cnn_export.path, copy)
+    with open(os.path.join(copy, REFERENCE_STATS_FILE), "a") as f:
+        f.write(" ")
+    assert verify_manifest(copy) == [f"{REFERENCE_STATS_FILE}: sha256 differs"]
+
+
+@pytest.mark.slow
+def test_reference_stats_of_a_language_model(gpt_export, gpt_trained):
+    stats = read_reference_stats(gpt_export.path)
+    assert REFERENCE_STATS_FILE in read_manifest(gpt_export.path)["files"]
+    assert stats["task"] == "lm"
+    _histograms_sum_to_their_counts(stats)
+    seq_len = gpt_trained.config.data.seq_len
+    features, examples = stats["features"], stats["examples"]
+    assert features["tokens"]["splits"]["train"]["count"] == examples["train"] * seq_len
+    assert features["tokens"]["categories"] == [str(i) for i in range(gpt_trained.source.spec.num_classes)]
+    assert features["predicted_token"]["splits"]["eval"]["count"] == examples["eval_responses"] * seq_len
+    for name in ("prompt_length", "output_length", "generated_token"):
+        assert features[name]["signature"] == "generate"
+    assert features["prompt_length"]["splits"]["eval"]["count"] == examples["generate_prompts"]

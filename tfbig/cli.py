@@ -34,6 +34,7 @@ examples:
   tfbig pipeline quickstart                               # train ... serve ... report
   tfbig models list --model-base-path runs/quickstart/models/quickstart
   tfbig models rollback --model-base-path models/digits --server localhost:8500
+  tfbig keys generate --output keys/ && tfbig export runs/digits --sign-key keys/signing_key.pem
   tfbig report runs/quickstart
   tfbig launch --workers 2 -- tfbig train cfg.yaml --set distribute.strategy=multi_worker
   tfbig launch --workers 2 --ps 1 --evaluator --max-restarts 2 -- tfbig train cfg.yaml
@@ -112,10 +113,12 @@ def cmd_export(args) -> int:
     result = export_run(
         args.run_dir, args.model_base_path, version=args.version, overwrite=args.overwrite,
         onnx=args.onnx, onnx_opset=args.onnx_opset, tflite=tuple(args.tflite),
-        checkpoint=args.checkpoint,
+        checkpoint=args.checkpoint, sign_key=args.sign_key,
     )
     print(f"exported version {result.version} to {result.path}")
     print(f"  signatures: {', '.join(result.signatures)}")
+    if result.signed_by:
+        print(f"  signed by key {result.signed_by}")
     for artifact, report in result.parity.items():
         shown = ", ".join(f"{k}={v:.3g}" for k, v in report.items())
         print(f"  parity {artifact}: {shown}")
@@ -229,18 +232,22 @@ def cmd_pipeline(args) -> int:
 
 
 def cmd_models(args) -> int:
-    """Versions and labels of a model base path: list, verify, promote, rollback, prune-old."""
-    from tfbig.lifecycle import ModelRegistry, format_versions, validate_version
+    """Versions and labels of a model base path: list, verify, promote, rollback, prune-old, history."""
+    from tfbig.export.signing import load_public_key
+    from tfbig.lifecycle import ModelRegistry, format_history, format_versions, validate_version
 
     registry = ModelRegistry(args.model_base_path, model_name=args.model_name,
                              config_file=args.model_config_file)
     if args.action == "list":
         print(format_versions(registry.rows()))
+    elif args.action == "history":
+        print(format_history(registry.history()))
     elif args.action == "verify":
         version = args.version or (registry.versions() or [None])[-1]
         if version is None:
             return _usage_error(args, f"no versions in {registry.base_path}")
-        result = validate_version(registry, version, engine=args.engine)
+        key = load_public_key(args.verify_key) if args.verify_key else None
+        result = validate_version(registry, version, engine=args.engine, verify_key=key)
         worst = max((c["max_abs_error"] for c in result.checks), default=0.0)
         verdict = "passed" if result.passed else "FAILED"
         print(f"version {version} {verdict}: loaded in {result.load_seconds:.1f} s by {result.engine}; "
@@ -261,6 +268,17 @@ def cmd_models(args) -> int:
         removed = registry.prune_old(args.keep, dry_run=args.dry_run)
         done = "would remove" if args.dry_run else "removed"
         print(f"{done} versions {', '.join(map(str, removed))}" if removed else "nothing to remove")
+    return 0
+
+
+def cmd_keys(args) -> int:
+    """Make an Ed25519 key pair for signing exported versions (tfbig export --sign-key)."""
+    from tfbig.export.signing import generate_key_pair, key_id, load_public_key
+
+    private, public = generate_key_pair(args.output)
+    print(f"private key: {private} (sign with: tfbig export RUN_DIR --sign-key {private}; keep it secret)")
+    print(f"public key:  {public} (key {key_id(load_public_key(public))}; give it to servers: "
+          f"tfbig serve --verify_key {public})")
     return 0
 
 
@@ -355,7 +373,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--tflite", type=_variant_list, default=[], metavar="VARIANTS",
                         help="comma-separated TFLite variants: float32, float16, "
                              "dynamic_range, int8")
+    export.add_argument("--sign-key", metavar="KEY", help="sign the version with this Ed25519 "
+                        "private key (PEM; tfbig keys generate makes one)")
     export.set_defaults(handler=cmd_export)
+
+    keys = commands.add_parser("keys", help="signing keys: tfbig keys generate --output DIR",
+                               description="Signing keys for exported versions.")
+    keys.add_argument("action", choices=("generate",), help="generate: a new Ed25519 key pair")
+    keys.add_argument("--output", required=True, metavar="DIR", help="the directory to write "
+                      "signing_key.pem (private, mode 0600) and signing_key.pub.pem into")
+    keys.set_defaults(handler=cmd_keys, loads_tensorflow=False)
 
     from tfbig.config.schema import COMPRESS_METHODS, SERVING_ENGINES
 
@@ -402,7 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.set_defaults(handler=cmd_pipeline)
 
     models_parser = commands.add_parser("models", help=cmd_models.__doc__, description=cmd_models.__doc__)
-    models_parser.add_argument("action", choices=("list", "verify", "promote", "rollback", "prune-old"))
+    models_parser.add_argument("action", choices=("list", "verify", "promote", "rollback", "prune-old",
+                                                  "history"))
     models_parser.add_argument("version", type=int, nargs="?", help="the version (verify, promote)")
     models_parser.add_argument("--model-base-path", required=True,
                                help="the model's directory of integer versions")
@@ -419,6 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     models_parser.add_argument("--keep", type=int, default=3, help="prune-old: newest versions "
                                "to keep (default 3; labelled ones always stay)")
     models_parser.add_argument("--dry-run", action="store_true", help="prune-old: only list them")
+    models_parser.add_argument("--verify-key", metavar="PUB", help="verify: fail unless the version "
+                               "is signed by this Ed25519 public key (PEM)")
     models_parser.set_defaults(handler=cmd_models)
 
     report = commands.add_parser("report", help=cmd_report.__doc__, description=cmd_report.__doc__)

@@ -17,8 +17,10 @@ import shutil
 import tempfile
 
 
-def write_atomic(path: str, data: bytes | str) -> str:
-    """Write `data` beside `path`, then rename it over `path`."""
+def write_atomic(path: str, data: bytes | str, *, mode: int = 0o644) -> str:
+    """Write `data` beside `path`, then rename it over `path`; the file gets `mode`
+    (0o600 for a secret such as a private key: it is never readable by others, not even
+    for a moment)."""
     if isinstance(data, str):
         data = data.encode("utf-8")
     directory = os.path.dirname(os.path.abspath(path))
@@ -26,7 +28,7 @@ def write_atomic(path: str, data: bytes | str) -> str:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; the file is meant to be read
+        os.chmod(temporary, mode)  # mkstemp makes it private; most files are meant to be read
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):

@@ -397,6 +397,9 @@ class PipelineConfig(Checked):
     model_base_path: str = ""
     onnx: bool = False
     tflite: list[Literal[TFLITE_VARIANTS]] = items()
+    # An Ed25519 private key (PEM; `tfbig keys generate`) that signs the exported
+    # version; validation then also checks the signature. Empty = unsigned.
+    sign_key: str = ""
     # auto: tensorflow_model_server when it is installed, else tfbig's embedded server.
     engine: Literal[SERVING_ENGINES] = "auto"
     # Quality gates on the evaluated model (0 = none): below them nothing is exported.

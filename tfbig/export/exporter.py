@@ -2,7 +2,10 @@
 
 The version directory holds the SavedModel (signatures with TF Serving's
 method names), `assets.extra/tf_serving_warmup_requests`, optional ONNX and
-TFLite artifacts under `assets.extra/`, and `assets.extra/tfbig_manifest.json`.
+TFLite artifacts under `assets.extra/`, `assets.extra/reference_stats.json`
+(see `tfbig.export.reference_stats`) and `assets.extra/tfbig_manifest.json`,
+signed when a key is given (`assets.extra/tfbig_manifest.sig`, see
+`tfbig.export.signing`).
 Everything is written into a hidden staging directory and checked there:
 the SavedModel is reloaded and every signature, and every artifact, must
 reproduce the in-memory model on real examples; only then does the staging
@@ -35,7 +38,10 @@ from tfbig.export.onnx import DEFAULT_OPSET, ONNX_FILE, OnnxRunner, export_onnx
 from tfbig.export.parity import check_parity
 from tfbig.export.stream import check_stream, make_stream_functions
 from tfbig.export.text_codec import codec_for
+from tfbig.export.reference_sample import reference_stats
+from tfbig.export.reference_stats import write_reference_stats
 from tfbig.export.restore import TrainedModel, float32_model, restore_run
+from tfbig.export.signing import key_id, load_private_key, sign_version
 from tfbig.config.schema import TFLITE_VARIANTS as VARIANTS
 from tfbig.export.tflite import TFLiteRunner, convert_tflite, tflite_file
 from tfbig.export.versions import ASSETS_EXTRA, check_version, next_version, staged_version
@@ -60,31 +66,36 @@ class ExportResult:
     signatures: tuple[str, ...]
     artifacts: dict[str, str]  # kind -> path relative to `path`
     parity: dict[str, dict]  # artifact -> its agreement with the in-memory model
+    signed_by: str | None = None  # the key id of the signing key (tfbig.export.signing)
 
 
 def export_run(run_dir: str, model_base_path: str | None = None, *, version: int | None = None,
                overwrite: bool = False, onnx: bool = False, onnx_opset: int = DEFAULT_OPSET,
-               tflite: tuple[str, ...] = (), checkpoint: str | None = None) -> ExportResult:
+               tflite: tuple[str, ...] = (), checkpoint: str | None = None,
+               sign_key: str | None = None) -> ExportResult:
     """Export the latest (or given) checkpoint of `run_dir` as a new version.
 
     `model_base_path` defaults to `RUN_DIR/export`; `version` to the next
-    integer there. See `export_model` for the rest.
+    integer there; `sign_key` is the path of an Ed25519 private key (PEM)
+    that signs the version. See `export_model` for the rest.
     """
     _check_options(tflite, onnx_opset)
+    private_key = load_private_key(sign_key) if sign_key else None
     model_base_path = model_base_path or RunDir(run_dir).export
     if version is not None:  # refuse before the slow part, not after it
         check_version(model_base_path, version, overwrite=overwrite)
     trained = restore_run(run_dir, checkpoint)
     return export_model(
         trained, model_base_path, version=version, overwrite=overwrite, onnx=onnx,
-        onnx_opset=onnx_opset, tflite=tflite,
+        onnx_opset=onnx_opset, tflite=tflite, sign_key=private_key,
     )
 
 
 def export_model(trained: TrainedModel, model_base_path: str, *, version: int | None = None,
                  overwrite: bool = False, onnx: bool = False, onnx_opset: int = DEFAULT_OPSET,
-                 tflite: tuple[str, ...] = ()) -> ExportResult:
-    """Write `trained` as `model_base_path/VERSION`, verified, atomically."""
+                 tflite: tuple[str, ...] = (), sign_key=None) -> ExportResult:
+    """Write `trained` as `model_base_path/VERSION`, verified, atomically; signed with
+    `sign_key` (an Ed25519PrivateKey) when given."""
     _check_options(tflite, onnx_opset)
     version = next_version(model_base_path) if version is None else version
     check_version(model_base_path, version, overwrite=overwrite)
@@ -107,6 +118,7 @@ def export_model(trained: TrainedModel, model_base_path: str, *, version: int | 
             onnx_opset=onnx_opset, tflite=tflite)
         parity.update(artifact_parity)
         tokenizer = _write_tokenizer(staging, codec) if sig.GENERATE in functions else None
+        write_reference_stats(staging, reference_stats(trained, functions, codec))
         write_manifest(staging, {
             "format": "tfbig-export/1",
             "tfbig_version": tfbig.__version__,
@@ -120,9 +132,12 @@ def export_model(trained: TrainedModel, model_base_path: str, *, version: int | 
             "parity": parity,
             **({"tokenizer": tokenizer} if tokenizer else {}),
         })
+        if sign_key is not None:
+            sign_version(staging, sign_key)
     return ExportResult(
         path=os.path.join(model_base_path, str(version)), version=version,
         signatures=tuple(functions), artifacts=artifacts, parity=parity,
+        signed_by=None if sign_key is None else key_id(sign_key.public_key()),
     )
 
 

@@ -16,16 +16,20 @@ import os
 from tfbig.export.versions import ASSETS_EXTRA
 
 MANIFEST_FILE = os.path.join(ASSETS_EXTRA, "tfbig_manifest.json")
+# The signature over the manifest (tfbig.export.signing): written after it, so the one
+# file besides the manifest that it does not list.
+SIGNATURE_FILE = os.path.join(ASSETS_EXTRA, "tfbig_manifest.sig")
 
 
 def file_digests(export_dir: str) -> dict[str, str]:
-    """sha256 of every file under `export_dir` except the manifest, by relative path."""
+    """sha256 of every file under `export_dir` except the manifest and its signature, by
+    relative path."""
     digests = {}
     for root, _, files in os.walk(export_dir):
         for name in files:
             path = os.path.join(root, name)
             relative = os.path.relpath(path, export_dir)
-            if relative != MANIFEST_FILE:
+            if relative not in (MANIFEST_FILE, SIGNATURE_FILE):
                 digests[relative] = _sha256(path)
     return dict(sorted(digests.items()))
 

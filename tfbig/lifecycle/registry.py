@@ -6,9 +6,11 @@ Labels live where TF Serving reads them: the model's entry in a
 entry's version policy is `specific` with exactly the labelled versions, so
 the server loads what is labelled and unloads the rest. tfbig's own record,
 `lifecycle.json`, holds what TF Serving has no place for: each version's
-validation result and every label's history (which is what `rollback` walks
-back). Both files sit in the base path, where TF Serving ignores anything that
-is not an integer directory; both are written atomically under a lock.
+validation result (and who ran it), every label's history (which is what
+`rollback` walks back) and `events`, an append-only audit trail: who (user and
+host) promoted, rolled back or pruned what, and when (`tfbig models history`).
+Both files sit in the base path, where TF Serving ignores anything that is not
+an integer directory; both are written atomically under a lock.
 
 TF Serving assigns a label only to a version it has loaded. Moving a label on
 a live server therefore takes three configs: load the new version next to the
@@ -23,11 +25,13 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
+import getpass
 import hashlib
 import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 import time
 
@@ -53,6 +57,25 @@ class LifecycleError(UsageError, ValueError):
 
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _user() -> str:
+    """The login name (getpass reads $LOGNAME, $USER, ... then the password database);
+    the numeric uid where neither knows one, as in a container run under an arbitrary uid."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return str(os.getuid())
+
+
+def _who() -> dict:
+    """When, by whom and on which host: what every entry of lifecycle.json carries."""
+    return {"time": _now(), "user": _user(), "host": socket.gethostname()}
+
+
+def audit_event(action: str, **fields) -> dict:
+    """One entry of the audit trail: what was done, when, by whom, on which host."""
+    return {"action": action, **fields, **_who()}
 
 
 def check_label(label: str) -> str:
@@ -124,6 +147,10 @@ class ModelRegistry:
         record.setdefault("events", [])
         return record
 
+    def history(self) -> list[dict]:
+        """The audit trail, oldest first: label moves and prunes (see audit_event)."""
+        return self.record()["events"]
+
     def validation(self, version: int) -> dict | None:
         """The validation of `version` as it is now; None if never validated or changed since."""
         found = self.record()["validations"].get(str(version))
@@ -167,7 +194,7 @@ class ModelRegistry:
         with self._locked():
             record = self.record()
             record["validations"][str(version)] = {
-                **result, "time": _now(), "fingerprint": version_fingerprint(self.version_path(version))}
+                **result, "fingerprint": version_fingerprint(self.version_path(version)), **_who()}
             self._write_record(record)
 
     def promote(self, version: int, label: str = "stable", *, server: str | None = None) -> dict[str, int]:
@@ -223,7 +250,7 @@ class ModelRegistry:
                 _remove_atomically(os.path.join(self.base_path, str(version)))
                 record["validations"].pop(str(version), None)
             if removable:
-                record["events"].append({"time": _now(), "action": "prune-old", "removed": removable})
+                record["events"].append(audit_event("prune-old", removed=removable))
                 self._write_record(record)
             return removable
 
@@ -235,8 +262,7 @@ class ModelRegistry:
             self._roll_over(old, new, server)
         else:
             self._write_config(new)
-        record["events"].append({"time": _now(), "action": action, "label": label,
-                                 "version": version, "previous": previous})
+        record["events"].append(audit_event(action, label=label, version=version, previous=previous))
 
     def _roll_over(self, old: dict[str, int], new: dict[str, int], server: str) -> None:
         """Load, relabel, unload: three configs, each awaited on the live server."""
@@ -320,6 +346,20 @@ def _remove_atomically(path: str) -> None:
     retired = tempfile.mkdtemp(prefix=".retired-", dir=os.path.dirname(path))
     os.rename(path, os.path.join(retired, os.path.basename(path)))
     shutil.rmtree(retired, ignore_errors=True)
+
+
+def format_history(events: list[dict]) -> str:
+    """`ModelRegistry.history()` as the table `tfbig models history` prints (entries written
+    before the trail named users show '-')."""
+    lines = [f"{'TIME':<25} {'ACTION':<9} {'LABEL':<10} {'VERSION':>7}  {'PREVIOUS':>8}  USER@HOST"]
+    for event in events:
+        version = event.get("version", ",".join(map(str, event.get("removed", []))) or "-")
+        who = f"{event['user']}@{event['host']}" if "user" in event else "-"
+        previous = event.get("previous")
+        lines.append(f"{event.get('time', '-'):<25} {event.get('action', '-'):<9} "
+                     f"{event.get('label') or '-':<10} {version!s:>7}  "
+                     f"{'-' if previous is None else previous!s:>8}  {who}")
+    return "\n".join(lines)
 
 
 def format_versions(rows: list[dict]) -> str:

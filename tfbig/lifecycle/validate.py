@@ -1,7 +1,8 @@
 """Validate a version before it may be promoted, in the manner of TFX's InfraValidator.
 
 Three checks, each against a failure the tests reproduce:
-1. the files match the version's manifest (a half-copied or edited version);
+1. the files match the version's manifest (a half-copied or edited version),
+   and, given a verify key, the manifest is signed by it (tfbig.export.signing);
 2. a real server loads it and replays its warmup requests (`tfbig serve`,
    i.e. tensorflow_model_server when installed, in a sandbox process that
    serves only this version);
@@ -22,6 +23,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from tfbig.export.errors import ParityError
 from tfbig.export.manifest import verify_manifest
 from tfbig.export.parity import check_parity
+from tfbig.export.signing import signature_problem
 from tfbig.export.warmup import EXPECTED_FILE, read_warmup
 from tfbig.lifecycle.registry import ModelRegistry
 from tfbig.serving import codec
@@ -46,19 +48,25 @@ class Validation:
 
 
 def validate_version(registry: ModelRegistry, version: int, *, engine: str = "auto",
-                     log_path: str | None = None) -> Validation:
-    """Run the three checks on `version` and record the result in the registry."""
-    result = _validate(registry, version, engine=engine, log_path=log_path)
+                     log_path: str | None = None, verify_key=None) -> Validation:
+    """Run the three checks on `version` and record the result in the registry; with
+    `verify_key` (an Ed25519PublicKey) an unsigned or wrongly signed version fails."""
+    result = _validate(registry, version, engine=engine, log_path=log_path, verify_key=verify_key)
     registry.record_validation(version, result.as_record())
     return result
 
 
-def _validate(registry: ModelRegistry, version: int, *, engine: str, log_path: str | None) -> Validation:
+def _validate(registry: ModelRegistry, version: int, *, engine: str, log_path: str | None,
+              verify_key) -> Validation:
     path = registry.version_path(version)
-    problems = verify_manifest(path)
+    problems = []
+    if verify_key is not None and (unsigned := signature_problem(path, verify_key)):
+        problems.append(f"not signed by the verify key: {unsigned}")
+    differ = verify_manifest(path)
+    if differ:
+        problems.append(f"files differ from the manifest: {'; '.join(differ)}")
     if problems:
-        return Validation(version, False, engine, (f"files differ from the manifest: "
-                                                   f"{'; '.join(problems)}",), (), 0.0)
+        return Validation(version, False, engine, tuple(problems), (), 0.0)
     with tempfile.TemporaryDirectory(prefix="tfbig-validate-") as sandbox:
         config_file = write_text_proto(_single_version_config(registry, version),
                                        os.path.join(sandbox, "models.config"))

@@ -210,7 +210,8 @@ def run_export(ctx: PipelineContext) -> dict:
     from tfbig.export import export_run
 
     options = ctx.config.pipeline
-    result = export_run(ctx.export_source, ctx.base_path, onnx=options.onnx, tflite=tuple(options.tflite))
+    result = export_run(ctx.export_source, ctx.base_path, onnx=options.onnx, tflite=tuple(options.tflite),
+                        sign_key=options.sign_key or None)
     return {"version": result.version, "path": result.path, "signatures": list(result.signatures),
             "artifacts": result.artifacts, "trained_checkpoint": latest_checkpoint(ctx.run_dir)}
 
@@ -224,10 +225,13 @@ def validate_up_to_date(ctx: PipelineContext) -> dict | None:
 
 
 def run_validate(ctx: PipelineContext) -> dict:
+    from tfbig.export.signing import load_private_key
     from tfbig.lifecycle import LifecycleError, validate_version
 
+    sign_key = ctx.config.pipeline.sign_key
     result = validate_version(ctx.registry, ctx.version, engine=ctx.config.pipeline.engine,
-                              log_path=ctx.run.validate_log)
+                              log_path=ctx.run.validate_log,
+                              verify_key=load_private_key(sign_key).public_key() if sign_key else None)
     if not result.passed:
         raise LifecycleError(f"version {ctx.version} failed validation, so it is not promoted: "
                              f"{'; '.join(result.problems)}")

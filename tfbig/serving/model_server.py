@@ -54,6 +54,13 @@ def model_server_command(options: ServeOptions, config_dir: str, binary: str) ->
     A --model_config_file given by the user is checked and passed by its own
     path, so that --model_config_file_poll_wait_seconds keeps seeing its edits.
     """
+    if options.verify_key:
+        # Checking the versions on disk first would not do: the binary loads later
+        # versions (file system and config polls) unchecked.
+        raise config_files.ServeConfigError(
+            f"--verify_key: {BINARY} cannot check version signatures and would load later "
+            f"versions unchecked; serve with --engine embedded (--engine auto picks it when "
+            f"--verify_key is given)")
     os.makedirs(config_dir, exist_ok=True)
     models = config_files.model_server_config(options)
     if options.model_config_file:

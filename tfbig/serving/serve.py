@@ -15,11 +15,19 @@ import threading
 from tfbig.serving.options import ServeOptions
 
 
+def uses_model_server(options: ServeOptions, binary: str | None) -> bool:
+    """Whether `tfbig serve` runs the binary: asked for, or auto and installed, unless
+    --verify_key asks for what only the embedded server does (check signatures)."""
+    if options.engine == "auto":
+        return binary is not None and not options.verify_key
+    return options.engine == "tensorflow_model_server"
+
+
 def serve(options: ServeOptions) -> int:
     from tfbig.serving.model_server import find_model_server, run_model_server
 
     binary = find_model_server()
-    if options.engine == "tensorflow_model_server" or (options.engine == "auto" and binary):
+    if uses_model_server(options, binary):
         if binary is None:
             from tfbig.serving.errors import ServeConfigError
 

@@ -24,6 +24,7 @@ from aiohttp import web
 from google.protobuf import text_format
 
 from tfbig.atoi import simple_atoi
+from tfbig.export.signing import load_public_key
 from tfbig.serving import config_files
 from tfbig.serving.errors import ServingError
 from tfbig.serving.options import ServeOptions
@@ -76,7 +77,8 @@ class EmbeddedServer:
             allow_labels_for_unavailable=options.allow_version_labels_for_unavailable_models,
             on_batch=self.metrics.record_batch, load_retries=options.max_num_load_retries,
             load_retry_interval_s=options.load_retry_interval_micros / 1e6,
-            saved_model_tags=config_files.saved_model_tags(options), on_change=self._update_health)
+            saved_model_tags=config_files.saved_model_tags(options), on_change=self._update_health,
+            verify_key=load_public_key(options.verify_key, "--verify_key") if options.verify_key else None)
         # --num_request_iterations_for_warmup=0 means once, as in TF Serving.
         self.core = ServingCore(self.manager, warmup_iterations=options.num_request_iterations_for_warmup or 1,
                                 max_request_batch_size=options.max_request_batch_size,

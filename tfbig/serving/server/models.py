@@ -3,8 +3,9 @@
 The embedded server's counterpart of TF Serving's ServerCore + AspiredVersions
 manager. Each model's base path is scanned for integer subdirectories; the
 version policy (latest N / all / specific) decides which should be served;
-new ones are loaded, checked against their tfbig manifest, warmed up and only
-then made AVAILABLE, and versions that fall out of the policy are unloaded
+new ones are loaded, checked against their tfbig manifest (and, given a verify
+key, its signature: see tfbig.export.signing), warmed up and only then made
+AVAILABLE, and versions that fall out of the policy are unloaded
 after the requests holding them have finished. Loading a new version before
 unloading the old one, and counting in-flight requests per version, is what
 lets a version roll over under load without a failed request.
@@ -25,7 +26,8 @@ from tensorflow_serving.apis import get_model_status_pb2, model_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from tfbig.atoi import simple_atoi
-from tfbig.export.manifest import MANIFEST_FILE, verify_manifest
+from tfbig.export.manifest import verify_manifest
+from tfbig.export.signing import signature_problem
 from tfbig.serving.config_files import check_models
 from tfbig.serving.errors import ServingError, invalid_argument, not_found
 from tfbig.serving.options import SERVE_TAG
@@ -93,8 +95,10 @@ class ModelManager:
     def __init__(self, config: model_server_config_pb2.ModelServerConfig, *, batching=None,
                  warmup=None, allow_labels_for_unavailable: bool = False, on_batch=None,
                  load_retries: int = 5, load_retry_interval_s: float = 60.0,
-                 saved_model_tags: frozenset[str] = frozenset([SERVE_TAG]), on_change=None):
+                 saved_model_tags: frozenset[str] = frozenset([SERVE_TAG]), on_change=None,
+                 verify_key=None):
         self._config = config
+        self._verify_key = verify_key  # an Ed25519PublicKey: load only versions it signed
         self._on_change = on_change  # called after every pass that may have loaded or unloaded
         self._tags = saved_model_tags
         # A version written while the server polls (SavedModel first, variables after) fails
@@ -187,12 +191,7 @@ class ModelManager:
         with self._lock:
             self._versions[name][version] = entry
         try:
-            if os.path.exists(os.path.join(path, MANIFEST_FILE)):
-                problems = verify_manifest(path)
-                if problems:
-                    raise ServingError(grpc.StatusCode.DATA_LOSS,
-                                       f"version {version} of model {name} does not match its "
-                                       f"manifest: {'; '.join(problems)}")
+            self._check_files(name, version, path)
             servable = Servable(name, version, path, self._tags)
             batcher = None
             if self._batching is not None:
@@ -213,6 +212,20 @@ class ModelManager:
         with self._lock:
             entry.servable, entry.batcher, entry.state = servable, batcher, State.AVAILABLE
         log.info("model %s version %d is AVAILABLE", name, version)
+
+    def _check_files(self, name: str, version: int, path: str) -> None:
+        """Refuse a version not signed by the verify key, or whose files differ from its
+        manifest (one without a manifest loads, as in TF Serving, unless a key is given)."""
+        if self._verify_key is not None:
+            problem = signature_problem(path, self._verify_key)
+            if problem:
+                raise ServingError(grpc.StatusCode.PERMISSION_DENIED,
+                                   f"version {version} of model {name} is refused (--verify_key): {problem}")
+        problems = verify_manifest(path)
+        if problems:
+            raise ServingError(grpc.StatusCode.DATA_LOSS,
+                               f"version {version} of model {name} does not match its "
+                               f"manifest: {'; '.join(problems)}")
 
     def _unload(self, name: str, version: int) -> None:
         with self._lock:
