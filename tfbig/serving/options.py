@@ -79,6 +79,7 @@ class ServeOptions:
     max_request_batch_size: int = 0
     drain_seconds: float = 10.0
     config_dir: str = ""
+    auth_token_file: str = ""
     pass_through: tuple[str, ...] = ()
 
 
@@ -105,6 +106,8 @@ _HELP = {
     "max_request_batch_size": "largest first dimension one request may send; 0 = no limit",
     "drain_seconds": "on SIGTERM, how long in-flight requests may take to finish",
     "config_dir": "where config files for tensorflow_model_server are written",
+    "auth_token_file": "accept only requests bearing one of this file's tokens, one per line "
+                       "(embedded server; re-read when it changes)",
 }
 
 

@@ -19,7 +19,9 @@ def serve(options: ServeOptions) -> int:
     from tfbig.serving.model_server import find_model_server, run_model_server
 
     binary = find_model_server()
-    if options.engine == "tensorflow_model_server" or (options.engine == "auto" and binary):
+    # auto picks the binary only for what it can serve: it has no bearer tokens.
+    if options.engine == "tensorflow_model_server" or (options.engine == "auto" and binary
+                                                       and not options.auth_token_file):
         if binary is None:
             from tfbig.serving.errors import ServeConfigError
 
