@@ -4,6 +4,7 @@ sockets on 127.0.0.1 with certificates made here; one server per kind, shared by
 import asyncio
 import logging
 import os
+import shutil
 import time
 
 import grpc
@@ -13,6 +14,7 @@ import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tfbig.cli import main
+from tfbig.lifecycle import ModelRegistry
 from tfbig.protocol import TOKEN_ENV
 from tfbig.serving import AsyncClient, Client, Credentials, EmbeddedServer, ServeConfigError, ServingError
 from tfbig.serving import parse_serve_args
@@ -48,9 +50,12 @@ def write_tokens(path, lines) -> None:
 
 
 def serve(base, *flags) -> EmbeddedServer:
+    """The embedded server on free ports, serving `base` as model `pair` (or what flags name)."""
+    models = [] if any(f.startswith("--model_config_file") for f in flags) else [
+        "--model_name=pair", f"--model_base_path={base}"]
     return EmbeddedServer(parse_serve_args([
-        "--host=127.0.0.1", "--port=0", f"--rest_api_port={free_port()}", "--model_name=pair",
-        f"--model_base_path={base}", "--file_system_poll_wait_seconds=0", *flags])).start()
+        "--host=127.0.0.1", "--port=0", f"--rest_api_port={free_port()}", *models,
+        "--file_system_poll_wait_seconds=0", *flags])).start()
 
 
 @pytest.fixture(scope="module")
@@ -299,3 +304,28 @@ def test_credentials_from_files(pki, tmp_path, monkeypatch):
         Credentials.from_files()
     with pytest.raises(ServeConfigError, match="--client-cert and --client-key together"):
         Credentials.from_files(client_cert=str(tmp_path / "cert.pem"))
+
+
+def test_tfbig_models_promote_moves_labels_on_a_server_that_wants_a_token_and_tls(
+        base, pki, ca_file, token_file, tmp_path, capsys):
+    models = tmp_path / "pair"
+    for version in ("7", "8"):  # two copies of the version save_two_inputs wrote
+        shutil.copytree(os.path.join(base, "7"), models / version)
+    registry = ModelRegistry(str(models), model_name="pair")
+    for version in (7, 8):
+        registry.record_validation(version, {"passed": True})
+    registry.promote(7, "stable")
+    ssl_config = write_ssl_config(tmp_path, pki.server)
+    srv = serve(base, f"--model_config_file={registry.config_file}", f"--auth_token_file={token_file}",
+                f"--ssl_config_file={ssl_config}")
+    try:
+        args = ["models", "promote", "8", f"--model-base-path={models}", "--model-name=pair",
+                f"--server=127.0.0.1:{srv.grpc_port}", f"--ca-cert={ca_file}"]
+        assert main(args) == 1  # no token: refused, the labels stay
+        assert "UNAUTHENTICATED" in capsys.readouterr().err and registry.labels() == {"stable": 7}
+        assert main([*args, f"--token-file={token_file}"]) == 0
+        assert registry.labels() == {"stable": 8}
+        with Client(f"127.0.0.1:{srv.grpc_port}", root_certificates=pki.ca, token=TOKENS[0]) as client:
+            assert {s["version"]: s["state"] for s in client.status("pair")} == {8: "AVAILABLE", 7: "END"}
+    finally:
+        srv.stop()
