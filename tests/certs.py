@@ -34,7 +34,8 @@ def _issue(name: str, issuer: tuple | None, *, ca: bool = False, usage=None, hos
     builder = (x509.CertificateBuilder().subject_name(subject)
                .issuer_name(signer.subject if signer else subject).public_key(key.public_key())
                .serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+               .not_valid_before(now - datetime.timedelta(minutes=5))
+               .not_valid_after(now + datetime.timedelta(days=1))
                .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
     if usage is not None:
         builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)

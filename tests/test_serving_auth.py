@@ -22,6 +22,7 @@ from tfbig.serving.model_server import model_server_command
 from tfbig.serving.server import auth
 
 from certs import make_pki, write_ssl_config
+from readme import readme_block, run_block
 from serving_models import free_port, save_two_inputs
 
 TOKENS = ["alpha-0123456789", "beta/token+x=="]
@@ -221,7 +222,8 @@ def test_a_bad_token_file_is_one_clear_line_before_any_port_opens(base, tmp_path
             serve(base, f"--auth_token_file={path}")
         return str(error.value)
 
-    assert start(tmp_path / "none.txt").startswith(f"--auth_token_file: cannot read {tmp_path}/none.txt: No such file")
+    missing = start(tmp_path / "none.txt")
+    assert missing.startswith(f"--auth_token_file: cannot read {tmp_path}/none.txt: No such file")
     bad = tmp_path / "bad.txt"
     bad.write_text("# comment\ngood-token\nhunter2 with spaces\n")
     message = start(bad)
@@ -257,8 +259,6 @@ def test_bad_tls_configs_and_client_arguments_are_clear_errors(base, pki, tmp_pa
     no_ca = write_ssl_config(tmp_path, pki.server, client_verify=True)
     with pytest.raises(ServeConfigError, match="client_verify needs custom_ca"):
         serve(base, f"--ssl_config_file={no_ca}")
-    with pytest.raises(ValueError, match="not https://"):
-        Client("http://127.0.0.1:1", protocol="rest", root_certificates=pki.ca)
     with pytest.raises(ValueError, match="private_key and certificate_chain together"):
         Client("127.0.0.1:1", private_key=pki.client.key)
     with pytest.raises(ValueError, match="not a bearer token") as bad:
@@ -329,3 +329,11 @@ def test_tfbig_models_promote_moves_labels_on_a_server_that_wants_a_token_and_tl
             assert {s["version"]: s["state"] for s in client.status("pair")} == {8: "AVAILABLE", 7: "END"}
     finally:
         srv.stop()
+
+
+def test_readme_example_sends_a_token_over_tls(server, ca_file, monkeypatch, capsys):
+    monkeypatch.setenv(TOKEN_ENV, TOKENS[0])
+    run_block(readme_block("over_grpc.status(", {
+        "localhost:8500": target(server, "grpc"), "localhost:8501": target(server, "rest"),
+        '"ca.pem"': repr(ca_file), '"digits"': '"pair"'}))
+    assert capsys.readouterr().out.splitlines() == ["AVAILABLE AVAILABLE", "StatusCode.UNAUTHENTICATED 401"]

@@ -193,7 +193,8 @@ def _add_client_credentials(parser) -> None:
                        "Bearer TOKEN` (default: $TFBIG_SERVING_TOKEN)")
     group.add_argument("--tls", action="store_true", help="TLS, the server verified with the public roots")
     group.add_argument("--ca-cert", metavar="PEM", help="TLS, the server verified with this CA")
-    group.add_argument("--client-cert", metavar="PEM", help="mutual TLS: this client certificate (with --client-key)")
+    group.add_argument("--client-cert", metavar="PEM", help="mutual TLS: this client certificate "
+                       "(with --client-key)")
     group.add_argument("--client-key", metavar="PEM", help="mutual TLS: the client certificate's key")
 
 

@@ -163,7 +163,8 @@ class EmbeddedServer:
         async def open_site():
             self._runner = web.AppRunner(api.app(), access_log=None, shutdown_timeout=self.options.drain_seconds)
             await self._runner.setup()
-            site = web.TCPSite(self._runner, self.options.host, self.options.rest_api_port, ssl_context=ssl_context)
+            site = web.TCPSite(self._runner, self.options.host, self.options.rest_api_port,
+                               ssl_context=ssl_context)
             await site.start()
             return site._server.sockets[0].getsockname()[1]
 
@@ -258,4 +259,6 @@ class EmbeddedServer:
 def describe(server: EmbeddedServer) -> str:
     names = ", ".join(server.manager.model_names())
     rest = f", REST :{server.rest_port}" if server.rest_port else ""
-    return f"serving {names} with tfbig's embedded server on gRPC :{server.grpc_port}{rest} (pid {os.getpid()})"
+    tokens = f", bearer tokens from {server.options.auth_token_file}" if server.options.auth_token_file else ""
+    return (f"serving {names} with tfbig's embedded server on gRPC :{server.grpc_port}{rest}{tokens} "
+            f"(pid {os.getpid()})")
