@@ -19,9 +19,7 @@ def serve(options: ServeOptions) -> int:
     from tfbig.serving.model_server import find_model_server, run_model_server
 
     binary = find_model_server()
-    # auto picks the binary only for what it can serve: it has no bearer tokens.
-    if options.engine == "tensorflow_model_server" or (options.engine == "auto" and binary
-                                                       and not options.auth_token_file):
+    if engine_for(options, binary) == "tensorflow_model_server":
         if binary is None:
             from tfbig.serving.errors import ServeConfigError
 
@@ -32,6 +30,14 @@ def serve(options: ServeOptions) -> int:
         print(embedded_version())
         return 0
     return serve_embedded(options)
+
+
+def engine_for(options: ServeOptions, binary: str | None) -> str:
+    """The engine `tfbig serve` runs: the one asked for, or for auto the binary when it is
+    installed and can serve these options (it has no bearer tokens), else the embedded server."""
+    if options.engine != "auto":
+        return options.engine
+    return "tensorflow_model_server" if binary and not options.auth_token_file else "embedded"
 
 
 def embedded_version() -> str:

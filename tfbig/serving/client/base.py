@@ -76,7 +76,8 @@ class ClientBase:
             raise ValueError("give private_key and certificate_chain together (a client certificate "
                              "for mutual TLS), or neither")
         certificates = (root_certificates, private_key, certificate_chain)
-        secure = tls or any(c is not None for c in certificates)
+        given = any(c is not None for c in certificates)
+        secure = tls or given
         self.target = target
         self.protocol = protocol
         self.timeout = timeout
@@ -99,7 +100,7 @@ class ClientBase:
             self._base_url = rest_base_url(target, secure)
             self._http_headers = dict(self._metadata or ())
             # Without certificates an https:// URL is verified with the system's authorities.
-            self._ssl_context = client_context(*certificates) if any(c is not None for c in certificates) else None
+            self._ssl_context = client_context(*certificates) if given else None
             self._session = self.open_http_session()
 
     def open_http_session(self):
