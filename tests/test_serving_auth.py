@@ -19,7 +19,7 @@ from tfbig.protocol import TOKEN_ENV
 from tfbig.serving import AsyncClient, Client, Credentials, EmbeddedServer, ServeConfigError, ServingError
 from tfbig.serving import parse_serve_args
 from tfbig.serving.model_server import model_server_command
-from tfbig.serving.serve import engine_for
+from tfbig.serving.serve import uses_model_server
 from tfbig.serving.server import auth
 
 from certs import make_pki, write_ssl_config
@@ -275,10 +275,10 @@ def test_tensorflow_model_server_is_refused_auth_token_file_and_auto_serves_embe
                                 "--engine=tensorflow_model_server"])
     with pytest.raises(ServeConfigError, match="tensorflow_model_server has no authentication"):
         model_server_command(options, str(tmp_path), "/bin/tms")
-    assert engine_for(options, "/bin/tms") == "tensorflow_model_server"  # asked for: refused as above
+    assert uses_model_server(options, "/bin/tms")  # asked for: refused as above
     auto = parse_serve_args(["--model_base_path=/m", f"--auth_token_file={token_file}"])
-    assert engine_for(auto, "/bin/tms") == "embedded"
-    assert engine_for(parse_serve_args(["--model_base_path=/m"]), "/bin/tms") == "tensorflow_model_server"
+    assert not uses_model_server(auto, "/bin/tms")  # auto: the embedded server, which checks tokens
+    assert uses_model_server(parse_serve_args(["--model_base_path=/m"]), "/bin/tms")
 
 
 def test_tfbig_predict_sends_the_token_file_or_the_environments_token(server, ca_file, tmp_path, capsys,

@@ -19,7 +19,7 @@ def serve(options: ServeOptions) -> int:
     from tfbig.serving.model_server import find_model_server, run_model_server
 
     binary = find_model_server()
-    if engine_for(options, binary) == "tensorflow_model_server":
+    if uses_model_server(options, binary):
         if binary is None:
             from tfbig.serving.errors import ServeConfigError
 
@@ -32,12 +32,12 @@ def serve(options: ServeOptions) -> int:
     return serve_embedded(options)
 
 
-def engine_for(options: ServeOptions, binary: str | None) -> str:
-    """The engine `tfbig serve` runs: the one asked for, or for auto the binary when it is
-    installed and can serve these options (it has no bearer tokens), else the embedded server."""
-    if options.engine != "auto":
-        return options.engine
-    return "tensorflow_model_server" if binary and not options.auth_token_file else "embedded"
+def uses_model_server(options: ServeOptions, binary: str | None) -> bool:
+    """Whether `tfbig serve` runs the binary: asked for, or auto and installed, unless
+    --auth_token_file asks for what only the embedded server does (check bearer tokens)."""
+    if options.engine == "auto":
+        return binary is not None and not options.auth_token_file
+    return options.engine == "tensorflow_model_server"
 
 
 def embedded_version() -> str:
