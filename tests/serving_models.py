@@ -1,14 +1,10 @@
 """Model base paths and servers shared by the serving tests."""
 
-import json
 import os
-import shutil
 import socket
-import subprocess
 
 import grpc
 import numpy as np
-import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import get_model_metadata_pb2, prediction_service_pb2_grpc
 
@@ -18,6 +14,7 @@ from tfbig.models import build_model
 from tfbig.serving import EmbeddedServer, parse_serve_args
 from tfbig.train import train
 
+from certs import self_signed_server, write_ssl_config
 from runs import GPT, make_config
 
 DIGITS_CNN = {"name": "cnn", "filters": [8, 16], "blocks_per_stage": 1}
@@ -32,18 +29,8 @@ def free_port() -> int:
 def write_tls_files(folder) -> tuple[bytes, bytes, str]:
     """A self-signed certificate for localhost and 127.0.0.1: (key PEM, certificate PEM, path of
     a TF Serving SSLConfig naming them)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make a test certificate")
-    key, cert = os.path.join(folder, "key.pem"), os.path.join(folder, "cert.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
-                    "-out", cert, "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True, capture_output=True)
-    with open(key, "rb") as k, open(cert, "rb") as c:
-        key_pem, cert_pem = k.read(), c.read()
-    ssl_config = os.path.join(folder, "ssl.config")
-    with open(ssl_config, "w") as f:
-        f.write(f"server_key: {json.dumps(key_pem.decode())}\nserver_cert: {json.dumps(cert_pem.decode())}\n")
-    return key_pem, cert_pem, ssl_config
+    server = self_signed_server()
+    return server.key, server.cert, write_ssl_config(folder, server)
 
 
 def labelled_version(grpc_target: str, model: str, label: str) -> int:

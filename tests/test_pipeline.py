@@ -32,7 +32,9 @@ def stage_statuses(run_dir) -> dict:
 def test_gpt_pipeline_runs_every_stage_then_skips_them_when_rerun(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run_dir = tmp_path / "run"
-    config = gpt_pipeline_config("run")  # relative, as scripts/quickstart.sh gives it
+    (tmp_path / "tokens.txt").write_text("pipeline-token\n")  # every request of the pipeline's bears it
+    config = replace(gpt_pipeline_config("run"),  # relative, as scripts/quickstart.sh gives it
+                     {"pipeline.auth_token_file": "tokens.txt"})
     said = []
     result = run_pipeline(config, say=said.append)
 
@@ -58,6 +60,8 @@ def test_gpt_pipeline_runs_every_stage_then_skips_them_when_rerun(tmp_path, caps
     assert collected["export"]["manifest"]["training"]["step"] == 10
     assert collected["serving"]["smoke"] == serving["smoke"]
     assert any(line.startswith("[pipeline] promote: done") for line in said)
+    serve_log = (run_dir / "serve.log").read_text()
+    assert "bearer tokens from" in serve_log and "pipeline-token" not in serve_log
 
     # Again, from the command line: nothing to redo; it says how to serve the model again.
     config_file = tmp_path / "pipeline.yaml"

@@ -280,10 +280,11 @@ def test_a_timeout_bounds_a_call_with_its_retries():
     assert time.monotonic() - start < 2  # 100 backoffs of up to 2 s each, were they all taken
 
 
-def test_tls_and_certificates_are_grpc_only():
-    for arguments in ({"tls": True}, {"root_certificates": b"PEM"}):
-        with pytest.raises(ValueError, match="https://"):
-            Client("127.0.0.1:1", protocol="rest", **arguments)
+def test_tls_over_rest_needs_an_https_target_and_certificates_that_load():
+    with pytest.raises(ValueError, match="is not https://"):
+        Client("http://127.0.0.1:1", protocol="rest", tls=True)
+    with pytest.raises(ValueError, match="the client's certificates do not load"):
+        Client("127.0.0.1:1", protocol="rest", root_certificates=b"PEM")
 
 
 def test_unavailable_is_retried_then_raised():

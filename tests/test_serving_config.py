@@ -370,7 +370,8 @@ def test_run_model_server_over_tls_waits_for_the_secure_port(tmp_path, monkeypat
     Path(binary + ".crt").write_bytes(cert)
     port = free_port()
     options = parse_serve_args([f"--port={port}", "--model_name=digits", "--model_base_path=/models/digits",
-                                f"--ssl_config_file={ssl_config}", "--engine=tensorflow_model_server"])
+                                f"--ssl_config_file={ssl_config}", "--engine=tensorflow_model_server",
+                                f"--rest_api_port={free_port()}"])
     watch = StderrWatch()
     monkeypatch.setattr(sys, "stderr", watch)
     thread = send_sigterm_to_self_when(watch.announced.is_set)
@@ -378,7 +379,9 @@ def test_run_model_server_over_tls_waits_for_the_secure_port(tmp_path, monkeypat
     assert run_model_server(options, binary=binary, wait_timeout_s=30) == 0
 
     thread.join(5)
-    assert f"serving digits with tensorflow_model_server on gRPC :{port}" in watch.text.splitlines()
+    assert any(line.startswith(f"serving digits with tensorflow_model_server on gRPC :{port}, REST :")
+               for line in watch.text.splitlines())
+    assert "note: tensorflow_model_server serves REST without TLS" in watch.text
     assert f"--ssl_config_file={ssl_config}" in json.loads(Path(binary + ".argv.json").read_text())["argv"]
 
 

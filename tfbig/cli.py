@@ -175,7 +175,8 @@ def cmd_predict(args) -> int:
     from tfbig.protocol import DEFAULT_SIGNATURE
     from tfbig.serving import Client, codec
 
-    with Client(args.target, protocol=args.protocol, timeout=args.timeout) as client:
+    with Client(args.target, protocol=args.protocol, timeout=args.timeout,
+                **_client_credentials(args).client_kwargs()) as client:
         signatures = client.metadata(args.model, version=args.model_version, label=args.label)
         name = args.signature or DEFAULT_SIGNATURE
         if name not in signatures:
@@ -185,6 +186,26 @@ def cmd_predict(args) -> int:
                                  version=args.model_version, label=args.label)
     print(codec.dumps({k: codec.output_to_json(k, v) for k, v in outputs.items()}).decode())
     return 0
+
+
+def _add_client_credentials(parser) -> None:
+    """The flags that give a command's client a token and TLS (see tfbig.serving.client.credentials)."""
+    group = parser.add_argument_group("authentication and TLS (a server started with --auth_token_file "
+                                      "or --ssl_config_file)")
+    group.add_argument("--token-file", metavar="FILE", help="send the first token of FILE as `authorization: "
+                       "Bearer TOKEN` (default: $TFBIG_SERVING_TOKEN)")
+    group.add_argument("--tls", action="store_true", help="TLS, the server verified with the public roots")
+    group.add_argument("--ca-cert", metavar="PEM", help="TLS, the server verified with this CA")
+    group.add_argument("--client-cert", metavar="PEM", help="mutual TLS: this client certificate "
+                       "(with --client-key)")
+    group.add_argument("--client-key", metavar="PEM", help="mutual TLS: the client certificate's key")
+
+
+def _client_credentials(args):
+    from tfbig.serving import Credentials
+
+    return Credentials.from_files(token_file=args.token_file, ca_cert=args.ca_cert, client_cert=args.client_cert,
+                                  client_key=args.client_key, tls=args.tls)
 
 
 def cmd_launch(args) -> int:
@@ -259,10 +280,11 @@ def cmd_models(args) -> int:
     elif args.action == "promote":
         if args.version is None:
             return _usage_error(args, "promote needs a VERSION")
-        labels = registry.promote(args.version, args.label, server=args.server)
+        labels = registry.promote(args.version, args.label, server=args.server,
+                                  credentials=_client_credentials(args))
         print(f"{args.label} -> version {args.version}; labels now {labels}")
     elif args.action == "rollback":
-        labels = registry.rollback(args.label, server=args.server)
+        labels = registry.rollback(args.label, server=args.server, credentials=_client_credentials(args))
         print(f"{args.label} rolled back to version {labels[args.label]}; labels now {labels}")
     else:
         removed = registry.prune_old(args.keep, dry_run=args.dry_run)
@@ -417,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "of a single-input signature")
     given.add_argument("--npz", help="a .npz file of input name -> array")
     predict.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
+    _add_client_credentials(predict)
     predict.set_defaults(handler=cmd_predict)
     pipeline = commands.add_parser("pipeline", help=cmd_pipeline.__doc__, description=cmd_pipeline.__doc__)
     _add_config_arguments(pipeline)
@@ -449,6 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     models_parser.add_argument("--dry-run", action="store_true", help="prune-old: only list them")
     models_parser.add_argument("--verify-key", metavar="PUB", help="verify: fail unless the version "
                                "is signed by this Ed25519 public key (PEM)")
+    _add_client_credentials(models_parser)
     models_parser.set_defaults(handler=cmd_models)
 
     report = commands.add_parser("report", help=cmd_report.__doc__, description=cmd_report.__doc__)

@@ -39,3 +39,11 @@ OUTPUTS = "outputs"
 # for `:generate_stream` (see tfbig.export.stream).
 GENERATE_START_FUNCTION = "generate_start"
 GENERATE_NEXT_FUNCTION = "generate_next"
+
+# Bearer tokens (RFC 6750), as the embedded server checks them and the client sends them: the
+# HTTP header, also the gRPC metadata key (gRPC keys are lower case; HTTP's are any case), and
+# the scheme named in it, `authorization: Bearer TOKEN`.
+AUTHORIZATION_HEADER = "authorization"
+BEARER_SCHEME = "Bearer"
+# Where `tfbig predict` and `tfbig models ... --server` find a token when --token-file is not given.
+TOKEN_ENV = "TFBIG_SERVING_TOKEN"

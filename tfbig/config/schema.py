@@ -411,6 +411,9 @@ class PipelineConfig(Checked):
     # After promotion, delete all but this many newest versions (labelled ones
     # and rollback targets always stay); 0 = keep every version.
     keep_versions: int = bounded(0, min=0)
+    # Serve with `tfbig serve --auth_token_file` (one bearer token per line); the pipeline's own
+    # requests send the file's first token. Empty = no token asked for.
+    auth_token_file: str = ""
 
     def check(self) -> None:
         if any(level < 1 for level in self.latency_concurrency):

@@ -39,7 +39,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from tfbig.errors import UsageError
 from tfbig.files import write_json
-from tfbig.serving.client import Client
+from tfbig.serving.client import Client, Credentials
 from tfbig.serving.config_files import read_text_proto, write_text_proto
 from tfbig.serving.errors import ServingError
 
@@ -197,7 +197,8 @@ class ModelRegistry:
                 **result, "fingerprint": version_fingerprint(self.version_path(version)), **_who()}
             self._write_record(record)
 
-    def promote(self, version: int, label: str = "stable", *, server: str | None = None) -> dict[str, int]:
+    def promote(self, version: int, label: str = "stable", *, server: str | None = None,
+                credentials: Credentials | None = None) -> dict[str, int]:
         """Point `label` at `version`, which must have passed validation as it is now."""
         check_label(label)
         validation = self.validation(version)
@@ -211,12 +212,14 @@ class ModelRegistry:
             if labels.get(label) == version:
                 return labels
             record = self.record()
-            self._move(record, label, version, labels.get(label), server=server, action="promote")
+            self._move(record, label, version, labels.get(label), server=server, credentials=credentials,
+                       action="promote")
             record["label_history"].setdefault(label, []).append(version)
             self._write_record(record)
             return self.labels()
 
-    def rollback(self, label: str = "stable", *, server: str | None = None) -> dict[str, int]:
+    def rollback(self, label: str = "stable", *, server: str | None = None,
+                 credentials: Credentials | None = None) -> dict[str, int]:
         """Point `label` back at the version it held before its current one."""
         check_label(label)
         with self._locked():
@@ -230,7 +233,8 @@ class ModelRegistry:
                                      f"(history: {history or 'empty'})")
             previous = history[-2]
             self.version_path(previous)
-            self._move(record, label, previous, labels[label], server=server, action="rollback")
+            self._move(record, label, previous, labels[label], server=server, credentials=credentials,
+                       action="rollback")
             history.pop()
             self._write_record(record)
             return self.labels()
@@ -255,20 +259,21 @@ class ModelRegistry:
             return removable
 
     def _move(self, record: dict, label: str, version: int, previous: int | None, *,
-              server: str | None, action: str) -> None:
+              server: str | None, credentials: Credentials | None, action: str) -> None:
         old = self.labels()
         new = {**old, label: version}
         if server:
-            self._roll_over(old, new, server)
+            self._roll_over(old, new, server, credentials or Credentials())
         else:
             self._write_config(new)
         record["events"].append(audit_event(action, label=label, version=version, previous=previous))
 
-    def _roll_over(self, old: dict[str, int], new: dict[str, int], server: str) -> None:
-        """Load, relabel, unload: three configs, each awaited on the live server."""
+    def _roll_over(self, old: dict[str, int], new: dict[str, int], server: str, credentials: Credentials) -> None:
+        """Load, relabel, unload: three configs, each awaited on the live server (with the
+        token and certificates it asks for)."""
         both = set(old.values()) | set(new.values())
         phases = [(old, both), (new, both), (new, set(new.values()))]
-        with Client(server, timeout=30.0) as client:
+        with Client(server, timeout=30.0, **credentials.client_kwargs()) as client:
             for index, (labels, versions) in enumerate(phases):
                 config = self._write_config(labels, versions)
                 try:

@@ -64,6 +64,14 @@ class PipelineContext:
 
         return make_strategy(self.config.distribute)
 
+    @functools.cached_property
+    def credentials(self):
+        """What the pipeline's requests to its server send: the token of pipeline.auth_token_file."""
+        from tfbig.serving import Credentials
+
+        token_file = self.config.pipeline.auth_token_file
+        return Credentials.from_files(token_file=token_file) if token_file else Credentials()
+
     @property
     def registry(self):
         from tfbig.lifecycle import ModelRegistry
@@ -269,7 +277,7 @@ def run_promote(ctx: PipelineContext) -> dict:
     """`stable` moves to the version the canary served; on the live server without a gap."""
     registry = ctx.registry
     server = ctx.server.grpc_target if ctx.server else None
-    labels = registry.promote(ctx.version, "stable", server=server)
+    labels = registry.promote(ctx.version, "stable", server=server, credentials=ctx.credentials)
     removed = registry.prune_old(ctx.config.pipeline.keep_versions) if ctx.config.pipeline.keep_versions else []
     return {"labels": labels, "removed_versions": removed}
 
@@ -279,8 +287,11 @@ def run_promote(ctx: PipelineContext) -> dict:
 
 def serve_command(ctx: PipelineContext) -> list[str]:
     """The `tfbig serve` flags that serve this model base path with its labels."""
-    return [f"--model_config_file={ctx.registry.config_file}",
-            f"--model_config_file_poll_wait_seconds={CONFIG_POLL_S}"]
+    flags = [f"--model_config_file={ctx.registry.config_file}",
+             f"--model_config_file_poll_wait_seconds={CONFIG_POLL_S}"]
+    if ctx.config.pipeline.auth_token_file:
+        flags.append(f"--auth_token_file={os.path.abspath(ctx.config.pipeline.auth_token_file)}")
+    return flags
 
 
 def serve_up_to_date(ctx: PipelineContext) -> dict | None:
@@ -297,7 +308,7 @@ def start_server(ctx: PipelineContext) -> None:
 
     ctx.server = ServerProcess(serve_command(ctx), model_name=ctx.model_name,
                                log_path=ctx.run.serve_log,
-                               engine=ctx.config.pipeline.engine).start()
+                               engine=ctx.config.pipeline.engine, credentials=ctx.credentials).start()
 
 
 def run_serve(ctx: PipelineContext) -> dict:
@@ -326,7 +337,7 @@ def smoke_query(ctx: PipelineContext) -> dict:
     from tfbig.serving import Client
 
     request = smoke_request(ctx)
-    with Client(ctx.server.grpc_target, timeout=60.0) as client:
+    with Client(ctx.server.grpc_target, timeout=60.0, **ctx.credentials.client_kwargs()) as client:
         start = time.perf_counter()
         outputs = client.predict(ctx.model_name, request["inputs"], signature=request["signature"],
                                  label="canary")
@@ -369,7 +380,7 @@ def measure(ctx: PipelineContext) -> list[dict]:
     inputs = example_inputs(ctx)
     targets = {"grpc": ctx.server.grpc_target, "rest": ctx.server.rest_target}
     return [measure_latency(target, protocol, ctx.model_name, inputs, concurrency=concurrency,
-                            requests=options.latency_requests, label="canary")
+                            requests=options.latency_requests, label="canary", credentials=ctx.credentials)
             for protocol, target in targets.items() for concurrency in options.latency_concurrency]
 
 

@@ -19,6 +19,7 @@ from tfbig.atoi import simple_atoi
 from tfbig.serving.errors import ServeConfigError
 from tfbig.serving.options import DEFAULT_PROMETHEUS_PATH, ServeOptions
 from tfbig.serving.protos import DEFAULT_MAX_BATCH_SIZE, BatchingParameters, MonitoringConfig, SSLConfig
+from tfbig.serving.tls import check_ssl_config
 
 MODEL_CONFIG_FILE = "models.config"
 BATCHING_FILE = "batching_parameters.txt"
@@ -211,4 +212,6 @@ def monitoring_config(options: ServeOptions):
 def ssl_config(options: ServeOptions):
     if not options.ssl_config_file:
         return None
-    return read_text_proto(options.ssl_config_file, SSLConfig(), "ssl_config_file")
+    config = read_text_proto(options.ssl_config_file, SSLConfig(), "ssl_config_file")
+    check_ssl_config(config)
+    return config

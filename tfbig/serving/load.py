@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from tfbig.serving.client import AsyncClient
+from tfbig.serving.client import AsyncClient, Credentials
 from tfbig.serving.errors import ServingError
 
 WARMUP_REQUESTS = 3
@@ -29,7 +29,7 @@ def summarize(latencies_ms: list[float], elapsed_s: float) -> dict:
 
 def measure_latency(target: str, protocol: str, model: str, inputs, *, concurrency: int,
                     requests: int, min_seconds: float = 0.0, signature: str | None = None,
-                    label: str | None = None) -> dict:
+                    label: str | None = None, credentials: Credentials | None = None) -> dict:
     """About `requests` timed predict calls in all (a multiple of `concurrency`), after a warmup,
     and more until `min_seconds` have passed: a fast server answers a fixed count in a fraction
     of a second, too short a window to measure its requests/s to a few percent.
@@ -38,7 +38,8 @@ def measure_latency(target: str, protocol: str, model: str, inputs, *, concurren
     """
 
     async def run():
-        async with AsyncClient(target, protocol=protocol) as client:
+        credentials_kwargs = (credentials or Credentials()).client_kwargs()
+        async with AsyncClient(target, protocol=protocol, **credentials_kwargs) as client:
             call = lambda: client.predict(model, inputs, signature=signature, label=label)  # noqa: E731
             for _ in range(WARMUP_REQUESTS):
                 await call()

@@ -23,7 +23,7 @@ import tempfile
 import time
 
 from tfbig.serving import config_files
-from tfbig.serving.errors import ModelServerError
+from tfbig.serving.errors import ModelServerError, ServeConfigError
 from tfbig.serving.options import SERVE_TAG, ServeOptions
 
 BINARY = "tensorflow_model_server"
@@ -57,10 +57,13 @@ def model_server_command(options: ServeOptions, config_dir: str, binary: str) ->
     if options.verify_key:
         # Checking the versions on disk first would not do: the binary loads later
         # versions (file system and config polls) unchecked.
-        raise config_files.ServeConfigError(
+        raise ServeConfigError(
             f"--verify_key: {BINARY} cannot check version signatures and would load later "
             f"versions unchecked; serve with --engine embedded (--engine auto picks it when "
             f"--verify_key is given)")
+    if options.auth_token_file:
+        raise ServeConfigError("--auth_token_file: tensorflow_model_server has no authentication; serve "
+                               "with --engine embedded, or put an authenticating proxy in front of the binary")
     os.makedirs(config_dir, exist_ok=True)
     models = config_files.model_server_config(options)
     if options.model_config_file:
@@ -228,7 +231,11 @@ def run_model_server(options: ServeOptions, *, binary: str, wait_timeout_s: floa
     config_dir = options.config_dir or tempfile.mkdtemp(prefix="tfbig-model-server-")
     try:
         names = [m.name for m in config_files.model_server_config(options).model_config_list.config]
-        process = subprocess.Popen(model_server_command(options, config_dir, binary))
+        argv = model_server_command(options, config_dir, binary)
+        if options.ssl_config_file and options.rest_api_port:
+            print(f"note: {BINARY} serves REST without TLS: --ssl_config_file secures its gRPC port only "
+                  f"(the embedded server secures both)", file=sys.stderr, flush=True)
+        process = subprocess.Popen(argv)
         received = []
         try:
             with _forwarding_signals(process, received):

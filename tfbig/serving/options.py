@@ -80,6 +80,7 @@ class ServeOptions:
     drain_seconds: float = 10.0
     config_dir: str = ""
     verify_key: str = ""
+    auth_token_file: str = ""
     pass_through: tuple[str, ...] = ()
 
 
@@ -108,6 +109,8 @@ _HELP = {
     "config_dir": "where config files for tensorflow_model_server are written",
     "verify_key": "an Ed25519 public key (PEM): load only versions it signed (embedded server; "
                   "tfbig keys generate makes one)",
+    "auth_token_file": "accept only requests bearing one of this file's tokens, one per line "
+                       "(embedded server; re-read when it changes)",
 }
 
 

@@ -17,7 +17,7 @@ import sys
 import time
 
 from tfbig.distribute.cluster import free_ports
-from tfbig.serving.client import Client
+from tfbig.serving.client import Client, Credentials
 from tfbig.serving.errors import ServerStartError, ServingError
 
 START_TIMEOUT_S = 300.0
@@ -30,14 +30,17 @@ class ServerProcess:
 
     `flags` are tensorflow_model_server flags naming what to serve (e.g.
     `--model_config_file=...`); the ports are chosen here. Output goes to
-    `log_path`, whose last lines explain a failed start. `cpus` pins the server
-    to those CPUs (a benchmark keeps its load generator off the server's cores).
+    `log_path`, whose last lines explain a failed start. `credentials` are what the flags ask
+    of a client (a token for --auth_token_file), sent while waiting for the model. `cpus`
+    pins the server to those CPUs (a benchmark keeps its load generator off the server's cores).
     """
 
     def __init__(self, flags: list[str], *, model_name: str, log_path: str, engine: str = "auto",
-                 start_timeout_s: float = START_TIMEOUT_S, cpus: set[int] | None = None):
+                 start_timeout_s: float = START_TIMEOUT_S, cpus: set[int] | None = None,
+                 credentials: Credentials | None = None):
         self.model_name = model_name
         self.cpus = cpus
+        self.credentials = credentials or Credentials()  # what flags such as --auth_token_file ask of clients
         self.log_path = log_path
         self.start_timeout_s = start_timeout_s
         self.grpc_port, self.rest_port = free_ports(2)
@@ -80,7 +83,8 @@ class ServerProcess:
 
     def _wait_available(self) -> None:
         deadline = time.monotonic() + self.start_timeout_s
-        with Client(self.grpc_target, timeout=5.0, max_retries=0) as client:
+        with Client(self.grpc_target, timeout=5.0, max_retries=0,
+                    **self.credentials.client_kwargs()) as client:
             while True:
                 if self._process.poll() is not None:
                     raise ServerStartError(f"the server exited with status {self._process.returncode}: "

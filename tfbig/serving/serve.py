@@ -17,9 +17,10 @@ from tfbig.serving.options import ServeOptions
 
 def uses_model_server(options: ServeOptions, binary: str | None) -> bool:
     """Whether `tfbig serve` runs the binary: asked for, or auto and installed, unless
-    --verify_key asks for what only the embedded server does (check signatures)."""
+    --verify_key or --auth_token_file asks for what only the embedded server does
+    (check signatures, check bearer tokens)."""
     if options.engine == "auto":
-        return binary is not None and not options.verify_key
+        return binary is not None and not options.verify_key and not options.auth_token_file
     return options.engine == "tensorflow_model_server"
 
 

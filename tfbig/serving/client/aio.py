@@ -30,7 +30,8 @@ class AsyncClient(ClientBase):
     channels = grpc.aio
 
     def open_http_session(self) -> aiohttp.ClientSession:
-        return aiohttp.ClientSession()
+        connector = aiohttp.TCPConnector(ssl=self._ssl_context if self._ssl_context is not None else True)
+        return aiohttp.ClientSession(headers=self._http_headers, connector=connector)
 
     async def _retrying(self, call, timeout):
         deadline = self._deadline(timeout)
@@ -46,7 +47,7 @@ class AsyncClient(ClientBase):
     async def _rpc(self, method, request, timeout):
         async def call(seconds_left):
             try:
-                return await method(request, timeout=seconds_left)
+                return await method(request, timeout=seconds_left, metadata=self._metadata)
             except grpc.RpcError as error:
                 raise ServingError.from_rpc(error) from None
         return await self._retrying(call, timeout)

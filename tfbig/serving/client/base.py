@@ -11,8 +11,10 @@ import time
 import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
-from tfbig.protocol import DEFAULT_SIGNATURE
+from tfbig.protocol import AUTHORIZATION_HEADER, DEFAULT_SIGNATURE
 from tfbig.serving.errors import ServingError
+from tfbig.serving.tls import client_context
+from tfbig.serving.tokens import authorization
 
 PROTOCOLS = ("grpc", "rest")
 # gRPC's default 4 MiB cap is below a batch of images or a long prompt batch.
@@ -31,6 +33,16 @@ def grpc_options(max_message_bytes: int) -> list[tuple[str, int]]:
             ("grpc.max_reconnect_backoff_ms", int(MAX_BACKOFF_S * 1000))]
 
 
+def rest_base_url(target: str, secure: bool) -> str:
+    """`host:port` as an http:// or (with TLS) https:// URL; a URL as given."""
+    if "://" not in target:
+        return f"{'https' if secure else 'http'}://{target}"
+    if secure and not target.lower().startswith("https://"):
+        raise ValueError(f"TLS was asked for (tls or certificates) but the target {target!r} is not "
+                         f"https://; give host:port or an https:// URL")
+    return target
+
+
 def signature_cache_key(spec) -> tuple:
     """Signatures are fetched once per model, version and label; this names that entry."""
     return spec.name, spec.version.value if spec.HasField("version") else None, spec.version_label
@@ -45,9 +57,11 @@ def named_signature(signatures: dict, spec) -> dict:
 
 
 class ClientBase:
-    """Validates the arguments and opens the gRPC channel (with TLS when asked for or certificates
-    are given) or names the REST base URL. Subclasses say which channel module (`grpc` or
-    `grpc.aio`, which take the same arguments) and which HTTP session they wait with."""
+    """Validates the arguments, then opens the gRPC channel or names the REST base URL, with TLS
+    when asked for or certificates are given and the bearer token on every request. Subclasses
+    say which channel module (`grpc` or `grpc.aio`, which take the same arguments) and which HTTP
+    session they wait with; the session sends `self._http_headers` and, when set, verifies with
+    `self._ssl_context`."""
 
     channels = grpc
 
@@ -55,23 +69,26 @@ class ClientBase:
                  max_retries: int = 3, backoff_s: float = 0.05,
                  max_message_bytes: int = MAX_MESSAGE_BYTES, tls: bool = False,
                  root_certificates: bytes | None = None, private_key: bytes | None = None,
-                 certificate_chain: bytes | None = None):
+                 certificate_chain: bytes | None = None, token: str | None = None):
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+        if (private_key is None) != (certificate_chain is None):
+            raise ValueError("give private_key and certificate_chain together (a client certificate "
+                             "for mutual TLS), or neither")
         certificates = (root_certificates, private_key, certificate_chain)
-        if protocol == "rest" and (tls or any(c is not None for c in certificates)):
-            # TF Serving's REST API has no TLS of its own; it sits behind a proxy that has.
-            raise ValueError("tls and certificates apply to gRPC; for REST over TLS give an https:// "
-                             "target, verified with the system's certificate authorities")
+        given = any(c is not None for c in certificates)
+        secure = tls or given
         self.target = target
         self.protocol = protocol
         self.timeout = timeout
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self._signatures: dict[tuple, dict] = {}
+        # Sent with every call: gRPC metadata, or an HTTP header of the same name.
+        self._metadata = ((AUTHORIZATION_HEADER, authorization(token)),) if token is not None else None
         if protocol == "grpc":
             options = grpc_options(max_message_bytes)
-            if tls or any(c is not None for c in certificates):
+            if secure:
                 # Without root_certificates grpc verifies the server with its bundled public roots.
                 credentials = grpc.ssl_channel_credentials(*certificates)
                 self._channel = self.channels.secure_channel(target, credentials, options=options)
@@ -80,7 +97,10 @@ class ClientBase:
             self._prediction = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
             self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
         else:
-            self._base_url = target if "://" in target else f"http://{target}"
+            self._base_url = rest_base_url(target, secure)
+            self._http_headers = dict(self._metadata or ())
+            # Without certificates an https:// URL is verified with the system's authorities.
+            self._ssl_context = client_context(*certificates) if given else None
             self._session = self.open_http_session()
 
     def open_http_session(self):

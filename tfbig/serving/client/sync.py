@@ -18,6 +18,7 @@ from typing import Iterator
 
 import grpc
 import requests
+from requests.adapters import HTTPAdapter
 from tensorflow_serving.apis import classification_pb2, get_model_status_pb2, regression_pb2
 
 from tfbig.protocol import GENERATE_SIGNATURE
@@ -26,17 +27,35 @@ from tfbig.serving.client.base import ClientBase, named_signature, signature_cac
 from tfbig.serving.errors import ServingError, deadline_exceeded
 
 
+class _ContextAdapter(HTTPAdapter):
+    """requests takes certificates as file paths only; this adapter connects with an SSLContext
+    built from the client's PEM bytes instead."""
+
+    def __init__(self, context):
+        self._context = context
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, ssl_context=self._context, **kwargs)
+
+
 class Client(ClientBase):
     """A TF Serving client.
 
     `target` is `host:port` for gRPC or `http(s)://host:port` (or `host:port`) for
-    REST. For gRPC over TLS pass `tls=True` (the server is verified with grpc's bundled
-    public roots) or `root_certificates` (PEM bytes), plus `private_key`/`certificate_chain`
-    for mutual TLS.
+    REST. For TLS on either protocol pass `tls=True` (the server is verified with grpc's
+    bundled public roots, or the system's over REST) or `root_certificates` (PEM bytes), plus
+    `private_key`/`certificate_chain` for mutual TLS. `token` is sent as `authorization:
+    Bearer TOKEN` with every request (gRPC metadata, HTTP header); a server that refuses it
+    answers UNAUTHENTICATED (HTTP 401), raised as a ServingError like any other failure.
     """
 
     def open_http_session(self) -> requests.Session:
-        return requests.Session()
+        session = requests.Session()
+        session.headers.update(self._http_headers)
+        if self._ssl_context is not None:
+            session.mount("https://", _ContextAdapter(self._ssl_context))
+        return session
 
     # --- plumbing --------------------------------------------------------------
 
@@ -55,7 +74,7 @@ class Client(ClientBase):
     def _rpc(self, method, request, timeout):
         def call(seconds_left):
             try:
-                return method(request, timeout=seconds_left)
+                return method(request, timeout=seconds_left, metadata=self._metadata)
             except grpc.RpcError as error:
                 raise ServingError.from_rpc(error) from None
         return self._retrying(call, timeout)

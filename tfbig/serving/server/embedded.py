@@ -2,7 +2,8 @@
 
 Started with the same ServeOptions as `tensorflow_model_server` flags. The
 gRPC server (grpcio) and the REST server (aiohttp, its event loop on a
-background thread) each run requests on their own HandlerPool, and both hand
+background thread), both behind --ssl_config_file's TLS and --auth_token_file's
+tokens when given (tls.py, auth.py), each run requests on their own HandlerPool, and both hand
 them to one ServingCore. A poll thread rescans model base paths (and the model config
 file) so versions hot-load and unload. `stop()` drains: readiness goes false,
 listeners close, in-flight requests get `drain_seconds` to finish, then
@@ -25,9 +26,10 @@ from google.protobuf import text_format
 
 from tfbig.atoi import simple_atoi
 from tfbig.export.signing import load_public_key
-from tfbig.serving import config_files
+from tfbig.serving import config_files, tls
 from tfbig.serving.errors import ServingError
 from tfbig.serving.options import ServeOptions
+from tfbig.serving.server import auth
 from tfbig.serving.server.core import ServingCore
 from tfbig.serving.server.grpc_api import add_services
 from tfbig.serving.server.handler_pool import HandlerPool
@@ -53,13 +55,6 @@ def _channel_arguments(text: str) -> list[tuple[str, object]]:
     return arguments
 
 
-def _server_credentials(ssl_config) -> grpc.ServerCredentials:
-    return grpc.ssl_server_credentials(
-        [(ssl_config.server_key.encode(), ssl_config.server_cert.encode())],
-        root_certificates=ssl_config.custom_ca.encode() or None,
-        require_client_auth=ssl_config.client_verify)
-
-
 class EmbeddedServer:
     """Serve the models described by `options` until `stop()`."""
 
@@ -70,6 +65,7 @@ class EmbeddedServer:
         self._monitoring = config_files.monitoring_config(options)
         self._ssl = config_files.ssl_config(options)
         self.metrics = ServerMetrics(is_served=lambda name: name in self.manager.model_names())
+        self._guard = auth.guard(options.auth_token_file, self.metrics.record_auth_refusal)
         self._health = ServerHealth() if options.enable_grpc_healthcheck_service else None
         self.manager = ModelManager(
             self._model_config, batching=self._batching,
@@ -137,14 +133,15 @@ class EmbeddedServer:
         options += _channel_arguments(self.options.grpc_channel_arguments)
         threads = self.options.grpc_max_threads or REQUEST_THREADS
         self._grpc_pool = HandlerPool(threads, name="grpc")
-        self._grpc = grpc.server(self._grpc_pool, options=options)
+        interceptors = [self._guard.grpc_interceptor()] if self._guard else []
+        self._grpc = grpc.server(self._grpc_pool, options=options, interceptors=interceptors)
         add_services(self._grpc, self.core, self.metrics)
         if self._health is not None:
             self._health.add_to(self._grpc)
         address = f"{self.options.host}:{self.options.port}"
         try:
             if self._ssl is not None:
-                self.grpc_port = self._grpc.add_secure_port(address, _server_credentials(self._ssl))
+                self.grpc_port = self._grpc.add_secure_port(address, tls.grpc_server_credentials(self._ssl))
             else:
                 self.grpc_port = self._grpc.add_insecure_port(address)
         except RuntimeError:  # grpcio raises "Failed to bind"; older releases returned port 0
@@ -160,14 +157,16 @@ class EmbeddedServer:
                       timeout_s=self.options.rest_api_timeout_in_ms / 1000,
                       max_request_bytes=self.options.max_request_bytes,
                       prometheus_path=prometheus.path if prometheus.enable else None,
-                      cors=self.options.rest_api_enable_cors_support, is_ready=self.ready)
+                      cors=self.options.rest_api_enable_cors_support, is_ready=self.ready, guard=self._guard)
+        ssl_context = tls.rest_server_context(self._ssl) if self._ssl is not None else None
         started = concurrent.futures.Future()
         self._loop = asyncio.new_event_loop()
 
         async def open_site():
             self._runner = web.AppRunner(api.app(), access_log=None, shutdown_timeout=self.options.drain_seconds)
             await self._runner.setup()
-            site = web.TCPSite(self._runner, self.options.host, self.options.rest_api_port)
+            site = web.TCPSite(self._runner, self.options.host, self.options.rest_api_port,
+                               ssl_context=ssl_context)
             await site.start()
             return site._server.sockets[0].getsockname()[1]
 
@@ -262,4 +261,6 @@ class EmbeddedServer:
 def describe(server: EmbeddedServer) -> str:
     names = ", ".join(server.manager.model_names())
     rest = f", REST :{server.rest_port}" if server.rest_port else ""
-    return f"serving {names} with tfbig's embedded server on gRPC :{server.grpc_port}{rest} (pid {os.getpid()})"
+    tokens = f", bearer tokens from {server.options.auth_token_file}" if server.options.auth_token_file else ""
+    return (f"serving {names} with tfbig's embedded server on gRPC :{server.grpc_port}{rest}{tokens} "
+            f"(pid {os.getpid()})")

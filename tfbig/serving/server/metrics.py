@@ -9,7 +9,8 @@ prometheus-client keeps the counts; the page is written as TF Serving's
 prometheus_exporter.cc writes it, because prometheus-client's own page renames
 every counter `..._total` and adds `..._created` series, which would break
 queries such as `rate(:tensorflow:serving:request_count[1m])`. tfbig's
-extensions count under its own prefix (`:tfbig:serving:generate_stream_tokens`). Each server has
+extensions count under its own prefix (`:tfbig:serving:generate_stream_tokens`,
+`:tfbig:serving:auth_refusals`). Each server has
 its own registry so two servers in one process (tests, benchmarks) do not share
 counts.
 """
@@ -63,6 +64,10 @@ class ServerMetrics:
         self._stream_tokens = Counter(
             ":tfbig:serving:generate_stream_tokens", "Tokens generated for :generate_stream requests.",
             ["model_name"], registry=self.registry)
+        # tfbig's own: requests refused by --auth_token_file (entrypoint GRPC/REST, reason missing/invalid).
+        self._auth_refusals = Counter(
+            ":tfbig:serving:auth_refusals", "Requests refused for a missing or unaccepted bearer token.",
+            ["entrypoint", "reason"], registry=self.registry)
         # Labelled series by label values: prometheus-client's labels() lookup costs more
         # than the update itself, and every request makes two.
         self._series: dict[tuple, object] = {}
@@ -92,6 +97,9 @@ class ServerMetrics:
 
     def record_stream_token(self, model_name: str) -> None:
         self._child(self._stream_tokens, self._model_label(model_name)).inc()
+
+    def record_auth_refusal(self, entrypoint: str, reason: str) -> None:
+        self._child(self._auth_refusals, entrypoint, reason).inc()
 
     def record_batch(self, model_name: str, size: int) -> None:
         self._child(self._batch_size, model_name).observe(size)

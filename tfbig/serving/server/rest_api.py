@@ -42,6 +42,8 @@ STATUS_PATH = re.compile(
 API_PREFIX = re.compile(r"(?i)/v1/")
 # A CORS preflight is answered when it names an origin (http_server.cc).
 PREFLIGHT_ORIGIN = re.compile(r"https?://")
+# Routes open under --auth_token_file (see auth.py for why).
+OPEN_ROUTES = ("healthz", "readyz", "prometheus")
 _JSON_OPTIONS = {"always_print_fields_with_no_presence": True}
 
 
@@ -49,7 +51,7 @@ class RestApi:
     """The request handlers; `app()` wires them into an aiohttp application."""
 
     def __init__(self, core: ServingCore, metrics: ServerMetrics, *, pool: HandlerPool, timeout_s: float,
-                 max_request_bytes: int, prometheus_path: str | None, cors: bool, is_ready):
+                 max_request_bytes: int, prometheus_path: str | None, cors: bool, is_ready, guard=None):
         self._core = core
         self._metrics = metrics
         self._pool = pool  # requests run here: a model call or a batch wait would block the loop
@@ -58,17 +60,25 @@ class RestApi:
         self._prometheus_path = prometheus_path
         self._cors = cors
         self._is_ready = is_ready
+        self._guard = guard  # auth.Guard under --auth_token_file
         self._streams = RestStreams(core, metrics, pool=pool, timeout_s=self._timeout, reply=self._reply,
                                     headers=self._headers())
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self._max_bytes)
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
+        middlewares = [self._guard.rest_middleware(self._is_open, self._reply)] if self._guard else []
+        app = web.Application(client_max_size=self._max_bytes, middlewares=middlewares)
+        app.router.add_get("/healthz", self._healthz, name=OPEN_ROUTES[0])
+        app.router.add_get("/readyz", self._readyz, name=OPEN_ROUTES[1])
         if self._prometheus_path:
-            app.router.add_get(self._prometheus_path, self._prometheus)
+            app.router.add_get(self._prometheus_path, self._prometheus, name=OPEN_ROUTES[2])
         app.router.add_route("*", "/{path:.*}", self._v1)
         return app
+
+    @staticmethod
+    def _is_open(request: web.Request) -> bool:
+        """Reachable without a token: probes, the metrics page, and CORS preflights (a browser
+        sends those without credentials)."""
+        return request.method == "OPTIONS" or request.match_info.route.name in OPEN_ROUTES
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})
@@ -116,7 +126,7 @@ class RestApi:
         if not self._cors:
             return {}
         return {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "POST, GET",
-                "Access-Control-Allow-Headers": "Content-Type"}
+                "Access-Control-Allow-Headers": "Content-Type, Authorization"}
 
     def _reply(self, status: int, payload) -> web.Response:
         return web.Response(body=codec.dumps(payload), status=status, headers=self._headers(),
