@@ -13,6 +13,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from tfbig.report import ReportError, collect_run, write_report
+from tfbig.summaries import BY_STAGE as STAGES
+from tfbig.summaries import CompressSummary, ExportSummary, TrainSummary, ValidateSummary
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CONFIG = """\
@@ -97,21 +99,21 @@ def make_full_run(run_dir) -> str:
         "parity": {"saved_model:serving_default:logits": {"max_abs_error": MAX_ABS_ERROR,
                                                           "top1_agreement": 1.0}},
         "files": {"saved_model.pb": "0" * 64}})
-    stages = {
-        "train": {"status": "done", "seconds": 12.5, "summary": {"step": 30, "params": 5450}},
-        "compress": {"status": "done", "seconds": 4.0, "summary": {"output_dir": "pruned"}},
-        "export": {"status": "done", "seconds": 2.0,
-                   "summary": {"version": 3, "path": os.path.abspath(version)}},
-        "validate": {"status": "done", "seconds": 1.0, "summary": {
-            "engine": "embedded", "version": 3, "load_seconds": 0.42, "checks": [
-                {"signature": "serving_default", "output": "logits",
-                 "max_abs_error": 3.5e-07, "top1_agreement": 1.0}]}},
-        "canary": {"status": "failed", "seconds": 9.0, "summary": {}, "error": FAILED_ERROR},
-    }
+    summaries = [
+        (12.5, TrainSummary(checkpoint="ckpt-30", step=30)),
+        (4.0, CompressSummary(method="prune", output_dir="pruned")),
+        (2.0, ExportSummary(version=3, path=os.path.abspath(version), signatures=["serving_default"],
+                            artifacts={"tflite": "assets.extra/model.tflite"}, trained_checkpoint="ckpt-30")),
+        (1.0, ValidateSummary(version=3, engine="embedded", load_seconds=0.42, checks=[
+            {"signature": "serving_default", "output": "logits", "max_abs_error": 3.5e-07,
+             "top1_agreement": 1.0}])),
+    ]
+    stages = {summary.stage: {"status": "done", "seconds": seconds, "summary": summary.to_json()}
+              for seconds, summary in summaries}
+    stages["canary"] = {"status": "failed", "seconds": 9.0, "summary": {}, "error": FAILED_ERROR}
     write(os.path.join(run_dir, "pipeline.json"), {
         "format": "tfbig-pipeline/1", "model_name": "quickstart", "model_base_path": version,
-        "order": ["train", "evaluate", "compress", "export", "validate", "canary", "serve",
-                  "promote", "report"], "stages": stages})
+        "order": list(STAGES), "stages": stages})
     write(os.path.join(run_dir, "environment.json"), {
         "python": "3.12.3", "platform": "Linux-x86_64", "cpu_count": 2,
         "packages": {"tensorflow": "2.21.0", "tf_keras": "2.21.0"},

@@ -219,7 +219,7 @@ def cmd_launch(args) -> int:
 
 
 def cmd_pipeline(args) -> int:
-    """Train, evaluate, compress, export, validate, promote, serve and report, resumably."""
+    """Prepare, train, evaluate, compress, export, validate, promote, serve and report, resumably."""
     from tfbig.pipeline import run_pipeline, serving_hint
 
     config = args.loaded_config
@@ -398,8 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_arguments(pipeline)
     pipeline.add_argument("--output-dir", help="run directory (overrides output.dir)")
     pipeline.add_argument("--until", default="report", metavar="STAGE",
-                          help="stop after this stage: train, evaluate, compress, export, validate, "
-                               "canary, serve, promote, report (default)")
+                          help="stop after this stage (default report, the last; an unknown name "
+                               "is answered with the list)")
     pipeline.add_argument("--keep-serving", action="store_true",
                           help="keep the server running at the end until Ctrl-C")
     pipeline.set_defaults(handler=cmd_pipeline)

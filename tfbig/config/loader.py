@@ -338,6 +338,7 @@ def _check_consistency(config: schema.Config) -> None:
             f"positive numbers of concurrent requests, e.g. [1, 4, 16]"
         )
     _check_data_service(config)
+    _check_prepare(config.data)
     if config.train.early_stopping.metric and not config.train.early_stopping.metric.startswith("eval_"):
         raise ConfigError(
             f"train.early_stopping.metric: {config.train.early_stopping.metric!r} is "
@@ -364,6 +365,24 @@ def _check_data_service(config: schema.Config) -> None:
             f"(a prepared directory, whose shard visits the service's workers share out), not "
             f"{config.data.name!r}; prepare the text with `tfbig data prepare`, or unset "
             f"distribute.data_service.dispatcher"
+        )
+
+
+def _check_prepare(data: schema.DataConfig) -> None:
+    if data.prepare is None:
+        return
+    if data.name != "tokens":
+        raise ConfigError(
+            f"data.prepare: the pipeline prepares a token dataset for data.name 'tokens', not "
+            f"{data.name!r}; set data.name: tokens, or remove data.prepare"
+        )
+    if not data.prepare.sources:
+        raise ConfigError("data.prepare.sources: name the corpus to prepare: files, globs or "
+                          "directories, e.g. [corpus/, 'stdlib:json']")
+    if len(data.paths) > 1:
+        raise ConfigError(
+            f"data.paths: data.prepare writes one dataset directory, got {len(data.paths)} paths; "
+            f"name one (or none: RUN/dataset)"
         )
 
 
