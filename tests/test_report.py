@@ -14,7 +14,8 @@ from matplotlib.figure import Figure
 
 from tfbig.report import ReportError, collect_run, write_report
 from tfbig.summaries import BY_STAGE as STAGES
-from tfbig.summaries import CompressSummary, ExportSummary, TrainSummary, ValidateSummary
+from tfbig.summaries import (CompressSummary, ExportSummary, PrepareSummary, PromoteSummary, RecordError,
+                             TrainSummary, ValidateSummary, read_summary)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CONFIG = """\
@@ -243,3 +244,35 @@ def test_writes_are_atomic_and_leave_no_temporary_files(tmp_path):
 def test_importing_the_report_does_not_import_tensorflow():
     code = "import tfbig.report, sys; assert 'tensorflow' not in sys.modules, 'tensorflow'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_a_summary_written_by_another_tfbig_is_a_note_and_the_rest_still_renders(tmp_path):
+    run_dir = make_full_run(tmp_path / "run")
+    path = os.path.join(run_dir, "pipeline.json")
+    with open(path, encoding="utf-8") as f:
+        pipeline = json.load(f)
+    pipeline["stages"]["export"]["summary"] = {"version": 3, "exported_to": "elsewhere"}  # old field names
+    pipeline["stages"]["validate"]["summary"]["load_seconds"] = "fast"
+    write(path, pipeline)
+    collected = collect_run(run_dir)
+    assert collected["notes"] == [
+        "pipeline.json: the export stage's summary has unknown fields exported_to and no artifacts, path, "
+        "signatures, trained_checkpoint (written by another tfbig version?), skipped",
+        "pipeline.json: the validate stage's summary has load_seconds='fast', expected float, skipped"]
+    assert collected["export"]["version"] == 3  # found as RUN/export's latest version instead
+    assert collected["validation"] is None
+    assert "the export stage&#x27;s summary has unknown fields" in read(write_report(run_dir).html)
+
+
+@pytest.mark.parametrize("summary", [
+    PrepareSummary(dataset="/d", tokenizer={"kind": "bpe", "vocab_size": 400}, train_tokens=9, eval_tokens=2),
+    PrepareSummary(),
+    TrainSummary(checkpoint=None, step=0, metrics={"eval_loss": 1.5}),
+    CompressSummary(method="none"),
+    ExportSummary(version=1, path="/m/1", signatures=["generate"], artifacts={}, trained_checkpoint="c"),
+    PromoteSummary(labels={"stable": 2}, removed_versions=[1]),
+], ids=lambda summary: summary.stage)
+def test_summaries_round_trip_through_json(summary):
+    assert read_summary(summary.stage, json.loads(json.dumps(summary.to_json()))) == summary
+    with pytest.raises(RecordError, match=f"{summary.stage} stage's summary has unknown fields later"):
+        read_summary(summary.stage, {**summary.to_json(), "later": 1})

@@ -78,10 +78,12 @@ def cmd_train(args) -> int:
 def cmd_info(args) -> int:
     """Size, FLOPs and memory of the configured model, computed without building it."""
     from tfbig.data import load_data
+    from tfbig.data.prepare import planned_data_spec
     from tfbig.models import format_stats, model_stats
 
     config = args.loaded_config
-    spec = load_data(config.data).spec
+    # A config that prepares its data may run before the dataset exists.
+    spec = planned_data_spec(config.data) if config.data.prepare else load_data(config.data).spec
     stats = model_stats(
         config.model, spec, batch_size=config.train.batch_size,
         precision=config.train.precision, optimizer=config.train.optimizer.name,

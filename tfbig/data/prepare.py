@@ -39,10 +39,12 @@ import os
 import shutil
 import sys
 
+from tfbig.config import DataConfig
 from tfbig.data.corpus import discover
 from tfbig.data.errors import DataError
 from tfbig.data.jobs import FileScan, Sample, plan_units, scan_file, tokenize_unit
 from tfbig.data.shards import SPLITS, shard_count, write_shards
+from tfbig.data.spec import DataSpec
 from tfbig.data.tokenizer import (KINDS, MODEL_FILE, SPEC_FILE, SentencePieceTokenizer, Tokenizer,
                                   train_tokenizer)
 from tfbig.errors import RunError
@@ -121,6 +123,13 @@ def _prepare(files: list[str], output: str, existing: dict | None, work: str, op
         unit_files = [os.path.join(work, "units", f"{i:06d}") for i in range(len(units))]
         _tokenize(units, unit_files, work, tokens, options, mapper, quiet)
     return _finish(unit_files, work, output, tokens, scans, identity, options)
+
+
+def planned_data_spec(cfg: DataConfig) -> DataSpec:
+    """The examples the dataset `cfg.prepare` describes will give, before it is prepared: a
+    tokenizer has exactly the vocabulary asked for, so `tfbig info` can size the model."""
+    vocab_size = 257 if cfg.prepare.tokenizer == "byte" else cfg.prepare.vocab_size or DEFAULT_VOCAB_SIZE
+    return DataSpec("lm", (cfg.seq_len,), "int32", vocab_size)
 
 
 def prepared_spec(paths, output: str, **options) -> dict | None:
