@@ -9,8 +9,9 @@ naming the stage and the fields, not a KeyError somewhere in the report. The
 pipeline then treats that stage as not recorded (its outputs are checked
 afresh); the report shows the error as a note.
 
-A leaf module: no TensorFlow and no tfbig import, so the report (which must
-answer without TensorFlow) and the pipeline (which sits above it) can share it.
+A leaf module: no TensorFlow and nothing of tfbig but its errors, so the report
+(which must answer without TensorFlow) and the pipeline (which sits above it)
+can share it.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ import types
 import typing
 from typing import ClassVar, Optional
 
+from tfbig.errors import RunError
 
-class RecordError(ValueError):
+
+class RecordError(RunError, ValueError):
     """A stored summary does not have the fields (or types) this tfbig records."""
 
 
