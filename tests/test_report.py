@@ -276,3 +276,19 @@ def test_summaries_round_trip_through_json(summary):
     assert read_summary(summary.stage, json.loads(json.dumps(summary.to_json()))) == summary
     with pytest.raises(RecordError, match=f"{summary.stage} stage's summary has unknown fields later"):
         read_summary(summary.stage, {**summary.to_json(), "later": 1})
+
+
+def test_a_run_on_a_prepared_directory_shows_its_tokenizer_without_the_pipeline(tmp_path):
+    from corpus import write_prepared
+
+    spec = write_prepared(str(tmp_path / "tokens"))
+    run_dir = str(tmp_path / "run")
+    write(os.path.join(run_dir, "config.yaml"), CONFIG.replace(
+        "data:\n  name: digits", f"data:\n  name: tokens\n  paths: [{tmp_path / 'tokens'}]"))
+    write(os.path.join(run_dir, "metrics.jsonl"), json.dumps(
+        {"step": 30, "time": 1.0, "eval_loss": 1.2, "eval_perplexity": 3.3, "eval_bits_per_byte": 1.731}) + "\n")
+    data = collect_run(run_dir)["data"]
+    assert data["tokenizer"]["kind"] == "byte" and data["splits"]["eval"]["tokens"] == spec["splits"]["eval"]["tokens"]
+    page = read(write_report(run_dir).html)
+    assert "<th>tokenizer</th><td>byte, 257 ids</td>" in page
+    assert "<th>eval bits per byte</th><td>1.731</td>" in page
