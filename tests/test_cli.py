@@ -113,7 +113,7 @@ def test_mirrored_training_from_a_fresh_process_splits_the_cpu(tmp_path):
     # A fresh process, as a user runs it: the CPU split must happen before
     # anything starts TensorFlow's runtime (the test session pre-splits it).
     result = run_cli("train", "tfbig/configs/quickstart.yaml", "--output-dir", str(tmp_path),
-                     "--set", "train.steps=4", "--set", "train.steps_per_execution=2",
+                     "--set", "data={name: text, seq_len: 64}", "--set", "train.steps=4", "--set", "train.steps_per_execution=2",
                      "--set", "train.log_every=2", "--set", "train.eval_steps=1",
                      "--set", "train.progress_bar=false")
     assert result.returncode == 0, result.stderr[-2000:]

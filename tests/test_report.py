@@ -13,6 +13,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from tfbig.report import ReportError, collect_run, write_report
+from tfbig.summaries import BY_STAGE as STAGES
+from tfbig.summaries import (CompressSummary, ExportSummary, PrepareSummary, PromoteSummary, RecordError,
+                             TrainSummary, ValidateSummary, read_summary)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CONFIG = """\
@@ -97,21 +100,21 @@ def make_full_run(run_dir) -> str:
         "parity": {"saved_model:serving_default:logits": {"max_abs_error": MAX_ABS_ERROR,
                                                           "top1_agreement": 1.0}},
         "files": {"saved_model.pb": "0" * 64}})
-    stages = {
-        "train": {"status": "done", "seconds": 12.5, "summary": {"step": 30, "params": 5450}},
-        "compress": {"status": "done", "seconds": 4.0, "summary": {"output_dir": "pruned"}},
-        "export": {"status": "done", "seconds": 2.0,
-                   "summary": {"version": 3, "path": os.path.abspath(version)}},
-        "validate": {"status": "done", "seconds": 1.0, "summary": {
-            "engine": "embedded", "version": 3, "load_seconds": 0.42, "checks": [
-                {"signature": "serving_default", "output": "logits",
-                 "max_abs_error": 3.5e-07, "top1_agreement": 1.0}]}},
-        "canary": {"status": "failed", "seconds": 9.0, "summary": {}, "error": FAILED_ERROR},
-    }
+    summaries = [
+        (12.5, TrainSummary(checkpoint="ckpt-30", step=30)),
+        (4.0, CompressSummary(method="prune", output_dir="pruned")),
+        (2.0, ExportSummary(version=3, path=os.path.abspath(version), signatures=["serving_default"],
+                            artifacts={"tflite": "assets.extra/model.tflite"}, trained_checkpoint="ckpt-30")),
+        (1.0, ValidateSummary(version=3, engine="embedded", load_seconds=0.42, checks=[
+            {"signature": "serving_default", "output": "logits", "max_abs_error": 3.5e-07,
+             "top1_agreement": 1.0}])),
+    ]
+    stages = {summary.stage: {"status": "done", "seconds": seconds, "summary": summary.to_json()}
+              for seconds, summary in summaries}
+    stages["canary"] = {"status": "failed", "seconds": 9.0, "summary": {}, "error": FAILED_ERROR}
     write(os.path.join(run_dir, "pipeline.json"), {
         "format": "tfbig-pipeline/1", "model_name": "quickstart", "model_base_path": version,
-        "order": ["train", "evaluate", "compress", "export", "validate", "canary", "serve",
-                  "promote", "report"], "stages": stages})
+        "order": list(STAGES), "stages": stages})
     write(os.path.join(run_dir, "environment.json"), {
         "python": "3.12.3", "platform": "Linux-x86_64", "cpu_count": 2,
         "packages": {"tensorflow": "2.21.0", "tf_keras": "2.21.0"},
@@ -241,3 +244,51 @@ def test_writes_are_atomic_and_leave_no_temporary_files(tmp_path):
 def test_importing_the_report_does_not_import_tensorflow():
     code = "import tfbig.report, sys; assert 'tensorflow' not in sys.modules, 'tensorflow'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_a_summary_written_by_another_tfbig_is_a_note_and_the_rest_still_renders(tmp_path):
+    run_dir = make_full_run(tmp_path / "run")
+    path = os.path.join(run_dir, "pipeline.json")
+    with open(path, encoding="utf-8") as f:
+        pipeline = json.load(f)
+    pipeline["stages"]["export"]["summary"] = {"version": 3, "exported_to": "elsewhere"}  # old field names
+    pipeline["stages"]["validate"]["summary"]["load_seconds"] = "fast"
+    write(path, pipeline)
+    collected = collect_run(run_dir)
+    assert collected["notes"] == [
+        "pipeline.json: the export stage's summary has unknown fields exported_to and no artifacts, path, "
+        "signatures, trained_checkpoint (written by another tfbig version?), skipped",
+        "pipeline.json: the validate stage's summary has load_seconds='fast', expected float, skipped"]
+    assert collected["export"]["version"] == 3  # found as RUN/export's latest version instead
+    assert collected["validation"] is None
+    assert "the export stage&#x27;s summary has unknown fields" in read(write_report(run_dir).html)
+
+
+@pytest.mark.parametrize("summary", [
+    PrepareSummary(dataset="/d", tokenizer={"kind": "bpe", "vocab_size": 400}, train_tokens=9, eval_tokens=2),
+    PrepareSummary(),
+    TrainSummary(checkpoint=None, step=0, metrics={"eval_loss": 1.5}),
+    CompressSummary(method="none"),
+    ExportSummary(version=1, path="/m/1", signatures=["generate"], artifacts={}, trained_checkpoint="c"),
+    PromoteSummary(labels={"stable": 2}, removed_versions=[1]),
+], ids=lambda summary: summary.stage)
+def test_summaries_round_trip_through_json(summary):
+    assert read_summary(summary.stage, json.loads(json.dumps(summary.to_json()))) == summary
+    with pytest.raises(RecordError, match=f"{summary.stage} stage's summary has unknown fields later"):
+        read_summary(summary.stage, {**summary.to_json(), "later": 1})
+
+
+def test_a_run_on_a_prepared_directory_shows_its_tokenizer_without_the_pipeline(tmp_path):
+    from corpus import write_prepared
+
+    spec = write_prepared(str(tmp_path / "tokens"))
+    run_dir = str(tmp_path / "run")
+    write(os.path.join(run_dir, "config.yaml"), CONFIG.replace(
+        "data:\n  name: digits", f"data:\n  name: tokens\n  paths: [{tmp_path / 'tokens'}]"))
+    write(os.path.join(run_dir, "metrics.jsonl"), json.dumps(
+        {"step": 30, "time": 1.0, "eval_loss": 1.2, "eval_perplexity": 3.3, "eval_bits_per_byte": 1.731}) + "\n")
+    data = collect_run(run_dir)["data"]
+    assert data["tokenizer"]["kind"] == "byte" and data["splits"]["eval"]["tokens"] == spec["splits"]["eval"]["tokens"]
+    page = read(write_report(run_dir).html)
+    assert "<th>tokenizer</th><td>byte, 257 ids</td>" in page
+    assert "<th>eval bits per byte</th><td>1.731</td>" in page

@@ -79,10 +79,12 @@ def cmd_train(args) -> int:
 def cmd_info(args) -> int:
     """Size, FLOPs and memory of the configured model, computed without building it."""
     from tfbig.data import load_data
+    from tfbig.data.prepare import planned_data_spec
     from tfbig.models import format_stats, model_stats
 
     config = args.loaded_config
-    spec = load_data(config.data).spec
+    # A config that prepares its data may run before the dataset exists.
+    spec = planned_data_spec(config.data) if config.data.prepare else load_data(config.data).spec
     stats = model_stats(
         config.model, spec, batch_size=config.train.batch_size,
         precision=config.train.precision, optimizer=config.train.optimizer.name,
@@ -240,7 +242,7 @@ def cmd_launch(args) -> int:
 
 
 def cmd_pipeline(args) -> int:
-    """Train, evaluate, compress, export, validate, promote, serve and report, resumably."""
+    """Prepare, train, evaluate, compress, export, validate, promote, serve and report, resumably."""
     from tfbig.pipeline import run_pipeline, serving_hint
 
     config = args.loaded_config
@@ -445,8 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_arguments(pipeline)
     pipeline.add_argument("--output-dir", help="run directory (overrides output.dir)")
     pipeline.add_argument("--until", default="report", metavar="STAGE",
-                          help="stop after this stage: train, evaluate, compress, export, validate, "
-                               "canary, serve, promote, report (default)")
+                          help="stop after this stage (default report, the last; an unknown name "
+                               "is answered with the list)")
     pipeline.add_argument("--keep-serving", action="store_true",
                           help="keep the server running at the end until Ctrl-C")
     pipeline.set_defaults(handler=cmd_pipeline)

@@ -58,7 +58,9 @@ class RunDir:
     compression_md = Entry("report.md", "the compression report as a Markdown table")
     compression_png = Entry("report.png", "the compression report's plot: quality against gzip size")
     # Made by `tfbig pipeline`.
-    pipeline = Entry("pipeline.json", "what each stage did, and when")
+    pipeline = Entry("pipeline.json", "what each stage did, and when (`tfbig.summaries`)")
+    dataset = Entry("dataset/", "the token dataset the prepare stage makes from `data.prepare` "
+                    "when `data.paths` names no directory")
     compressed = Entry("compressed/", "the compressed run (a run directory)")
     compressed_from = Entry("compressed_from.txt", "in `compressed/`: the checkpoint it was made from")
     models = Entry("models/", "model base paths, `models/NAME/` (versions, `models.config`, "

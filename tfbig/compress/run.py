@@ -27,7 +27,8 @@ import yaml
 
 from tfbig import models
 from tfbig.compress import report as reports
-from tfbig.config import Config, ConfigError, apply_overrides, config_from_dict, config_to_dict
+from tfbig.config import (CompressConfig, Config, ConfigError, apply_overrides, config_from_dict,
+                          config_to_dict)
 from tfbig.config import save_config
 from tfbig.config.schema import COMPRESS_METHODS
 from tfbig.distribute import make_strategy
@@ -62,9 +63,13 @@ LAYER_WRAPPING_METHODS = ("prune", "qat", "cluster")
 
 
 def compress_run(run_dir: str, *, method: str | None = None, overrides: tuple[str, ...] = (),
-                 output_dir: str | None = None) -> CompressResult:
-    """Compress the latest checkpoint of `run_dir` with `method` (or the config's)."""
-    config = compress_config(run_dir, method, overrides)
+                 compress: CompressConfig | None = None, output_dir: str | None = None) -> CompressResult:
+    """Compress the latest checkpoint of `run_dir` with `method` (or the config's).
+
+    `compress` replaces the run's `compress:` section (the pipeline passes its own);
+    `overrides` and `method` then apply on top of it.
+    """
+    config = compress_config(run_dir, method, overrides, compress)
     method = config.compress.method
     # The strategy before any TensorFlow op: on CPU it may still split the device.
     strategy = make_strategy(config.distribute)
@@ -94,8 +99,10 @@ def compress_run(run_dir: str, *, method: str | None = None, overrides: tuple[st
     return measure(source, compressed, out_dir, details)
 
 
-def compress_config(run_dir: str, method: str | None, overrides) -> Config:
-    """The run's config with `--set` overrides (compress/distribute only) and `method`."""
+def compress_config(run_dir: str, method: str | None, overrides,
+                    compress: CompressConfig | None = None) -> Config:
+    """The run's config with `compress` as its section, `--set` overrides (compress/distribute
+    only) and `method`."""
     path = RunDir(run_dir).config
     if not os.path.isfile(path):
         raise ConfigError(f"{run_dir!r} is not a tfbig run directory: {path} is missing")
@@ -105,6 +112,8 @@ def compress_config(run_dir: str, method: str | None, overrides) -> Config:
                               f"can change when compressing; the model and data are the run's")
     with open(path, encoding="utf-8") as f:
         raw = yaml.safe_load(f) or {}
+    if compress is not None:
+        raw["compress"] = config_to_dict(compress)
     if method is not None:
         raw.setdefault("compress", {})["method"] = method
     config = config_from_dict(apply_overrides(raw, overrides))

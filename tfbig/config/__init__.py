@@ -32,6 +32,7 @@ from tfbig.config.schema import (
     OptimizerConfig,
     OutputConfig,
     PipelineConfig,
+    PrepareConfig,
     PruneConfig,
     QATConfig,
     ScheduleConfig,
@@ -45,7 +46,7 @@ __all__ = [
     "describe_config", "resolve_config_path", "shipped_configs",
     "MODEL_CONFIGS", "CNNConfig", "Config",
     "DataConfig", "DataServiceConfig", "DistributeConfig", "EarlyStoppingConfig", "GPTConfig", "LSTMConfig",
-    "MeshConfig", "MLPConfig", "OptimizerConfig", "OutputConfig", "PipelineConfig", "ClusterConfig", "CompressConfig",
+    "MeshConfig", "MLPConfig", "OptimizerConfig", "OutputConfig", "PipelineConfig", "PrepareConfig", "ClusterConfig", "CompressConfig",
     "DistillConfig", "PruneConfig", "QATConfig", "ScheduleConfig", "TrainConfig",
     "TransformerEncoderConfig",
 ]

@@ -134,6 +134,35 @@ LANGUAGE_MODEL_DATA = ("text", "tokens")
 
 
 @dataclasses.dataclass(frozen=True)
+class PrepareConfig(Checked):
+    """The corpus `tfbig pipeline`'s prepare stage turns into the `tokens` data set.
+
+    The options are `tfbig data prepare`'s (see `tfbig.data.prepare`); the
+    dataset goes to `data.paths[0]`, or to RUN/dataset/ when data.paths is empty.
+    """
+
+    # Files, globs or directories of .txt/.md/.py/.jsonl (and .gz). `stdlib:PATH` is
+    # PATH under the running Python's standard library (`stdlib:` the whole of it),
+    # so a config names a corpus that needs no download and no machine path.
+    sources: list[str] = items()
+    tokenizer: Literal["bpe", "unigram", "byte"] = "bpe"
+    # 0 = 8192 for bpe and unigram (the byte tokenizer's is always 257).
+    vocab_size: int = bounded(0, min=0)
+    special_tokens: list[str] = items()
+    eval_fraction: float = bounded(0.02, min=0.0, max=0.9, min_exclusive=True)
+    text_field: str = "text"  # the text of a .jsonl line
+    # The tokenizer's training sample: bounds its memory and time, whatever the corpus.
+    sample_bytes: int = bounded(32 << 20, min=1)
+    workers: int = bounded(0, min=0)  # tokenizing processes; 0 = all cores
+
+    def check(self) -> None:
+        if not self.sources:
+            raise SectionError(self, "sources", (
+                "name the corpus to prepare: files, globs or directories, e.g. "
+                "[corpus/, 'stdlib:json']"))
+
+
+@dataclasses.dataclass(frozen=True)
 class DataConfig(Checked):
     """Where examples come from.
 
@@ -151,6 +180,21 @@ class DataConfig(Checked):
     # Fraction held out for evaluation, taken deterministically from the end.
     eval_fraction: float = bounded(0.1, min=0.0, max=0.9)
     seed: int = 0
+    # `tokens` only: what `tfbig pipeline` prepares before training (none: the
+    # directory in `paths` is prepared already, by `tfbig data prepare`).
+    prepare: Optional[PrepareConfig] = None
+
+    def check(self) -> None:
+        if self.prepare is None:
+            return
+        if self.name != "tokens":
+            raise SectionError(self, "prepare", (
+                f"the pipeline prepares a token dataset for data.name 'tokens', not "
+                f"{self.name!r}; set data.name: tokens, or remove data.prepare"))
+        if len(self.paths) > 1:
+            raise SectionError(self, "paths", (
+                f"data.prepare writes one dataset directory, got {len(self.paths)} paths; "
+                f"name one (or none: RUN/dataset)"))
 
 
 # ---------------------------------------------------------------------- train

@@ -1,6 +1,9 @@
 """A corpus on disk: which files it is made of, and the documents inside them.
 
-One `.txt`, `.md` or `.py` file is one document; one line of a `.jsonl` file
+A source is a file, a glob or a directory; `stdlib:PATH` names PATH under the
+standard library of the running Python (`stdlib:` all of it but its
+site-packages), a real corpus of code and docstrings on every machine that a
+config can name without a machine path. One `.txt`, `.md` or `.py` file is one document; one line of a `.jsonl` file
 is one document (its `text` field, or another named one); a `.gz` suffix on
 any of them means gzip. Files are read as bytes and decoded as strict UTF-8,
 so the documents are exactly the text on disk (no newline translation).
@@ -19,12 +22,16 @@ import hashlib
 import io
 import json
 import os
+import sysconfig
 import zlib
 from typing import BinaryIO, Iterator
 
 from tfbig.data.errors import DataError
 
 SUFFIXES = (".txt", ".md", ".py", ".jsonl")
+STDLIB = "stdlib:"
+# Third-party packages installed inside the standard library's directory.
+NOT_STDLIB = ("site-packages", "dist-packages")
 
 
 class BadFile(Exception):
@@ -47,26 +54,35 @@ def discover(paths: list[str]) -> list[str]:
     supported suffix, and a path that names nothing is an error.
     """
     found = set()
-    for path in paths:
+    for source in paths:
+        path = resolve_source(source)
         if glob.has_magic(path):
             matches = glob.glob(path, recursive=True)
             if not matches:
                 raise DataError(f"{path!r} matches no file")
             found.update(m for m in matches if os.path.isfile(m) and is_source(m))
         elif os.path.isdir(path):
-            found.update(_walk(path))
+            found.update(_walk(path, skip=NOT_STDLIB if source.startswith(STDLIB) else ()))
         elif os.path.isfile(path):
             if not is_source(path):
                 raise DataError(f"{path!r} is not a {', '.join(SUFFIXES)} file (or one of them .gz)")
             found.add(path)
         else:
-            raise DataError(f"{path!r} does not exist")
+            raise DataError(f"{source!r} does not exist" if path == source
+                            else f"{source!r} ({path}) does not exist")
     return sorted(os.path.normpath(path) for path in found)
 
 
-def _walk(directory: str) -> Iterator[str]:
+def resolve_source(source: str) -> str:
+    """`source` with a `stdlib:` prefix replaced by the standard library's directory."""
+    if not source.startswith(STDLIB):
+        return source
+    return os.path.join(sysconfig.get_paths()["stdlib"], source[len(STDLIB):].lstrip("/"))
+
+
+def _walk(directory: str, skip=()) -> Iterator[str]:
     for root, dirs, files in os.walk(directory):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in skip]
         yield from (os.path.join(root, f) for f in files if not f.startswith(".") and is_source(f))
 
 

@@ -39,10 +39,12 @@ import os
 import shutil
 import sys
 
+from tfbig.config import DataConfig
 from tfbig.data.corpus import discover
 from tfbig.data.errors import DataError
 from tfbig.data.jobs import FileScan, Sample, plan_units, scan_file, tokenize_unit
 from tfbig.data.shards import SPLITS, shard_count, write_shards
+from tfbig.data.spec import DataSpec
 from tfbig.data.tokenizer import (KINDS, MODEL_FILE, SPEC_FILE, SentencePieceTokenizer, Tokenizer,
                                   train_tokenizer)
 from tfbig.errors import RunError
@@ -73,15 +75,18 @@ class Options:
 def prepare_dataset(paths, output: str, *, tokenizer: str = "bpe", vocab_size: int | None = None,
                     special_tokens=(), eval_fraction: float = 0.02, text_field: str = "text",
                     sample_bytes: int = DEFAULT_SAMPLE_BYTES, workers: int | None = None,
-                    quiet: bool = False) -> dict:
+                    quiet: bool = False, replace: bool = False) -> dict:
     """Prepare `paths` (files, globs, directories) into the dataset directory `output`; its spec.
 
     An `output` that already holds the dataset of these inputs and options is
-    up to date and returned as it is. Raises DataError for an empty corpus, a
-    vocabulary the text cannot fill, or an `output` holding anything else.
-    Unless `quiet`, progress bars (on a terminal) and skipped files go to stderr.
+    up to date and returned as it is; one made from other inputs or options is
+    an error, or with `replace` is replaced once the new one is complete.
+    Raises DataError for an empty corpus, a vocabulary the text cannot fill,
+    or an `output` holding anything else. Unless `quiet`, progress bars (on a
+    terminal) and skipped files go to stderr.
     """
-    options = _options(tokenizer, vocab_size, special_tokens, eval_fraction, text_field, sample_bytes)
+    options = make_options(tokenizer=tokenizer, vocab_size=vocab_size, special_tokens=special_tokens,
+                           eval_fraction=eval_fraction, text_field=text_field, sample_bytes=sample_bytes)
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if workers < 1:
@@ -90,20 +95,20 @@ def prepare_dataset(paths, output: str, *, tokenizer: str = "bpe", vocab_size: i
     existing = _existing_spec(output)
     work = _work_dir(output, files, options)
     try:
-        return _prepare(files, output, existing, work, options, workers, quiet)
+        return _prepare(files, output, existing, work, options, workers, quiet, replace)
     except DataError:  # wrong input: nothing worth resuming (an interruption keeps the work)
         shutil.rmtree(work, ignore_errors=True)
         raise
 
 
 def _prepare(files: list[str], output: str, existing: dict | None, work: str, options: Options,
-             workers: int, quiet: bool) -> dict:
+             workers: int, quiet: bool, replace: bool) -> dict:
     with _mapper(workers) as mapper:
         scans, sample = _saved_scans(work), None
         if scans is None:
             scans, sample = _scan(files, options, mapper, quiet)
         identity = _identity(scans, options)
-        if existing is not None:
+        if existing is not None and (not replace or _same_identity(existing, identity)):
             return _up_to_date(existing, identity, output, work, quiet)
         skipped = identity["skipped"]
         _check_splits(scans, len(files), skipped)
@@ -120,7 +125,55 @@ def _prepare(files: list[str], output: str, existing: dict | None, work: str, op
     return _finish(unit_files, work, output, tokens, scans, identity, options)
 
 
-def _options(tokenizer, vocab_size, special_tokens, eval_fraction, text_field, sample_bytes) -> Options:
+def planned_data_spec(cfg: DataConfig) -> DataSpec:
+    """The examples the dataset `cfg.prepare` describes will give, before it is prepared: a
+    tokenizer has exactly the vocabulary asked for, so `tfbig info` can size the model."""
+    vocab_size = 257 if cfg.prepare.tokenizer == "byte" else cfg.prepare.vocab_size or DEFAULT_VOCAB_SIZE
+    return DataSpec("lm", (cfg.seq_len,), "int32", vocab_size)
+
+
+def prepared_spec(paths, output: str, **options) -> dict | None:
+    """The spec of the dataset at `output` if it was made from `paths` as they are now (the
+    same files, sizes and sha256) with these options (`make_options`' keywords); else None.
+
+    What an up-to-date check needs, for less than preparing again costs: that
+    scans every document too, this only hashes the files, and only when the
+    file names and sizes all match.
+    """
+    options = make_options(**options)
+    spec = _load_json(os.path.join(output, SPEC_FILE))
+    try:
+        if spec.get("format") != FORMAT or spec.get("options") != options.to_json():
+            return None
+        sources = {source["path"]: source for source in spec["sources"]}
+        named_skips = {skip["path"] for skip in spec["skipped"]["first"]}
+        files = discover([paths] if isinstance(paths, str) else list(paths))
+        if (len(files) != len(sources) + spec["skipped"]["count"]
+                or set(files) - set(sources) - named_skips or set(sources) - set(files)):
+            return None
+        if any(_size_and_mtime(path)[0] != source["bytes"] for path, source in sources.items()):
+            return None
+        if any(_sha256(path) != source["sha256"] for path, source in sources.items()):
+            return None
+    except (AttributeError, KeyError, TypeError):  # no spec, or not one this tfbig wrote
+        return None
+    return spec
+
+
+def _sha256(path: str) -> str | None:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def make_options(*, tokenizer: str, vocab_size: int | None, special_tokens, eval_fraction: float,
+                 text_field: str, sample_bytes: int) -> Options:
+    """The options checked; DataError names the one that is wrong."""
     if tokenizer not in KINDS:
         raise DataError(f"--tokenizer {tokenizer!r} is not one of {', '.join(KINDS)}")
     if tokenizer == "byte":
@@ -149,9 +202,13 @@ def _existing_spec(output: str) -> dict | None:
     return spec
 
 
+def _same_identity(existing: dict, identity: dict) -> bool:
+    return all(existing.get(key) == value for key, value in identity.items())
+
+
 def _up_to_date(existing: dict, identity: dict, output: str, work: str, quiet: bool) -> dict:
     shutil.rmtree(work)
-    if any(existing.get(key) != value for key, value in identity.items()):
+    if not _same_identity(existing, identity):
         raise DataError(f"--output {output!r} holds a dataset made from other inputs or options; "
                         f"remove it or choose another directory")
     if not quiet:
@@ -343,7 +400,10 @@ def _finish(unit_files: list[str], work: str, output: str, tokenizer: Tokenizer,
     }
     _write_json(os.path.join(staged, SPEC_FILE), spec)
     if os.path.isdir(output):
-        os.rmdir(output)  # empty, as _existing_spec found it
+        if os.listdir(output):  # the dataset this one replaces (`replace`): out of the way first
+            os.rename(output, os.path.join(work, "replaced"))
+        else:
+            os.rmdir(output)  # empty, as _existing_spec found it
     os.rename(staged, output)
     shutil.rmtree(work)
     return spec

@@ -52,6 +52,9 @@ def read_spec(directory: str) -> dict:
 
 
 def dataset_directory(cfg: DataConfig) -> str:
+    if cfg.prepare is not None and not cfg.paths:
+        raise DataError("data.paths: empty, so the dataset is the one the pipeline prepares from data.prepare "
+                        "into RUN/dataset; run `tfbig pipeline CONFIG --until train` to prepare it and train")
     if len(cfg.paths) != 1:
         raise DataError(f"data.paths: data.name 'tokens' takes one prepared directory, got {len(cfg.paths)} "
                         f"paths; prepare several corpora into one directory with `tfbig data prepare`")

@@ -6,7 +6,6 @@
     print(result.report)          # RUN_DIR/report/index.html
 """
 
-from tfbig.pipeline.run import PipelineError, PipelineResult, run_pipeline, serving_hint
-from tfbig.pipeline.state import STAGES
+from tfbig.pipeline.run import STAGES, PipelineError, PipelineResult, run_pipeline, serving_hint
 
 __all__ = ["PipelineError", "PipelineResult", "run_pipeline", "serving_hint", "STAGES"]

@@ -1,5 +1,5 @@
-"""`tfbig pipeline CONFIG`: train -> evaluate -> compress -> export -> validate ->
-canary -> serve -> promote -> report, resumable stage by stage.
+"""`tfbig pipeline CONFIG`: prepare -> train -> evaluate -> compress -> export ->
+validate -> canary -> serve -> promote -> report, resumable stage by stage.
 
 A stage whose outputs are complete and valid is skipped (see
 `tfbig.pipeline.stages`), so re-running after an interruption, or after
@@ -22,8 +22,13 @@ import time
 from tfbig.config import Config, ConfigError, replace
 from tfbig.errors import RunError, TfbigError
 from tfbig.pipeline import stages
-from tfbig.pipeline.state import STAGES, PipelineState, now
+from tfbig.pipeline.context import PipelineContext
+from tfbig.pipeline.smoke import SMOKE
+from tfbig.pipeline.state import PipelineState, now
 from tfbig.rundir import RunDir
+from tfbig.summaries import ExportSummary, ReportSummary, Summary
+
+STAGES = tuple(stage.name for stage in stages.STAGES)
 
 # Single-process strategies: a cluster trains under `tfbig launch`, then the
 # pipeline takes the run from there (its train stage finds the run complete).
@@ -50,10 +55,7 @@ def serving_hint(result: PipelineResult, *, model_family: str) -> str:
     name = result.model_name
     flags = " ".join(shlex.quote(f) for f in result.serve_flags)
     if model_family == "gpt":
-        body = ('{"signature_name": "generate", "inputs": {"text": ["def "], "max_new_tokens": 32, '
-                '"temperature": 0.0, "top_k": 0, "seed": 0}}')
-        python = (f'Client("localhost:8500").predict("{name}", {{"text": [b"def "], "max_new_tokens": 32, '
-                  f'"temperature": 0.0, "top_k": 0, "seed": 0}}, signature="generate", label="stable")')
+        body, python = SMOKE.rest_body(), SMOKE.python(name)
     else:
         body = '{"instances": [EXAMPLE]}'
         python = f'Client("localhost:8500").predict("{name}", examples, label="stable")'
@@ -89,16 +91,19 @@ def run_pipeline(config: Config, *, until: str = "report", keep_serving: bool = 
     # Absolute from here on: the records compare checkpoint and run paths across runs,
     # which may start from another working directory.
     config = replace(config, {"output.dir": os.path.abspath(config.output.dir)})
+    if config.data.prepare is not None:  # where the prepare stage writes and training reads
+        dataset = config.data.paths[0] if config.data.paths else RunDir(config.output.dir).dataset
+        config = replace(config, {"data.paths": [os.path.abspath(dataset)]})
     name = model_name(config)
     base = model_base_path(config, name)
     os.makedirs(config.output.dir, exist_ok=True)
-    ctx = stages.PipelineContext(config=config, model_name=name, base_path=base,
-                                 state=PipelineState(config.output.dir, model_name=name, model_base_path=base))
+    state = PipelineState(config.output.dir, model_name=name, model_base_path=base, order=STAGES)
+    ctx = PipelineContext(config=config, model_name=name, base_path=base, state=state)
     statuses = {}
     try:
-        for stage in STAGES[:STAGES.index(until) + 1]:
-            statuses[stage] = _run_stage(ctx, stage, say)
-        if keep_serving and ctx.state.summary("export"):
+        for stage in stages.STAGES[:STAGES.index(until) + 1]:
+            statuses[stage.name] = _run_stage(ctx, stage, say)
+        if keep_serving and ctx.state.summary(ExportSummary):
             _serve_until_stopped(ctx, say)
     except PipelineError:
         if until == "report":
@@ -108,36 +113,35 @@ def run_pipeline(config: Config, *, until: str = "report", keep_serving: bool = 
         if ctx.server:
             ctx.server.stop()
             ctx.server = None
-    export = ctx.state.summary("export")
-    report = ctx.state.summary("report").get("html")
+    export, report = ctx.state.summary(ExportSummary), ctx.state.summary(ReportSummary)
     return PipelineResult(run_dir=config.output.dir, model_name=name, model_base_path=base,
-                          version=export.get("version"), statuses=statuses, report=report,
+                          version=export.version if export else None, statuses=statuses,
+                          report=report.html if report else None,
                           serve_flags=stages.serve_command(ctx) if export else [])
 
 
-def _run_stage(ctx: stages.PipelineContext, stage: str, say) -> str:
-    up_to_date, run = stages.STAGE_FUNCTIONS[stage]
+def _run_stage(ctx: PipelineContext, stage: stages.Stage, say) -> str:
     started, clock = now(), time.perf_counter()
     try:
-        summary = up_to_date(ctx)
+        summary = stage.up_to_date(ctx)
         status = "skipped"
         if summary is None:
-            say(f"[pipeline] {stage} ...")
-            summary, status = run(ctx), "done"
+            say(f"[pipeline] {stage.name} ...")
+            summary, status = stage.run(ctx), "done"
     except KeyboardInterrupt:
-        ctx.state.record(stage, status="failed", started=started, seconds=time.perf_counter() - clock,
-                         error="interrupted")
+        ctx.state.record(stage.name, status="failed", started=started,
+                         seconds=time.perf_counter() - clock, error="interrupted")
         raise
     except Exception as error:
         message = _one_line(error)
-        ctx.state.record(stage, status="failed", started=started, seconds=time.perf_counter() - clock,
-                         error=message)
+        ctx.state.record(stage.name, status="failed", started=started,
+                         seconds=time.perf_counter() - clock, error=message)
         if not isinstance(error, TfbigError):  # a bug: keep its traceback
             raise
-        raise PipelineError(f"stage {stage} failed: {message}") from error
+        raise PipelineError(f"stage {stage.name} failed: {message}") from error
     seconds = time.perf_counter() - clock
-    ctx.state.record(stage, status=status, started=started, seconds=seconds, summary=summary)
-    say(f"[pipeline] {stage}: {status} ({seconds:.1f} s){_shown(summary)}")
+    ctx.state.record(stage.name, status=status, started=started, seconds=seconds, summary=summary)
+    say(f"[pipeline] {stage.name}: {status} ({seconds:.1f} s){_shown(summary)}")
     return status
 
 
@@ -146,14 +150,12 @@ def _one_line(error: Exception) -> str:
     return text or type(error).__name__
 
 
-def _shown(summary: dict) -> str:
-    keys = ("step", "eval_accuracy", "eval_perplexity", "method", "version", "labels", "smoke", "html")
-    shown = [f"{k}={summary[k]:.4g}" if isinstance(summary[k], float) else f"{k}={summary[k]}"
-             for k in keys if k in summary]
+def _shown(summary: Summary) -> str:
+    shown = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.shown().items()]
     return ": " + ", ".join(shown) if shown else ""
 
 
-def _best_effort_report(ctx: stages.PipelineContext) -> None:
+def _best_effort_report(ctx: PipelineContext) -> None:
     """A failed pipeline still gets its report (what ran, and the error); never a second failure."""
     try:
         stages.run_report(ctx)
@@ -161,7 +163,7 @@ def _best_effort_report(ctx: stages.PipelineContext) -> None:
         pass
 
 
-def _serve_until_stopped(ctx: stages.PipelineContext, say) -> None:
+def _serve_until_stopped(ctx: PipelineContext, say) -> None:
     if ctx.server is None:  # `serve` was up to date: nothing is running yet
         stages.start_server(ctx)
     stop = threading.Event()

@@ -1,32 +1,32 @@
-"""The stages of `tfbig pipeline`, each a pair: is it up to date, and run it.
+"""The stages of `tfbig pipeline`, in order: each a `Stage` with its name, its
+up-to-date check, its action and the typed summary both return.
 
 `up_to_date(ctx)` returns the stage's summary when its outputs exist and are
-still valid for the current inputs (the latest checkpoint, the exported
-version, the labels), else None; `run(ctx)` does the work and returns the
-summary. Each stage reads only files the stages before it wrote, so any stage
-can be re-run alone after an interruption.
+still valid for the current inputs (the dataset's sources, the latest
+checkpoint, the exported version, the labels), else None; `run(ctx)` does the
+work and returns the summary. The summaries (`tfbig.summaries`) are what
+pipeline.json stores and the report reads. Each stage reads only files the
+stages before it wrote, so any stage can be re-run alone after an interruption.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
-import re
 import shutil
+from typing import Callable
 
-import numpy as np
-
-from tfbig.config import Config, ConfigError, config_to_dict, replace
+from tfbig.config import Config
 from tfbig.errors import RunError
-from tfbig.export.signatures import GENERATE, INPUT_KEY, LOGITS, PREDICT
 from tfbig.files import write_atomic, write_json
-from tfbig.pipeline.state import PipelineState
+from tfbig.pipeline.context import PipelineContext, checkpoint_step, latest_checkpoint
+from tfbig.pipeline.smoke import example_inputs, smoke_query
 from tfbig.rundir import RunDir
+from tfbig.summaries import (CanarySummary, CompressSummary, EvaluateSummary, ExportSummary,
+                             PrepareSummary, PromoteSummary, ReportSummary, ServeSummary, Summary,
+                             TrainSummary, ValidateSummary)
 
-SMOKE_PROMPT = b"def "
-SMOKE_NEW_TOKENS = 24
 # How often the pipeline's server re-reads models.config (label moves are also pushed to it).
 CONFIG_POLL_S = 2
 
@@ -35,103 +35,85 @@ class GateError(RunError, ValueError):
     """The model missed a quality gate of `pipeline:`; nothing is exported."""
 
 
-@dataclasses.dataclass
-class PipelineContext:
-    config: Config
-    state: PipelineState
-    model_name: str
-    base_path: str
-    server: object = None  # the ServerProcess started by `serve`, while it runs
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One stage; its name is its summary's, so pipeline.json and the report agree on it."""
+
+    summary: type[Summary]
+    up_to_date: Callable[[PipelineContext], Summary | None]
+    run: Callable[[PipelineContext], Summary]
 
     @property
-    def run_dir(self) -> str:
-        return self.config.output.dir
-
-    @property
-    def run(self) -> RunDir:
-        return RunDir(self.run_dir)
-
-    @property
-    def train_config(self) -> Config:
-        """The config the run is trained with: uncompressed. In a run directory's config,
-        compress.method marks a run that compression made (see `tfbig.export.restore`);
-        the pipeline's compress section is applied by the compress stage instead."""
-        return replace(self.config, {"compress": {}})
-
-    @functools.cached_property
-    def strategy(self):
-        from tfbig.distribute import make_strategy
-
-        return make_strategy(self.config.distribute)
-
-    @functools.cached_property
-    def credentials(self):
-        """What the pipeline's requests to its server send: the token of pipeline.auth_token_file."""
-        from tfbig.serving import Credentials
-
-        token_file = self.config.pipeline.auth_token_file
-        return Credentials.from_files(token_file=token_file) if token_file else Credentials()
-
-    @property
-    def registry(self):
-        from tfbig.lifecycle import ModelRegistry
-
-        return ModelRegistry(self.base_path, model_name=self.model_name)
-
-    @property
-    def compressed(self) -> bool:
-        return self.config.compress.method != "none"
-
-    @property
-    def export_source(self) -> str:
-        """The run directory whose model is exported: the compressed one, if any."""
-        return self.run.compressed if self.compressed else self.run_dir
-
-    @property
-    def version(self) -> int:
-        return self.state.summary("export")["version"]
+    def name(self) -> str:
+        return self.summary.stage
 
 
-def latest_checkpoint(run_dir: str) -> str | None:
-    import tensorflow as tf  # reads the checkpoint index file; no TF op runs
-
-    return tf.train.latest_checkpoint(RunDir(run_dir).checkpoints)
+# --------------------------------------------------------------------- prepare
 
 
-def _checkpoint_step(path: str | None) -> int:
-    match = re.search(r"ckpt-(\d+)$", path or "")
-    return int(match.group(1)) if match else -1
+def _prepare_options(ctx: PipelineContext) -> dict:
+    """`prepare_dataset`'s options from `data.prepare` (0 means its default)."""
+    prepare = ctx.config.data.prepare
+    return {"tokenizer": prepare.tokenizer, "vocab_size": prepare.vocab_size or None,
+            "special_tokens": tuple(prepare.special_tokens), "eval_fraction": prepare.eval_fraction,
+            "text_field": prepare.text_field, "sample_bytes": prepare.sample_bytes}
+
+
+def prepare_up_to_date(ctx: PipelineContext) -> PrepareSummary | None:
+    from tfbig.data.prepare import prepared_spec
+
+    if ctx.config.data.prepare is None:
+        return PrepareSummary()
+    spec = prepared_spec(ctx.config.data.prepare.sources, ctx.dataset, **_prepare_options(ctx))
+    return _prepare_summary(ctx.dataset, spec) if spec else None
+
+
+def run_prepare(ctx: PipelineContext) -> PrepareSummary:
+    """`tfbig data prepare` of `data.prepare.sources` into the dataset directory: resumes an
+    interrupted preparation, replaces a dataset made from other sources or options."""
+    from tfbig.data.prepare import prepare_dataset
+
+    prepare = ctx.config.data.prepare
+    spec = prepare_dataset(prepare.sources, ctx.dataset, **_prepare_options(ctx),
+                           workers=prepare.workers or None, quiet=True, replace=True)
+    return _prepare_summary(ctx.dataset, spec)
+
+
+def _prepare_summary(dataset: str, spec: dict) -> PrepareSummary:
+    splits = spec["splits"]
+    return PrepareSummary(dataset=dataset, tokenizer=spec["tokenizer"], train_tokens=splits["train"]["tokens"],
+                          eval_tokens=splits["eval"]["tokens"], eval_bytes=splits["eval"]["bytes"])
 
 
 # ----------------------------------------------------------------------- train
 
 
-def train_up_to_date(ctx: PipelineContext) -> dict | None:
+def train_up_to_date(ctx: PipelineContext) -> TrainSummary | None:
     checkpoint = latest_checkpoint(ctx.run_dir)
-    if _checkpoint_step(checkpoint) >= ctx.config.train.steps:
-        return {"checkpoint": checkpoint, "step": _checkpoint_step(checkpoint)}
+    if checkpoint_step(checkpoint) >= ctx.config.train.steps:
+        return TrainSummary(checkpoint=checkpoint, step=checkpoint_step(checkpoint))
     return None
 
 
-def run_train(ctx: PipelineContext) -> dict:
+def run_train(ctx: PipelineContext) -> TrainSummary:
     from tfbig.train import train
 
     result = train(ctx.train_config)  # resumes an interrupted run
-    return {"checkpoint": result.checkpoint, "step": result.step, **result.eval_metrics}
+    return TrainSummary(checkpoint=result.checkpoint, step=result.step, metrics=result.eval_metrics)
 
 
 # -------------------------------------------------------------------- evaluate
 
 
-def evaluate_up_to_date(ctx: PipelineContext) -> dict | None:
-    done = ctx.state.summary("evaluate")
-    if done and done.get("checkpoint") == latest_checkpoint(ctx.run_dir):
-        check_gates(ctx.config, done)
+def evaluate_up_to_date(ctx: PipelineContext) -> EvaluateSummary | None:
+    done = ctx.state.summary(EvaluateSummary)
+    if done and done.checkpoint == latest_checkpoint(ctx.run_dir):
+        check_gates(ctx.config, done.metrics)
         return done
     return None
 
 
-def run_evaluate(ctx: PipelineContext) -> dict:
+def run_evaluate(ctx: PipelineContext) -> EvaluateSummary:
     """A full pass over the eval split with the latest checkpoint, then the quality gates."""
     from tfbig.models import precision_policy
     from tfbig.train.run import build_trainer
@@ -140,10 +122,9 @@ def run_evaluate(ctx: PipelineContext) -> dict:
         trainer = build_trainer(ctx.config, ctx.strategy)
         checkpoint = trainer.checkpointer.restore_latest()
         metrics = trainer.evaluate()
-    summary = {"checkpoint": checkpoint, "step": int(trainer.step.numpy()),
-               "replicas": ctx.strategy.num_replicas_in_sync, **metrics}
-    check_gates(ctx.config, summary)
-    return summary
+    check_gates(ctx.config, metrics)
+    return EvaluateSummary(checkpoint=checkpoint, step=int(trainer.step.numpy()),
+                           replicas=ctx.strategy.num_replicas_in_sync, metrics=metrics)
 
 
 def check_gates(config: Config, metrics: dict) -> None:
@@ -160,18 +141,17 @@ def check_gates(config: Config, metrics: dict) -> None:
 # -------------------------------------------------------------------- compress
 
 
-def compress_up_to_date(ctx: PipelineContext) -> dict | None:
+def compress_up_to_date(ctx: PipelineContext) -> CompressSummary | None:
     if not ctx.compressed:
-        return {"method": "none"}
-    done = ctx.state.summary("compress")
+        return CompressSummary(method="none")
+    done = ctx.state.summary(CompressSummary)
     report = RunDir(ctx.export_source).compression_json
-    if (done and done.get("source_checkpoint") == latest_checkpoint(ctx.run_dir)
-            and os.path.exists(report)):
+    if done and done.source_checkpoint == latest_checkpoint(ctx.run_dir) and os.path.exists(report):
         return done
     return None
 
 
-def run_compress(ctx: PipelineContext) -> dict:
+def run_compress(ctx: PipelineContext) -> CompressSummary:
     """Compress the latest checkpoint: resume an interrupted fine-tuning of the same
     checkpoint, start afresh when training has moved on (a longer `train.steps`)."""
     from tfbig.compress import compress_run
@@ -182,12 +162,10 @@ def run_compress(ctx: PipelineContext) -> dict:
         shutil.rmtree(ctx.export_source)
     os.makedirs(ctx.export_source, exist_ok=True)
     write_atomic(marker, source)
-    section = json.dumps(config_to_dict(ctx.config.compress))  # JSON is YAML: one override
-    result = compress_run(ctx.run_dir, overrides=(f"compress={section}",), output_dir=ctx.export_source)
-    after = {k: v for k, v in result.after.items() if k.startswith("eval_")}
-    check_gates(ctx.config, after)
-    return {"method": result.method, "output_dir": result.output_dir, "source_checkpoint": source,
-            "before": result.before, "after": result.after}
+    result = compress_run(ctx.run_dir, compress=ctx.config.compress, output_dir=ctx.export_source)
+    check_gates(ctx.config, {k: v for k, v in result.after.items() if k.startswith("eval_")})
+    return CompressSummary(method=result.method, output_dir=result.output_dir, source_checkpoint=source,
+                           before=result.before, after=result.after)
 
 
 def _read_text(path: str) -> str | None:
@@ -201,38 +179,38 @@ def _read_text(path: str) -> str | None:
 # ---------------------------------------------------------------------- export
 
 
-def export_up_to_date(ctx: PipelineContext) -> dict | None:
+def export_up_to_date(ctx: PipelineContext) -> ExportSummary | None:
     from tfbig.export import read_manifest
 
-    done = ctx.state.summary("export")
-    path = os.path.join(ctx.base_path, str(done.get("version", "")))
+    done = ctx.state.summary(ExportSummary)
     # Both ends of the chain: a compressed run made afresh reuses its checkpoint names.
-    if done and os.path.isdir(path) and done.get("trained_checkpoint") == latest_checkpoint(ctx.run_dir):
-        manifest = read_manifest(path) or {}
+    if (done and os.path.isdir(os.path.join(ctx.base_path, str(done.version)))
+            and done.trained_checkpoint == latest_checkpoint(ctx.run_dir)):
+        manifest = read_manifest(os.path.join(ctx.base_path, str(done.version))) or {}
         if manifest.get("training", {}).get("checkpoint") == latest_checkpoint(ctx.export_source):
             return done
     return None
 
 
-def run_export(ctx: PipelineContext) -> dict:
+def run_export(ctx: PipelineContext) -> ExportSummary:
     from tfbig.export import export_run
 
     options = ctx.config.pipeline
     result = export_run(ctx.export_source, ctx.base_path, onnx=options.onnx, tflite=tuple(options.tflite),
                         sign_key=options.sign_key or None)
-    return {"version": result.version, "path": result.path, "signatures": list(result.signatures),
-            "artifacts": result.artifacts, "trained_checkpoint": latest_checkpoint(ctx.run_dir)}
+    return ExportSummary(version=result.version, path=result.path, signatures=list(result.signatures),
+                         artifacts=result.artifacts, trained_checkpoint=latest_checkpoint(ctx.run_dir))
 
 
 # -------------------------------------------------------------------- validate
 
 
-def validate_up_to_date(ctx: PipelineContext) -> dict | None:
+def validate_up_to_date(ctx: PipelineContext) -> ValidateSummary | None:
     validation = ctx.registry.validation(ctx.version)
     return _validation_summary(validation) if validation and validation["passed"] else None
 
 
-def run_validate(ctx: PipelineContext) -> dict:
+def run_validate(ctx: PipelineContext) -> ValidateSummary:
     from tfbig.export.signing import load_private_key
     from tfbig.lifecycle import LifecycleError, validate_version
 
@@ -246,40 +224,43 @@ def run_validate(ctx: PipelineContext) -> dict:
     return _validation_summary(result.as_record())
 
 
-def _validation_summary(record: dict) -> dict:
-    keys = ("version", "engine", "checks", "load_seconds", "note")
-    return {k: record[k] for k in keys if k in record}
+def _validation_summary(record: dict) -> ValidateSummary:
+    return ValidateSummary(version=record["version"], engine=record["engine"], checks=list(record["checks"]),
+                           load_seconds=record["load_seconds"], note=record.get("note", ""))
 
 
 # ---------------------------------------------------------------------- labels
 
 
-def _label_up_to_date(label: str, ctx: PipelineContext) -> dict | None:
+def _has_label(ctx: PipelineContext, label: str) -> dict | None:
+    """The labels, when `label` (or, for canary, stable) is on this version already."""
     labels = ctx.registry.labels()
     if labels.get(label) == ctx.version or (label == "canary" and labels.get("stable") == ctx.version):
-        return {"labels": labels}
+        return labels
     return None
 
 
-def canary_up_to_date(ctx: PipelineContext) -> dict | None:
-    return _label_up_to_date("canary", ctx)
+def canary_up_to_date(ctx: PipelineContext) -> CanarySummary | None:
+    labels = _has_label(ctx, "canary")
+    return CanarySummary(labels=labels) if labels is not None else None
 
 
-def run_canary(ctx: PipelineContext) -> dict:
-    return {"labels": ctx.registry.promote(ctx.version, "canary")}
+def run_canary(ctx: PipelineContext) -> CanarySummary:
+    return CanarySummary(labels=ctx.registry.promote(ctx.version, "canary"))
 
 
-def promote_up_to_date(ctx: PipelineContext) -> dict | None:
-    return _label_up_to_date("stable", ctx)
+def promote_up_to_date(ctx: PipelineContext) -> PromoteSummary | None:
+    labels = _has_label(ctx, "stable")
+    return PromoteSummary(labels=labels) if labels is not None else None
 
 
-def run_promote(ctx: PipelineContext) -> dict:
+def run_promote(ctx: PipelineContext) -> PromoteSummary:
     """`stable` moves to the version the canary served; on the live server without a gap."""
     registry = ctx.registry
     server = ctx.server.grpc_target if ctx.server else None
     labels = registry.promote(ctx.version, "stable", server=server, credentials=ctx.credentials)
     removed = registry.prune_old(ctx.config.pipeline.keep_versions) if ctx.config.pipeline.keep_versions else []
-    return {"labels": labels, "removed_versions": removed}
+    return PromoteSummary(labels=labels, removed_versions=list(removed))
 
 
 # ----------------------------------------------------------------------- serve
@@ -294,13 +275,15 @@ def serve_command(ctx: PipelineContext) -> list[str]:
     return flags
 
 
-def serve_up_to_date(ctx: PipelineContext) -> dict | None:
+def serve_up_to_date(ctx: PipelineContext) -> ServeSummary | None:
     try:
         with open(ctx.run.serving, encoding="utf-8") as f:
             measured = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return {"version": measured["version"]} if measured.get("version") == ctx.version else None
+        if measured["version"] == ctx.version:
+            return ServeSummary(version=measured["version"], smoke=measured["smoke"]["response"])
+    except (OSError, ValueError, KeyError, TypeError):  # not measured, or not by this tfbig
+        pass
+    return None
 
 
 def start_server(ctx: PipelineContext) -> None:
@@ -311,14 +294,17 @@ def start_server(ctx: PipelineContext) -> None:
                                engine=ctx.config.pipeline.engine, credentials=ctx.credentials).start()
 
 
-def run_serve(ctx: PipelineContext) -> dict:
+def run_serve(ctx: PipelineContext) -> ServeSummary:
     """Start the server on the labels, query the canary, measure latency; the server stays up."""
     start_server(ctx)
+    inputs = example_inputs(os.path.join(ctx.base_path, str(ctx.version)))
+    smoke = smoke_query(ctx.server.grpc_target, ctx.model_name, gpt=ctx.config.model.name == "gpt",
+                        inputs=inputs, credentials=ctx.credentials)
     measured = {"version": ctx.version, "model": ctx.model_name, "label": "canary",
                 "engine": _engine_name(ctx), "target": ctx.server.grpc_target,
-                "smoke": smoke_query(ctx), "latency": measure(ctx)}
+                "smoke": smoke, "latency": measure(ctx, inputs)}
     write_json(ctx.run.serving, measured)
-    return {"version": ctx.version, "smoke": measured["smoke"]["response"]}
+    return ServeSummary(version=ctx.version, smoke=smoke["response"])
 
 
 def _engine_name(ctx: PipelineContext) -> str:
@@ -330,54 +316,10 @@ def _engine_name(ctx: PipelineContext) -> str:
     return engine
 
 
-def smoke_query(ctx: PipelineContext) -> dict:
-    """One real request through the bundled client: text from a GPT, a class otherwise."""
-    import time
-
-    from tfbig.serving import Client
-
-    request = smoke_request(ctx)
-    with Client(ctx.server.grpc_target, timeout=60.0, **ctx.credentials.client_kwargs()) as client:
-        start = time.perf_counter()
-        outputs = client.predict(ctx.model_name, request["inputs"], signature=request["signature"],
-                                 label="canary")
-        latency_ms = (time.perf_counter() - start) * 1e3
-    if request["signature"] == GENERATE:
-        response = repr(outputs["text"][0].decode("utf-8", "replace"))
-    else:
-        response = f"class {int(np.argmax(outputs[LOGITS][0]))}"
-    return {"signature": request["signature"], "request": request["shown"], "response": response,
-            "latency_ms": round(latency_ms, 3)}
-
-
-def smoke_request(ctx: PipelineContext) -> dict:
-    if ctx.config.model.name == "gpt":
-        return {"signature": GENERATE, "shown": f"generate {SMOKE_PROMPT!r}",
-                "inputs": {"text": np.array([SMOKE_PROMPT], dtype=object),
-                           "max_new_tokens": np.int32(SMOKE_NEW_TOKENS), "temperature": np.float32(0.0),
-                           "top_k": np.int32(0), "seed": np.int64(0)}}
-    return {"signature": PREDICT, "shown": "one eval example",
-            "inputs": {INPUT_KEY: example_inputs(ctx)}}
-
-
-def example_inputs(ctx: PipelineContext) -> np.ndarray:
-    """One real eval example (batch of 1), from the requests recorded at export."""
-    from tfbig.export.warmup import EXPECTED_FILE, read_warmup
-    from tfbig.serving import codec
-
-    path = os.path.join(ctx.base_path, str(ctx.version), EXPECTED_FILE)
-    for log in read_warmup(path):
-        request = log.predict_log.request
-        if request.model_spec.signature_name == PREDICT:
-            return codec.from_tensor_proto(request.inputs[INPUT_KEY])[:1]
-    raise ConfigError(f"{path} holds no {PREDICT} request")
-
-
-def measure(ctx: PipelineContext) -> list[dict]:
+def measure(ctx: PipelineContext, inputs) -> list[dict]:
     from tfbig.serving.load import measure_latency
 
     options = ctx.config.pipeline
-    inputs = example_inputs(ctx)
     targets = {"grpc": ctx.server.grpc_target, "rest": ctx.server.rest_target}
     return [measure_latency(target, protocol, ctx.model_name, inputs, concurrency=concurrency,
                             requests=options.latency_requests, label="canary", credentials=ctx.credentials)
@@ -387,13 +329,12 @@ def measure(ctx: PipelineContext) -> list[dict]:
 # ---------------------------------------------------------------------- report
 
 
-def run_report(ctx: PipelineContext) -> dict:
+def run_report(ctx: PipelineContext) -> ReportSummary:
     from tfbig.report import write_report
 
-    replicas = ctx.state.summary("evaluate").get("replicas")
-    write_json(ctx.run.environment, environment(ctx.config, replicas))
-    files = write_report(ctx.run_dir)
-    return {"html": files.html}
+    evaluated = ctx.state.summary(EvaluateSummary)
+    write_json(ctx.run.environment, environment(ctx.config, evaluated.replicas if evaluated else None))
+    return ReportSummary(html=write_report(ctx.run_dir).html)
 
 
 def environment(config: Config, replicas: int | None) -> dict:
@@ -405,7 +346,8 @@ def environment(config: Config, replicas: int | None) -> dict:
 
     packages = {}
     for name in ("tfbig", "tensorflow", "tf-keras", "tensorflow-model-optimization",
-                 "tensorflow-serving-api", "tf2onnx", "onnxruntime", "ai-edge-litert", "numpy"):
+                 "tensorflow-serving-api", "tf2onnx", "onnxruntime", "ai-edge-litert", "numpy",
+                 "sentencepiece", "tensorflow-text"):
         try:
             packages[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
@@ -416,14 +358,16 @@ def environment(config: Config, replicas: int | None) -> dict:
             "strategy": config.distribute.strategy, "replicas": replicas}
 
 
-STAGE_FUNCTIONS = {
-    "train": (train_up_to_date, run_train),
-    "evaluate": (evaluate_up_to_date, run_evaluate),
-    "compress": (compress_up_to_date, run_compress),
-    "export": (export_up_to_date, run_export),
-    "validate": (validate_up_to_date, run_validate),
-    "canary": (canary_up_to_date, run_canary),
-    "serve": (serve_up_to_date, run_serve),
-    "promote": (promote_up_to_date, run_promote),
-    "report": (lambda ctx: None, run_report),  # always rewritten: it reads every stage
-}
+# The pipeline, in order.
+STAGES = (
+    Stage(PrepareSummary, prepare_up_to_date, run_prepare),
+    Stage(TrainSummary, train_up_to_date, run_train),
+    Stage(EvaluateSummary, evaluate_up_to_date, run_evaluate),
+    Stage(CompressSummary, compress_up_to_date, run_compress),
+    Stage(ExportSummary, export_up_to_date, run_export),
+    Stage(ValidateSummary, validate_up_to_date, run_validate),
+    Stage(CanarySummary, canary_up_to_date, run_canary),
+    Stage(ServeSummary, serve_up_to_date, run_serve),
+    Stage(PromoteSummary, promote_up_to_date, run_promote),
+    Stage(ReportSummary, lambda ctx: None, run_report),  # always rewritten: it reads every stage
+)

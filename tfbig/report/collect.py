@@ -17,6 +17,8 @@ import yaml
 from tfbig.atoi import simple_atoi
 from tfbig.errors import UsageError
 from tfbig.rundir import RunDir
+from tfbig.summaries import (CompressSummary, ExportSummary, PrepareSummary, RecordError, Summary,
+                             ValidateSummary, read_summary)
 
 REPORT_FORMAT = "tfbig-report/1"
 MANIFEST = os.path.join("assets.extra", "tfbig_manifest.json")
@@ -40,21 +42,24 @@ def collect_run(run_dir: str) -> dict:
         config_text = f.read()
     train, evals = _read_metrics(run.metrics, notes)
     pipeline = _read_json(run.pipeline, notes)
-    summaries = _summaries(pipeline)
-    validation = summaries.get("validate", {})
+    summaries = _summaries(pipeline, notes)
+    config = _parse_config(config_text, notes)
+    validation = summaries.get(ValidateSummary.stage)
     return {
         "format": REPORT_FORMAT,
         "run_dir": run_dir,
         "name": os.path.basename(run_dir),
-        "config": _parse_config(config_text, notes),
+        "config": config,
         "config_text": config_text,
         "train": train,
         "eval": evals,
         "environment": _read_json(run.environment, notes),
         "pipeline": pipeline,
-        "compression": _compression(run_dir, summaries.get("compress", {}), notes),
-        "export": _export(run_dir, summaries.get("export", {}), notes),
-        "validation": validation if validation.get("checks") else None,
+        "stages": _stages(pipeline, summaries),
+        "data": _data(config, summaries.get(PrepareSummary.stage), notes),
+        "compression": _compression(run_dir, summaries.get(CompressSummary.stage), notes),
+        "export": _export(run_dir, summaries.get(ExportSummary.stage), notes),
+        "validation": validation.to_json() if validation and validation.checks else None,
         "serving": _read_json(run.serving, notes),
         "notes": notes,
     }
@@ -73,13 +78,58 @@ def _parse_config(text: str, notes: list[str]) -> dict:
     return config
 
 
-def _summaries(pipeline: dict | None) -> dict[str, dict]:
-    """Each stage's summary by stage name, {} for a stage whose summary is not an object."""
+def _summaries(pipeline: dict | None, notes: list[str]) -> dict[str, Summary]:
+    """The typed summary of each stage that finished (done or skipped), by stage name; a
+    summary this tfbig cannot read (another version wrote it, or it is damaged) is a note."""
+    summaries = {}
+    for name, stage in _stage_entries(pipeline).items():
+        if stage.get("status") in ("done", "skipped"):
+            try:
+                summaries[name] = read_summary(name, stage.get("summary"))
+            except RecordError as error:
+                notes.append(f"{RunDir.pipeline.name}: {error}, skipped")
+    return summaries
+
+
+def _stage_entries(pipeline: dict | None) -> dict[str, dict]:
     stages = (pipeline or {}).get("stages")
     if not isinstance(stages, dict):
         return {}
-    return {name: stage["summary"] if isinstance(stage, dict)
-            and isinstance(stage.get("summary"), dict) else {} for name, stage in stages.items()}
+    return {str(name): stage for name, stage in stages.items() if isinstance(stage, dict)}
+
+
+def _stages(pipeline: dict | None, summaries: dict[str, Summary]) -> list[dict] | None:
+    """The pipeline table: every stage in the pipeline's order (one not recorded is pending),
+    each with its summary's few shown fields."""
+    if pipeline is None:
+        return None
+    entries = _stage_entries(pipeline)
+    order = [name for name in pipeline.get("order") or [] if isinstance(name, str)]
+    return [{"stage": name, "status": entries.get(name, {}).get("status", "pending"),
+             "seconds": entries.get(name, {}).get("seconds"),
+             "summary": summaries[name].shown() if name in summaries else {},
+             "error": entries.get(name, {}).get("error")}
+            for name in order + [name for name in entries if name not in order]]
+
+
+def _data(config: dict, prepared: PrepareSummary | None, notes: list[str]) -> dict | None:
+    """A token dataset's tokenizer and splits, from the prepare stage's summary, else from the
+    spec.json of the directory the config names (made by `tfbig data prepare`)."""
+    data = config.get("data") if isinstance(config.get("data"), dict) else {}
+    paths = data.get("paths")
+    if data.get("name") != "tokens" or not (prepared and prepared.dataset or isinstance(paths, list) and paths):
+        return None
+    directory = prepared.dataset if prepared and prepared.dataset else str(paths[0])
+    spec = _read_json(os.path.join(directory, "spec.json"), notes) or {}
+    splits = spec.get("splits") if isinstance(spec.get("splits"), dict) else {}
+    tokenizer = spec.get("tokenizer") or (prepared.tokenizer if prepared else None)
+    if not isinstance(tokenizer, dict):
+        notes.append(f"{directory}: no tokenizer recorded (no readable spec.json)")
+        return None
+    return {"dataset": directory, "tokenizer": tokenizer,
+            "splits": {name: {key: split.get(key) for key in ("documents", "tokens", "bytes")}
+                       for name, split in splits.items() if isinstance(split, dict)},
+            "sources": len(spec.get("sources") or [])}
 
 
 def _read_metrics(path: str, notes: list[str]) -> tuple[list[dict], list[dict]]:
@@ -123,13 +173,13 @@ def _read_json(path: str, notes: list[str]) -> dict | None:
     return value
 
 
-def _compression(run_dir: str, summary: dict, notes: list[str]) -> dict | None:
+def _compression(run_dir: str, summary: CompressSummary | None, notes: list[str]) -> dict | None:
     """The compressed run's report.json, its plot and its final eval metrics.
 
     The pipeline names the compressed run; a plain `tfbig compress` run is
     found at the conventional RUN_DIR/compressed.
     """
-    directory = _resolve(run_dir, summary.get("output_dir") or RunDir(run_dir).compressed)
+    directory = _resolve(run_dir, summary and summary.output_dir or RunDir(run_dir).compressed)
     compressed = RunDir(directory)
     report = _read_json(compressed.compression_json, notes)
     if report is None:
@@ -140,14 +190,13 @@ def _compression(run_dir: str, summary: dict, notes: list[str]) -> dict | None:
             "final_eval": _without_time(evals[-1]) if evals else None}
 
 
-def _export(run_dir: str, summary: dict, notes: list[str]) -> dict | None:
+def _export(run_dir: str, summary: ExportSummary | None, notes: list[str]) -> dict | None:
     """The exported version's manifest and the bytes it occupies on disk.
 
     The pipeline names the version; a plain `tfbig export RUN_DIR` run is
     found as the highest version under RUN_DIR/export.
     """
-    path = summary.get("path")
-    directory = (_resolve(run_dir, path) if path
+    directory = (_resolve(run_dir, summary.path) if summary
                  else _latest_version(RunDir(run_dir).export))
     if directory is None or not os.path.isdir(directory):
         return None
@@ -155,7 +204,7 @@ def _export(run_dir: str, summary: dict, notes: list[str]) -> dict | None:
     artifacts = manifest.get("artifacts") or {}
     return {
         "path": directory,
-        "version": summary.get("version", simple_atoi(os.path.basename(directory))),
+        "version": summary.version if summary else simple_atoi(os.path.basename(directory)),
         "manifest": manifest,
         "total_bytes": _tree_bytes(directory),
         "artifact_bytes": {kind: _tree_bytes(os.path.join(directory, relative))

@@ -66,7 +66,8 @@ def write_report(run_dir: str) -> ReportFiles:
 def render_html(run: dict, pngs: dict[str, bytes]) -> str:
     """The page for `run` (from `collect_run`) with `pngs` embedded; all text escaped."""
     sections = {
-        "Pipeline": _pipeline(run["pipeline"]),
+        "Pipeline": _pipeline(run["stages"]),
+        "Data": _data(run["data"]) if run["data"] else None,  # a prepared token dataset only
         "Training": _training(run, pngs),
         "Compression": _compression(run["compression"], pngs.get("compression")),
         "Export": _export(run["export"]),
@@ -80,7 +81,7 @@ def render_html(run: dict, pngs: dict[str, bytes]) -> str:
     body = [f"<h1>{title}</h1>", _kv_table(_headline(run))]
     if notes:
         body.append(f'<div class="notes"><p>Skipped while reading:</p><ul>{notes}</ul></div>')
-    body += [f"<h2>{name}</h2>\n{content}" for name, content in sections.items()]
+    body += [f"<h2>{name}</h2>\n{content}" for name, content in sections.items() if content is not None]
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>{title}</title><style>{CSS}</style></head>\n<body>\n"
             + "\n".join(body) + "\n</body></html>\n")
@@ -97,30 +98,44 @@ def _headline(run: dict) -> dict:
     strategy = environment.get("strategy") or _get(config, "distribute").get("strategy")
     if strategy and environment.get("replicas"):
         strategy = f"{strategy} ({environment['replicas']} replicas)"
+    last_eval = run["eval"][-1] if run["eval"] else {}
     return {
         "model": f"{model} ({params:,} params)" if model and isinstance(params, int) else model,
         "data set": _get(config, "data").get("name"),
+        "tokenizer": _tokenizer(_get(run["data"], "tokenizer")),
         "strategy": strategy,
         "steps trained": _steps_trained(run),
-        "final eval": _primary(run["eval"][-1]) if run["eval"] else None,
+        "final eval": _primary(last_eval) if last_eval else None,
+        # Comparable across tokenizers, unlike perplexity per token.
+        "eval bits per byte": last_eval.get("eval_bits_per_byte"),
         "exported version": export.get("version"),
     }
 
 
-def _pipeline(pipeline: dict | None) -> str:
-    if pipeline is None:
+def _pipeline(stages: list[dict] | None) -> str:
+    if stages is None:
         return _not_run(f"no {RunDir.pipeline.name}")
-    stages = _get(pipeline, "stages")
-    order = list(pipeline.get("order") or [])
-    names = order + [name for name in stages if name not in order]
     return _table(("stage", "status", "time", "summary", "error"),
-                  [_stage_row(name, _get(stages, name)) for name in names])
+                  [(s["stage"], s["status"], _seconds(s["seconds"]), _compact(s["summary"]), s["error"])
+                   for s in stages])
 
 
-def _stage_row(name: str, stage: dict) -> tuple:
-    """A stage not in pipeline.json has not started: it is pending."""
-    return (name, stage.get("status", "pending"), _seconds(stage.get("seconds")),
-            _compact(stage.get("summary")), stage.get("error"))
+def _data(data: dict) -> str:
+    tokenizer = data["tokenizer"]
+    rows = [(name, split.get("documents"), split.get("tokens"), _bytes(split.get("bytes")),
+             _ratio_of(split.get("bytes"), split.get("tokens")))
+            for name, split in data["splits"].items()]
+    return (_kv_table({"dataset": data["dataset"], "tokenizer": tokenizer.get("kind"),
+                       "vocabulary": tokenizer.get("vocab_size"), "sha256": tokenizer.get("sha256"),
+                       "source files": data["sources"]})
+            + _table(("split", "documents", "tokens", "text", "bytes per token"), rows))
+
+
+def _tokenizer(tokenizer: dict) -> str | None:
+    """`bpe, 1,024 pieces` for the headline."""
+    if not tokenizer:
+        return None
+    return f"{_fmt(tokenizer.get('kind'))}, {_fmt(tokenizer.get('vocab_size'))} ids"
 
 
 def _training(run: dict, pngs: dict[str, bytes]) -> str:
@@ -225,13 +240,9 @@ def _environment(environment: dict | None) -> str:
 
 
 def _params(run: dict) -> int | None:
-    """Parameter count, from the compression report or any pipeline stage that logged it."""
-    summaries = [_get(stage, "summary") for stage in _get(run["pipeline"], "stages").values()]
-    before = _get(_get(run["compression"], "report"), "before")
-    for source in [before, *summaries]:
-        if isinstance(source.get("params"), int):
-            return source["params"]
-    return None
+    """Parameter count, from the compression report (it measures the model it compressed)."""
+    params = _get(_get(run["compression"], "report"), "before").get("params")
+    return params if isinstance(params, int) else None
 
 
 def _steps_trained(run: dict) -> int | None:
@@ -328,6 +339,10 @@ def _ms(value) -> str:
 
 def _seconds(value) -> str:
     return f"{value:.3g} s" if _is_number(value) else ""
+
+
+def _ratio_of(numerator, denominator) -> str:
+    return f"{numerator / denominator:.3g}" if _is_number(numerator) and _is_number(denominator) and denominator else ""
 
 
 def _delta(before, after) -> str:
