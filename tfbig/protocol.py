@@ -39,3 +39,10 @@ OUTPUTS = "outputs"
 # for `:generate_stream` (see tfbig.export.stream).
 GENERATE_START_FUNCTION = "generate_start"
 GENERATE_NEXT_FUNCTION = "generate_next"
+
+# tfbig's extension of the PredictionLog records its request logs hold (see
+# tfbig.serving.request_log): each record also carries a `tfbig.serving.RequestOutcome`
+# (status code, error message, latency, protocol, time in microseconds) under this
+# field number of PredictionLog, which TF Serving's own PredictionLog leaves unused,
+# so the record still parses as a plain PredictionLog (the field is skipped as unknown).
+REQUEST_OUTCOME_FIELD = 5000
