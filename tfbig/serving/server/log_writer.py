@@ -99,7 +99,7 @@ class LogWriter:
 
     def _start(self) -> None:
         with self._start_lock:
-            if self._thread is None:
+            if self._thread is None and not self._stopped:
                 self._thread = threading.Thread(target=self._loop, name="request-log", daemon=True)
                 self._thread.start()
 
@@ -107,7 +107,7 @@ class LogWriter:
         """Write everything queued, close and rename every open file; later records are dropped."""
         with self._start_lock:
             self._stopped = True
-            thread = self._thread
+            thread, self._thread = self._thread, None
         if thread is not None:
             self._queue.put(_STOP)
             thread.join()
