@@ -32,6 +32,7 @@ from tfbig.serving.options import parse_serve_args
 from tfbig.serving.request_log import log_files, outcome, read_logs, requested_label
 from tfbig.serving.server.log_writer import LogWriter
 
+from readme import readme_block, run_block
 from serving_models import save_two_inputs, start_server
 from test_serving_config import SERVING_DIR
 
@@ -279,6 +280,23 @@ def test_a_traffic_split_shows_in_the_logs_per_label(base, tmp_path):
     assert {"stable", "canary"} <= set(expected)
     served = {requested_label(r): r.log_metadata.model_spec.version.value for r in records if requested_label(r)}
     assert served == {"stable": 7, "canary": 8}
+
+
+@pytest.mark.slow
+def test_the_readme_split_and_reading_examples_run_as_written(base, tmp_path):
+    logs = tmp_path / "logs"
+    server = start_server(config_file(tmp_path, base, {"pair": ""}), f"--request_log_dir={logs}")
+    try:
+        send_code = readme_block('split={"stable": 0.9, "canary": 0.1}) as client:',
+                                 {"localhost:8500": f"127.0.0.1:{server.grpc_port}", '"digits"': '"pair"'})
+        run_block("from test_request_log import INPUTS as images\n" + send_code)
+    finally:
+        server.stop()
+    read = run_block(readme_block("from tfbig.serving.request_log import", {
+        "/var/log/tfbig": str(logs), 'prefix="digits"': 'prefix="pair"'}))
+    counts = read["counts"]
+    assert sum(counts.values()) == 100 and len(read["latencies"]) == 100
+    assert set(counts) == {("stable", 7, 0), ("canary", 8, 0)} and counts["canary", 8, 0] < 30
 
 
 # --- configuration -------------------------------------------------------------------------------
