@@ -40,14 +40,23 @@ class Sample:
     response: object = None
 
     def name_model(self, spec: model_pb2.ModelSpec) -> None:
-        """Log the model the request named, until (unless) the full request is known."""
-        request_type = type(getattr(prediction_log_pb2.PredictionLog(), self.kind).request)
-        request = request_type()
-        if isinstance(request, inference_pb2.MultiInferenceRequest):
-            request.tasks.add().model_spec.CopyFrom(spec)
-        else:
-            request.model_spec.CopyFrom(spec)
-        self.request = request
+        """Log the model `spec` names (as it is when the record is built), unless the full
+        request becomes known."""
+        self.request = functools.partial(_bare_request, self.kind, spec)
+
+
+# The request message of each kind of PredictionLog.
+_REQUEST_TYPES = {kind: type(getattr(prediction_log_pb2.PredictionLog(), kind).request)
+                  for kind in LOG_KINDS.values()}
+
+
+def _bare_request(kind: str, spec: model_pb2.ModelSpec):
+    request = _REQUEST_TYPES[kind]()
+    if isinstance(request, inference_pb2.MultiInferenceRequest):
+        request.tasks.add().model_spec.CopyFrom(spec)
+    else:
+        request.model_spec.CopyFrom(spec)
+    return request
 
 
 def predict_request(spec: model_pb2.ModelSpec, inputs: dict) -> predict_pb2.PredictRequest:

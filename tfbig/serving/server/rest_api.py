@@ -175,8 +175,6 @@ class RestApi:
         """`sample`, when the request log takes this request, receives its gRPC equivalents."""
         doc = parse_json(body)
         spec.signature_name = doc.get("signature_name", "")
-        if sample is not None:
-            sample.name_model(spec)
         if method == "classify":
             request = classification_pb2.ClassificationRequest(model_spec=spec, input=examples_input(doc, method))
             response = self._logged(sample, request, self._core.classify)
