@@ -29,10 +29,7 @@ class ModelLogging:
 
     prefix: str
     sampling: logging_config_pb2.SamplingConfig
-
-    @property
-    def rate(self) -> float:
-        return self.sampling.sampling_rate
+    rate: float  # sampling.sampling_rate, read once: every request consults it
 
 
 def check_flags(options) -> None:
@@ -92,7 +89,8 @@ def request_logging(config: model_server_config_pb2.ModelServerConfig, options) 
             continue
         prefix = settings.log_collector_config.filename_prefix or model.name
         base = os.path.abspath(options.request_log_dir or os.getcwd())
-        logged[model.name] = ModelLogging(os.path.join(base, prefix), settings.sampling_config)
+        logged[model.name] = ModelLogging(os.path.join(base, prefix), settings.sampling_config,
+                                          settings.sampling_config.sampling_rate)
     return logged
 
 

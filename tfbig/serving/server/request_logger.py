@@ -114,7 +114,7 @@ class RequestLogger:
         """A Sample when this request of `api` (Predict, classify, ...) is to be logged."""
         kind = LOG_KINDS.get(api.lower())
         settings = self._logged().get(model_name) if kind else None
-        if settings is None or random.random() >= settings.rate:
+        if settings is None or (settings.rate < 1.0 and random.random() >= settings.rate):
             return None
         return Sample(kind, settings)
 

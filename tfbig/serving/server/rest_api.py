@@ -177,16 +177,17 @@ class RestApi:
         spec.signature_name = doc.get("signature_name", "")
         if method == "classify":
             request = classification_pb2.ClassificationRequest(model_spec=spec, input=examples_input(doc, method))
-            response = self._logged(sample, request, self._core.classify)
+            response = self._run_sampled(sample, request, self._core.classify)
             return {"results": [[[c.label, codec.float_to_json(c.score)] for c in item.classes]
                                 for item in response.result.classifications]}
         if method == "regress":
             request = regression_pb2.RegressionRequest(model_spec=spec, input=examples_input(doc, method))
-            response = self._logged(sample, request, self._core.regress)
+            response = self._run_sampled(sample, request, self._core.regress)
             return {"results": [codec.float_to_json(r.value) for r in response.result.regressions]}
         return self._predict(spec, doc, sample)
 
-    def _logged(self, sample: Sample | None, request, run):
+    def _run_sampled(self, sample: Sample | None, request, run):
+        """`run(request)`, the request and its response handed to the request log's sample if any."""
         if sample is not None:
             sample.request = request
         response = run(request, self._timeout)
