@@ -13,6 +13,7 @@ import os
 import resource
 import shutil
 import time
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -34,8 +35,8 @@ from tfbig.serving.server.log_writer import LogWriter
 
 from readme import readme_block, run_block
 from serving_models import save_two_inputs, start_server
-from test_serving_config import SERVING_DIR
 
+SERVING_DIR = Path(__file__).resolve().parent.parent / "serving"
 INPUTS = {"x": np.array([[1.0, 2.0], [3.0, 4.0]], np.float32), "tag": np.array([b"a", b"b"], dtype=object)}
 
 
@@ -107,11 +108,13 @@ def test_records_hold_what_was_sent_and_answered_over_grpc_and_rest(base, tmp_pa
     server = start_server(config, f"--request_log_dir={logs}")
     started = time.time()
     try:
-        answers = send(server.grpc_port, "pair", 1, label="canary") + send(server.rest_port, "pair", 1, "rest", version=7)
+        answers = send(server.grpc_port, "pair", 1, label="canary")
+        answers += send(server.rest_port, "pair", 1, "rest", version=7)
         with pytest.raises(ServingError, match="shape"), Client(f"127.0.0.1:{server.grpc_port}") as client:
             client.predict("pair", {**INPUTS, "x": np.ones((2, 3), np.float32)})
         body = {"instances": [{"x": [1.0, 2.0], "tag": "a"}], "signature_name": "nope"}
-        assert requests.post(f"http://127.0.0.1:{server.rest_port}/v1/models/pair:predict", json=body).status_code == 400
+        url = f"http://127.0.0.1:{server.rest_port}/v1/models/pair:predict"
+        assert requests.post(url, json=body).status_code == 400
     finally:
         server.stop()
     records = list(read_logs(str(logs)))

@@ -25,7 +25,6 @@ from tfbig.protocol import DEFAULT_SIGNATURE
 from tfbig.serving import codec
 from tfbig.serving.logging_config import ModelLogging, check_flags, request_logging
 from tfbig.serving.request_log import LOG_KINDS, RequestOutcome, outcome_bytes
-from tfbig.serving.server.core import predict_response
 from tfbig.serving.server.log_writer import LogWriter
 
 
