@@ -101,7 +101,6 @@ def test_sampling_rates_log_within_binomial_bounds_and_stop_loses_nothing(base, 
     assert not [name for name in os.listdir(logs) if name.endswith(".tmp")]
 
 
-@pytest.mark.slow
 def test_records_hold_what_was_sent_and_answered_over_grpc_and_rest(base, tmp_path):
     logs = tmp_path / "logs"
     config = config_file(tmp_path, base, {"pair": ""})
@@ -148,7 +147,6 @@ def test_records_hold_what_was_sent_and_answered_over_grpc_and_rest(base, tmp_pa
 
 # --- rotation, the disk bound, broken disks ----------------------------------------------------
 
-@pytest.mark.slow
 def test_files_rotate_by_size_and_the_oldest_go_past_the_disk_bound(base, tmp_path):
     logs = tmp_path / "logs"
     # A record of INPUTS and its answer takes a few hundred bytes: a few per file, at most 4 files kept.
@@ -171,7 +169,6 @@ def test_files_rotate_by_size_and_the_oldest_go_past_the_disk_bound(base, tmp_pa
     assert metric(server, "request_log_records", '{outcome="written"}') == 60
 
 
-@pytest.mark.slow
 def test_an_unwritable_log_directory_keeps_serving_and_counts(base, tmp_path, caplog):
     blocked = tmp_path / "not-a-directory"
     blocked.write_text("a file where the log directory should be")
@@ -262,7 +259,6 @@ def test_read_logs_merges_runs_in_time_order_within_a_window(tmp_path):
 
 # --- the traffic split, as the server logged it --------------------------------------------------
 
-@pytest.mark.slow
 def test_a_traffic_split_shows_in_the_logs_per_label(base, tmp_path):
     logs = tmp_path / "logs"
     server = start_server(config_file(tmp_path, base, {"pair": ""}), f"--request_log_dir={logs}")
@@ -285,7 +281,6 @@ def test_a_traffic_split_shows_in_the_logs_per_label(base, tmp_path):
     assert served == {"stable": 7, "canary": 8}
 
 
-@pytest.mark.slow
 def test_the_readme_split_and_reading_examples_run_as_written(base, tmp_path):
     logs = tmp_path / "logs"
     server = start_server(config_file(tmp_path, base, {"pair": ""}), f"--request_log_dir={logs}")
