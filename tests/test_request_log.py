@@ -85,12 +85,13 @@ def test_sampling_rates_log_within_binomial_bounds_and_stop_loses_nothing(base, 
                                           "none": logging_text("none", 0.0)})
     server = start_server(config, f"--request_log_dir={logs}", "--request_log_sampling_rate=1")
     try:
-        with concurrent.futures.ThreadPoolExecutor(4) as pool:  # many in flight when stop() begins
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
             jobs = [pool.submit(send, server.grpc_port, "all", 50) for _ in range(4)]
             jobs += [pool.submit(send, server.grpc_port, "quarter", 100) for _ in range(4)]
             jobs.append(pool.submit(send, server.grpc_port, "none", 50))
             for job in jobs:
                 job.result()
+        assert list(read_logs(str(logs))) == []  # all still queued or in open files: stop() must write them
     finally:
         server.stop()
     counts = {name: sum(1 for _ in read_logs(str(logs), prefix=name)) for name in ("all", "quarter", "none")}
