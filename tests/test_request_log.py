@@ -227,6 +227,24 @@ def test_a_full_disk_loses_records_not_requests_and_writing_resumes(base, tmp_pa
     assert sum(1 for _ in read_logs(str(logs))) == written
 
 
+def test_a_reloaded_config_starts_logging_and_a_bad_logging_config_is_refused(base, tmp_path):
+    server = start_server(config_file(tmp_path, base, {"pair": ""}))
+    logs = tmp_path / "logs"
+    try:
+        send(server.grpc_port, "pair", 2)  # not logged: no logging_config, no --request_log_dir
+        with Client(f"127.0.0.1:{server.grpc_port}") as client:
+            bad = models(f'model_config_list {{ config {{ name: "pair" base_path: "{base}" '
+                         f'{logging_text(logs / "pair", 1.5)} }} }}')
+            with pytest.raises(ServingError, match="between 0 and 1"):
+                client.reload_config(bad)
+            client.reload_config(models(f'model_config_list {{ config {{ name: "pair" base_path: "{base}" '
+                                        f'{logging_text(logs / "pair", 1.0)} }} }}'))
+        send(server.grpc_port, "pair", 3)
+    finally:
+        server.stop()
+    assert sum(1 for _ in read_logs(str(logs))) == 3
+
+
 # --- the reader --------------------------------------------------------------------------------
 
 def test_read_logs_merges_runs_in_time_order_within_a_window(tmp_path):
