@@ -381,3 +381,22 @@ def test_the_example_logging_config_parses_and_passes_the_checks():
     config_files.check_models(config)
     logged = request_logging(config, parse_serve_args([]))
     assert logged and all(0 < m.rate <= 1 and os.path.isabs(m.prefix) for m in logged.values())
+
+
+def test_the_writers_queue_is_bounded_in_records_and_in_request_bytes(tmp_path):
+    """A flood of large requests behind a slow disk is dropped and counted, not held in memory."""
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    # Drained only when closed: everything submitted waits in the queue until then.
+    writer = LogWriter(max_file_bytes=1 << 20, max_total_bytes=1 << 30, max_file_seconds=60, registry=registry,
+                       queue_records=10, queue_bytes=1000, drain_interval_s=600)
+    record = prediction_log_pb2.PredictionLog().SerializeToString
+    for _ in range(3):
+        writer.submit(str(tmp_path / "m"), 1.0, record, size=400)  # the third would pass 1000 bytes
+    for _ in range(20):
+        writer.submit(str(tmp_path / "m"), 1.0, record, size=0)  # only 8 more fit in 10 records
+    assert registry.get_sample_value(":tfbig:serving:request_log_records_total", {"outcome": "queue_full"}) == 13
+    writer.close()
+    assert registry.get_sample_value(":tfbig:serving:request_log_records_total", {"outcome": "written"}) == 10
+    assert sum(1 for _ in read_logs(str(tmp_path))) == 10

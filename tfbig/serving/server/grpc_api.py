@@ -73,7 +73,7 @@ class _Service:
                     raise invalid_argument(f"the request is not a valid {request_type.DESCRIPTOR.name}") from None
                 model_name = _model_name(request)
                 if self._request_log is not None and (sample := self._request_log.sample(api, model_name)):
-                    sample.request = request
+                    sample.request, sample.size = request, len(raw)
                 response = run(request, context)
                 if sample is not None:
                     sample.response = response

@@ -41,8 +41,11 @@ from tfbig.serving.request_log import PARTIAL_SUFFIX, file_name, log_files
 
 log = logging.getLogger("tfbig.serving")
 
-# Records waiting for the writer; past this they are dropped. At a few KB each, a few MB of memory.
+# Records waiting for the writer, and the bytes of their requests; past either, records are
+# dropped: a flood of large requests (up to --max_request_bytes each) must not pile up in memory
+# behind a slow disk.
 QUEUE_RECORDS = 4096
+QUEUE_BYTES = 64 << 20
 DRAIN_INTERVAL_S = 0.05
 RETRY_S = 1.0
 RECORD_OVERHEAD = 16  # a TFRecord frames each record with a length, its CRC and the data's CRC
@@ -80,12 +83,17 @@ class LogWriter:
     bytes and runs on the writer thread. Counts go to `registry` (the server's metrics page)."""
 
     def __init__(self, *, max_file_bytes: int, max_total_bytes: int, max_file_seconds: float,
-                 registry: CollectorRegistry, queue_records: int = QUEUE_RECORDS):
+                 registry: CollectorRegistry, queue_records: int = QUEUE_RECORDS, queue_bytes: int = QUEUE_BYTES,
+                 drain_interval_s: float = DRAIN_INTERVAL_S):
         self._max_file_bytes = max_file_bytes
         self._max_total_bytes = max_total_bytes
         self._max_file_seconds = max_file_seconds
         self._pending: collections.deque = collections.deque()  # appends and pops are atomic
         self._capacity = queue_records
+        self._drain_interval_s = drain_interval_s
+        self._queue_bytes = queue_bytes
+        self._pending_bytes = 0
+        self._pending_lock = threading.Lock()  # for _pending_bytes: += is not atomic across threads
         self._closing = threading.Event()
         self._run = os.urandom(4).hex()
         self._seq = 0
@@ -115,16 +123,19 @@ class LogWriter:
 
     # --- request threads ---------------------------------------------------------
 
-    def submit(self, prefix: str, when: float, make_record) -> None:
+    def submit(self, prefix: str, when: float, make_record, size: int = 0) -> None:
+        """`size`: the request's bytes as received, what the record will hold most of."""
         if self._stopped:  # a request that outlived the drain
             self._after_close.inc()
             return
         if self._thread is None:
             self._start()
-        if len(self._pending) >= self._capacity:  # may overshoot by a few racing threads: harmless
-            self._queue_full.inc()
-            return
-        self._pending.append((prefix, when, make_record))
+        with self._pending_lock:
+            if len(self._pending) >= self._capacity or self._pending_bytes + size > self._queue_bytes:
+                self._queue_full.inc()
+                return
+            self._pending_bytes += size
+            self._pending.append((prefix, when, make_record, size))
 
     def _start(self) -> None:
         with self._start_lock:
@@ -145,9 +156,12 @@ class LogWriter:
 
     def _loop(self) -> None:
         while True:
-            closing = self._closing.wait(DRAIN_INTERVAL_S)
+            closing = self._closing.wait(self._drain_interval_s)
             while self._pending:  # after close() nothing is appended: this empties it for good
-                self._step(self._pending.popleft())
+                prefix, when, make_record, size = self._pending.popleft()
+                self._step((prefix, when, make_record))
+                with self._pending_lock:
+                    self._pending_bytes -= size
             self._step(None)
             if closing:
                 break

@@ -37,6 +37,7 @@ class Sample:
     settings: ModelLogging
     request: object = None
     response: object = None
+    size: int = 0  # the request's bytes as received: what bounds the memory of the writer's queue
 
     def name_model(self, spec: model_pb2.ModelSpec) -> None:
         """Log the model `spec` names (as it is when the record is built), unless the full
@@ -124,7 +125,8 @@ class RequestLogger:
         with self._order:  # records enter the queue in time order, which read_logs relies on
             when = time.time()
             self._writer.submit(sample.settings.prefix, when,
-                                functools.partial(self._record, sample, code, message, seconds, entrypoint, when))
+                                functools.partial(self._record, sample, code, message, seconds, entrypoint, when),
+                                sample.size)
 
     def _record(self, sample: Sample, code: grpc.StatusCode, message: str, seconds: float, entrypoint: str,
                 when: float) -> bytes:

@@ -153,6 +153,7 @@ class RestApi:
                 sample = self._request_log.sample(api, model_name) if self._request_log else None
                 if sample is not None:
                     sample.name_model(spec)
+                    sample.size = len(body)
                     sampled.append(sample)
                 return model_name, api, self._post(api.lower(), spec, body, sample)
             # The API label is the URL's :method, as tensorflow_model_server records it; a GET has none.
