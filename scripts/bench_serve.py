@@ -30,6 +30,11 @@ Prints one JSON object; `summary` holds grpc_overhead_p50_ms and
 rest_overhead_p50_ms (CNN, concurrency 1, p50 over the numpy in-process call; the
 `_vs_tensor_call` ones over the bare call) and
 batching_speedup_c32 (CNN gRPC requests/s with batching over without, at 32).
+With `--request-log` a third server logs every request (sampling 1.0) and
+`request_log_throughput_ratio_c32` is its requests/s over the same server
+without logging (median of the per-round ratios; 0.95 = 5 % fewer).
+
+    python scripts/bench_serve.py --request-log --concurrency 32
 """
 
 from __future__ import annotations
@@ -78,6 +83,9 @@ def parse_args():
     parser.add_argument("--warmup-requests", type=int, default=500,
                         help="untimed requests per server, protocol and model before the rounds")
     parser.add_argument("--train-steps", type=int, default=10)
+    parser.add_argument("--request-log", action="store_true",
+                        help="also serve with every request logged (--request_log_sampling_rate=1) and "
+                             "report its requests/s over the server without logging")
     return parser.parse_args()
 
 
@@ -198,10 +206,10 @@ def median_points(rounds: list[dict]) -> dict:
             for series, levels in rounds[0].items()}
 
 
-def round_ratios(plain: list[dict], batched: list[dict], series: str, level: str) -> list[float]:
-    """Batched/plain requests/s in each round (their median is the reported speedup)."""
-    return [round(b[series][level]["requests_per_s"] / p[series][level]["requests_per_s"], 2)
-            for p, b in zip(plain, batched)]
+def round_ratios(plain: list[dict], other: list[dict], series: str, level: str) -> list[float]:
+    """Other/plain requests/s in each round (their median is the reported speedup or ratio)."""
+    return [round(o[series][level]["requests_per_s"] / p[series][level]["requests_per_s"], 2)
+            for p, o in zip(plain, other)]
 
 
 def main() -> None:
@@ -209,6 +217,7 @@ def main() -> None:
     levels = [int(c) for c in args.concurrency.split(",")]
     server_cpus, client_cpus = split_cpus()
     pin_process(server_cpus)  # training and the in-process calls run where the servers will
+    configurations = [("no_batching", []), ("batching", BATCHING)]
     rounds = {"in_process": [], "no_batching": [], "batching": []}
     with tempfile.TemporaryDirectory() as workdir, contextlib.ExitStack() as stack:
         bases = {"digits": export_config("digits_cnn", workdir, args.train_steps),
@@ -217,10 +226,14 @@ def main() -> None:
         inputs = {"digits": (load_digits().images[:1] / 16.0).astype(np.float32),
                   "gpt": np.frombuffer((b"def __init__(self, *args):\n" * 3)[:64], np.uint8).astype(np.int32)[None]}
         flags = ["--host=127.0.0.1", f"--model_config_file={config_file}", "--file_system_poll_wait_seconds=0"]
+        log_dir = os.path.join(workdir, "request_logs")
+        if args.request_log:
+            configurations.append(("request_log", [f"--request_log_dir={log_dir}", "--request_log_sampling_rate=1"]))
+            rounds["request_log"] = []
         servers = {name: stack.enter_context(ServerProcess(
                        flags + extra, model_name="digits", log_path=os.path.join(workdir, f"{name}.log"),
                        engine="embedded", cpus=server_cpus))
-                   for name, extra in (("no_batching", []), ("batching", BATCHING))}
+                   for name, extra in configurations}
         callers = load_signatures(bases)
         pin_process(client_cpus)
         warm_up(servers, inputs, max(levels), args.warmup_requests)
@@ -231,6 +244,7 @@ def main() -> None:
             for name, results in server_round(servers, inputs, levels, args.requests,
                                               args.min_seconds).items():
                 rounds[name].append(results)
+        log_files = len(os.listdir(log_dir)) if args.request_log else 0
     medians = {name: median_points(results) for name, results in rounds.items()}
     c1, top = f"c{levels[0]}", f"c{levels[-1]}"
 
@@ -242,19 +256,26 @@ def main() -> None:
                       f"batching_speedup_{top}_gpt": "grpc/gpt"}
     speedup_rounds = {name: round_ratios(rounds["no_batching"], rounds["batching"], series, top)
                       for name, series in speedup_series.items()}
+    log_rounds = {}
+    if args.request_log:
+        log_rounds = {f"request_log_throughput_ratio_{top}{suffix}": round_ratios(
+                          rounds["no_batching"], rounds["request_log"], series, top)
+                      for suffix, series in (("", "grpc/digits"), ("_rest", "rest/digits"), ("_gpt", "grpc/gpt"))}
     summary = {
         "grpc_overhead_p50_ms": overhead("grpc", "in_process"),
         "rest_overhead_p50_ms": overhead("rest", "in_process"),
         "grpc_overhead_vs_tensor_call_p50_ms": overhead("grpc", "in_process_tensor"),
         "rest_overhead_vs_tensor_call_p50_ms": overhead("rest", "in_process_tensor"),
-        **{name: round(statistics.median(ratios), 2) for name, ratios in speedup_rounds.items()},
+        **{name: round(statistics.median(ratios), 2) for name, ratios in {**speedup_rounds, **log_rounds}.items()},
     }
     print(json.dumps({"benchmark": "serve", "cpus": {"server": sorted(server_cpus),
                                                       "load_generator": sorted(client_cpus)},
                       "requests_per_point": args.requests, "min_seconds_per_server_point": args.min_seconds,
                       "rounds": args.rounds,
                       "warmup_requests": args.warmup_requests, "batching_flags": BATCHING,
-                      "summary": summary, "batching_speedup_per_round": speedup_rounds, **medians}, indent=1))
+                      "request_log_files": log_files,
+                      "summary": summary, "batching_speedup_per_round": speedup_rounds,
+                      "request_log_ratio_per_round": log_rounds, **medians}, indent=1))
 
 
 if __name__ == "__main__":

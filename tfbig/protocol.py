@@ -47,3 +47,10 @@ AUTHORIZATION_HEADER = "authorization"
 BEARER_SCHEME = "Bearer"
 # Where `tfbig predict` and `tfbig models ... --server` find a token when --token-file is not given.
 TOKEN_ENV = "TFBIG_SERVING_TOKEN"
+
+# tfbig's extension of the PredictionLog records its request logs hold (see
+# tfbig.serving.request_log): each record also carries a `tfbig.serving.RequestOutcome`
+# (status code, error message, latency, protocol, time in microseconds) under this
+# field number of PredictionLog, which TF Serving's own PredictionLog leaves unused,
+# so the record still parses as a plain PredictionLog (the field is skipped as unknown).
+REQUEST_OUTCOME_FIELD = 5000

@@ -16,7 +16,7 @@ from tfbig.lazy import lazy_exports
 __getattr__, __all__ = lazy_exports(__name__, {
     "tfbig.serving.client": ("AsyncClient", "Client", "Credentials"),
     "tfbig.serving.server.embedded": ("EmbeddedServer",),
-    "tfbig.serving.errors": ("ServeConfigError", "ServingError"),
+    "tfbig.serving.errors": ("ClientArgumentError", "ServeConfigError", "ServingError"),
     "tfbig.serving.options": ("ServeOptions", "parse_serve_args"),
     "tfbig.serving.serve": ("serve",),
 })

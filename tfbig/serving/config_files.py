@@ -17,6 +17,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from tfbig.atoi import simple_atoi
 from tfbig.serving.errors import ServeConfigError
+from tfbig.serving.logging_config import check_logging
 from tfbig.serving.options import DEFAULT_PROMETHEUS_PATH, ServeOptions
 from tfbig.serving.protos import DEFAULT_MAX_BATCH_SIZE, BatchingParameters, MonitoringConfig, SSLConfig
 from tfbig.serving.tls import check_ssl_config
@@ -127,6 +128,7 @@ def check_models(config: model_server_config_pb2.ModelServerConfig) -> None:
         if model.model_platform not in ("", "tensorflow"):
             raise ServeConfigError(f"model {model.name!r}: model_platform "
                                    f"{model.model_platform!r} is not served; use 'tensorflow'")
+        check_logging(model)
 
 
 def batching_parameters(options: ServeOptions):

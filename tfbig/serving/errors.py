@@ -1,4 +1,4 @@
-"""The errors of tfbig's serving, all four in one place.
+"""The errors of tfbig's serving, all five in one place.
 
 `ServingError` is everything a TF Serving server can answer with. TF Serving
 reports failures as a canonical status code plus a message; gRPC carries them
@@ -7,7 +7,8 @@ The client raises, and the embedded server produces, `ServingError(code,
 message)` so callers handle both protocols the same way. The HTTP mapping is
 TF Serving's own (model_servers/http_server.cc).
 
-The other three are about starting a server, not about a request:
+`ClientArgumentError` is a client's argument that cannot work (a traffic
+split or its key). The other three are about starting a server, not about a request:
 `ServeConfigError` (a flag or config file is wrong), `ModelServerError`
 (tensorflow_model_server failed) and `ServerStartError` (a `tfbig serve`
 child process failed to serve).
@@ -69,6 +70,10 @@ class ServingError(RunError):
 
 class ServeConfigError(UsageError, ValueError):
     """A serving flag or config file is wrong; the message says which and how."""
+
+
+class ClientArgumentError(UsageError, ValueError):
+    """A client was given an argument it cannot use (a traffic split, its key); says which."""
 
 
 class ModelServerError(RunError, RuntimeError):

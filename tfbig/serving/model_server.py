@@ -1,6 +1,6 @@
 """Run the real `tensorflow_model_server` with `tfbig serve`'s options.
 
-tfbig's extra flags (version policy, labels, batching, Prometheus) only exist
+tfbig's extra flags (version policy, labels, batching, Prometheus, request logs) only exist
 as config files for the binary, so they are written into a config directory
 and the binary is pointed at them; its own flags are passed through with its
 `--flag=value` syntax. The binary stays a child in the foreground: `tfbig
@@ -24,6 +24,7 @@ import time
 
 from tfbig.serving import config_files
 from tfbig.serving.errors import ModelServerError, ServeConfigError
+from tfbig.serving.logging_config import with_request_logging
 from tfbig.serving.options import SERVE_TAG, ServeOptions
 
 BINARY = "tensorflow_model_server"
@@ -52,7 +53,8 @@ def model_server_command(options: ServeOptions, config_dir: str, binary: str) ->
     A model config built from --model_base_path is written to `models.config`,
     which is how --model_version_policy and --version_labels reach the binary.
     A --model_config_file given by the user is checked and passed by its own
-    path, so that --model_config_file_poll_wait_seconds keeps seeing its edits.
+    path, so that --model_config_file_poll_wait_seconds keeps seeing its edits,
+    unless --request_log_dir adds a logging_config to its models: then a copy is.
     """
     if options.verify_key:
         # Checking the versions on disk first would not do: the binary loads later
@@ -65,10 +67,15 @@ def model_server_command(options: ServeOptions, config_dir: str, binary: str) ->
         raise ServeConfigError("--auth_token_file: tensorflow_model_server has no authentication; serve "
                                "with --engine embedded, or put an authenticating proxy in front of the binary")
     os.makedirs(config_dir, exist_ok=True)
-    models = config_files.model_server_config(options)
-    if options.model_config_file:
+    models = with_request_logging(config_files.model_server_config(options), options)
+    if options.model_config_file and not options.request_log_dir:
         models_path = os.path.abspath(options.model_config_file)
     else:
+        if options.model_config_file and options.model_config_file_poll_wait_seconds > 0:
+            raise ServeConfigError(
+                "--request_log_dir with --model_config_file_poll_wait_seconds: tensorflow_model_server "
+                "would poll a copy of the config with the logging added; put logging_config in "
+                f"{options.model_config_file} instead")
         models_path = config_files.write_text_proto(
             models, os.path.join(config_dir, config_files.MODEL_CONFIG_FILE))
     argv = [

@@ -74,6 +74,13 @@ class ServeOptions:
     num_batch_threads: int = 0
     allowed_batch_sizes: str = ""
     prometheus_path: str = ""
+    # Request logs (tfbig.serving.logging_config): a file is closed at the first of its size
+    # and age bounds, the age bounding how late a reader sees a record.
+    request_log_dir: str = ""
+    request_log_sampling_rate: float = 1.0
+    request_log_max_file_bytes: int = 16 << 20
+    request_log_max_total_bytes: int = 1 << 30
+    request_log_max_file_seconds: float = 60.0
     max_request_bytes: int = 64 << 20
     max_tensor_bytes: int = 0  # 0: max_request_bytes, the most a client could send outright
     max_request_batch_size: int = 0
@@ -101,6 +108,11 @@ _HELP = {
     "max_batch_size": "enables batching with this max_batch_size (else batching_parameters_file)",
     "allowed_batch_sizes": "comma-separated sizes batches are padded up to",
     "prometheus_path": "serve Prometheus metrics at this path (else monitoring_config_file)",
+    "request_log_dir": "log sampled requests of every model without a logging_config to DIR/MODEL.*.tfrecord",
+    "request_log_sampling_rate": "fraction of requests logged with --request_log_dir (0 to 1)",
+    "request_log_max_file_bytes": "a request log file is closed and a new one begun past this size",
+    "request_log_max_total_bytes": "request log files past this total are deleted, oldest first",
+    "request_log_max_file_seconds": "a request log file is closed after this many seconds",
     "max_request_bytes": "largest request body / gRPC message accepted (embedded server)",
     "max_tensor_bytes": "most bytes one request's inputs may take once decoded, declared shapes "
                         "filled included (embedded server); 0 = --max_request_bytes",

@@ -84,8 +84,8 @@ class AsyncClient(ClientBase):
         return named_signature(self._signatures[key], spec)
 
     async def predict(self, model: str, inputs, signature: str | None = None, version: int | None = None,
-                      label: str | None = None, timeout: float | None = None):
-        spec = wire.model_spec(model, signature, version, label)
+                      label: str | None = None, key=None, timeout: float | None = None):
+        spec = wire.model_spec(model, signature, version, self._label(label, version, key))
         inputs = wire.conform_inputs(inputs, await self._signature(spec, timeout), spec)
         if self.protocol == "grpc":
             response = await self._rpc(self._prediction.Predict, wire.predict_request(spec, inputs), timeout)
@@ -95,20 +95,20 @@ class AsyncClient(ClientBase):
 
     async def generate(self, model: str, texts, *, max_new_tokens: int = 32, temperature: float = 0.0,
                        top_k: int = 0, seed: int = 0, version: int | None = None, label: str | None = None,
-                       timeout: float | None = None) -> list[str]:
+                       key=None, timeout: float | None = None) -> list[str]:
         inputs = wire.generate_inputs(texts, max_new_tokens=max_new_tokens, temperature=temperature,
                                       top_k=top_k, seed=seed)
         return wire.generated_texts(await self.predict(model, inputs, signature=GENERATE_SIGNATURE,
-                                                       version=version, label=label, timeout=timeout))
+                                                       version=version, label=label, key=key, timeout=timeout))
 
     async def generate_stream(self, model: str, text, *, max_new_tokens: int = 32, temperature: float = 0.0,
                               top_k: int = 0, seed: int = 0, version: int | None = None, label: str | None = None,
-                              timeout: float | None = None) -> AsyncIterator[str]:
+                              key=None, timeout: float | None = None) -> AsyncIterator[str]:
         """`async for piece in client.generate_stream(...)`: see `Client.generate_stream`."""
         self._require_rest("generate_stream")
         path, body = wire.generate_stream_request(model, text, max_new_tokens=max_new_tokens,
                                                   temperature=temperature, top_k=top_k, seed=seed,
-                                                  version=version, label=label)
+                                                  version=version, label=self._label(label, version, key))
 
         def send(seconds_left):  # the whole stream may take longer: bound each wait instead
             timeout = aiohttp.ClientTimeout(sock_connect=seconds_left, sock_read=seconds_left)
@@ -126,8 +126,9 @@ class AsyncClient(ClientBase):
                 reader.check_done()
 
     async def classify(self, model: str, examples, context=None, signature: str | None = None,
-                       version: int | None = None, label: str | None = None, timeout: float | None = None):
-        spec = wire.model_spec(model, signature, version, label)
+                       version: int | None = None, label: str | None = None, key=None,
+                       timeout: float | None = None):
+        spec = wire.model_spec(model, signature, version, self._label(label, version, key))
         request_input = wire.examples_input(examples, context)
         if self.protocol == "grpc":
             request = classification_pb2.ClassificationRequest(model_spec=spec, input=request_input)
@@ -139,8 +140,9 @@ class AsyncClient(ClientBase):
         return wire.classify_outputs(result)
 
     async def regress(self, model: str, examples, context=None, signature: str | None = None,
-                      version: int | None = None, label: str | None = None, timeout: float | None = None):
-        spec = wire.model_spec(model, signature, version, label)
+                      version: int | None = None, label: str | None = None, key=None,
+                      timeout: float | None = None):
+        spec = wire.model_spec(model, signature, version, self._label(label, version, key))
         request_input = wire.examples_input(examples, context)
         if self.protocol == "grpc":
             request = regression_pb2.RegressionRequest(model_spec=spec, input=request_input)

@@ -12,7 +12,8 @@ import grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from tfbig.protocol import AUTHORIZATION_HEADER, DEFAULT_SIGNATURE
-from tfbig.serving.errors import ServingError
+from tfbig.serving.client.split import TrafficSplit
+from tfbig.serving.errors import ClientArgumentError, ServingError
 from tfbig.serving.tls import client_context
 from tfbig.serving.tokens import authorization
 
@@ -58,10 +59,10 @@ def named_signature(signatures: dict, spec) -> dict:
 
 class ClientBase:
     """Validates the arguments, then opens the gRPC channel or names the REST base URL, with TLS
-    when asked for or certificates are given and the bearer token on every request. Subclasses
-    say which channel module (`grpc` or `grpc.aio`, which take the same arguments) and which HTTP
-    session they wait with; the session sends `self._http_headers` and, when set, verifies with
-    `self._ssl_context`."""
+    when asked for or certificates are given and the bearer token on every request; with
+    `split`, routes requests to labels by a key (split.py). Subclasses say which channel module
+    (`grpc` or `grpc.aio`, which take the same arguments) and which HTTP session they wait with;
+    the session sends `self._http_headers` and, when set, verifies with `self._ssl_context`."""
 
     channels = grpc
 
@@ -69,7 +70,8 @@ class ClientBase:
                  max_retries: int = 3, backoff_s: float = 0.05,
                  max_message_bytes: int = MAX_MESSAGE_BYTES, tls: bool = False,
                  root_certificates: bytes | None = None, private_key: bytes | None = None,
-                 certificate_chain: bytes | None = None, token: str | None = None):
+                 certificate_chain: bytes | None = None, token: str | None = None,
+                 split: dict[str, float] | None = None, key=None):
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
         if (private_key is None) != (certificate_chain is None):
@@ -83,6 +85,8 @@ class ClientBase:
         self.timeout = timeout
         self.max_retries = max_retries
         self.backoff_s = backoff_s
+        self.split = None if split is None else TrafficSplit(split)
+        self.key = key
         self._signatures: dict[tuple, dict] = {}
         # Sent with every call: gRPC metadata, or an HTTP header of the same name.
         self._metadata = ((AUTHORIZATION_HEADER, authorization(token)),) if token is not None else None
@@ -105,6 +109,22 @@ class ClientBase:
 
     def open_http_session(self):
         raise NotImplementedError
+
+    def _label(self, label: str | None, version: int | None, key) -> str | None:
+        """The label a request goes to: the one it names, else the split's for its key (the
+        call's, else the client's). A request naming a version or label bypasses the split."""
+        key = self.key if key is None else key
+        if self.split is None:
+            if key is not None:
+                raise ClientArgumentError("key= routes requests by a traffic split, and this client has "
+                                          "none: give Client(..., split={'stable': 0.9, 'canary': 0.1})")
+            return label
+        if label is not None or version is not None:
+            return label
+        if key is None:
+            raise ClientArgumentError("this client splits traffic between labels by a key: pass key=... "
+                                      "(e.g. a user or session id) to the call or to the client")
+        return self.split.label_for(key)
 
     def _deadline(self, timeout: float | None) -> float:
         """When a call must be over (time.monotonic()), its retries included."""

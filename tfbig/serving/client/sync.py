@@ -48,6 +48,8 @@ class Client(ClientBase):
     `private_key`/`certificate_chain` for mutual TLS. `token` is sent as `authorization:
     Bearer TOKEN` with every request (gRPC metadata, HTTP header); a server that refuses it
     answers UNAUTHENTICATED (HTTP 401), raised as a ServingError like any other failure.
+    `split={"stable": 0.9, "canary": 0.1}` sends each request to a label chosen by a stable
+    hash of its `key` (the call's, else the client's): see tfbig.serving.client.split.
     """
 
     def open_http_session(self) -> requests.Session:
@@ -113,9 +115,9 @@ class Client(ClientBase):
     # --- PredictionService -----------------------------------------------------
 
     def predict(self, model: str, inputs, signature: str | None = None, version: int | None = None,
-                label: str | None = None, timeout: float | None = None):
+                label: str | None = None, key=None, timeout: float | None = None):
         """Run a signature; `inputs` is a dict of name -> array (or one array for one input)."""
-        spec = wire.model_spec(model, signature, version, label)
+        spec = wire.model_spec(model, signature, version, self._label(label, version, key))
         inputs = wire.conform_inputs(inputs, self._signature(spec, timeout), spec)
         if self.protocol == "grpc":
             response = self._rpc(self._prediction.Predict, wire.predict_request(spec, inputs), timeout)
@@ -125,17 +127,17 @@ class Client(ClientBase):
 
     def generate(self, model: str, texts, *, max_new_tokens: int = 32, temperature: float = 0.0,
                  top_k: int = 0, seed: int = 0, version: int | None = None, label: str | None = None,
-                 timeout: float | None = None) -> list[str]:
+                 key=None, timeout: float | None = None) -> list[str]:
         """Continue each prompt with a language model's `generate` signature (the tokenizer
         runs in the served graph); temperature 0 is greedy, top_k 0 no filter."""
         inputs = wire.generate_inputs(texts, max_new_tokens=max_new_tokens, temperature=temperature,
                                       top_k=top_k, seed=seed)
         return wire.generated_texts(self.predict(model, inputs, signature=GENERATE_SIGNATURE,
-                                                 version=version, label=label, timeout=timeout))
+                                                 version=version, label=label, key=key, timeout=timeout))
 
     def generate_stream(self, model: str, text, *, max_new_tokens: int = 32, temperature: float = 0.0,
                         top_k: int = 0, seed: int = 0, version: int | None = None, label: str | None = None,
-                        timeout: float | None = None) -> Iterator[str]:
+                        key=None, timeout: float | None = None) -> Iterator[str]:
         """Continue one prompt, yielding its text as it is generated (tfbig's `:generate_stream`,
         REST only). The pieces join to what `generate` returns for the prompt; stopping early
         (break, close()) closes the connection, which stops the server's generation. `timeout`
@@ -143,7 +145,7 @@ class Client(ClientBase):
         self._require_rest("generate_stream")
         path, body = wire.generate_stream_request(model, text, max_new_tokens=max_new_tokens,
                                                   temperature=temperature, top_k=top_k, seed=seed,
-                                                  version=version, label=label)
+                                                  version=version, label=self._label(label, version, key))
         response = self._retrying(lambda seconds_left: self._send("POST", path, seconds_left, body, stream=True),
                                   timeout)
         with response, self._http_errors():
@@ -156,9 +158,10 @@ class Client(ClientBase):
             reader.check_done()
 
     def classify(self, model: str, examples, context=None, signature: str | None = None,
-                 version: int | None = None, label: str | None = None, timeout: float | None = None):
+                 version: int | None = None, label: str | None = None, key=None,
+                 timeout: float | None = None):
         """`examples`: dicts of feature -> values (or tf.train.Example); returns classes and scores."""
-        spec = wire.model_spec(model, signature, version, label)
+        spec = wire.model_spec(model, signature, version, self._label(label, version, key))
         request_input = wire.examples_input(examples, context)
         if self.protocol == "grpc":
             request = classification_pb2.ClassificationRequest(model_spec=spec, input=request_input)
@@ -170,8 +173,9 @@ class Client(ClientBase):
         return wire.classify_outputs(result)
 
     def regress(self, model: str, examples, context=None, signature: str | None = None,
-                version: int | None = None, label: str | None = None, timeout: float | None = None):
-        spec = wire.model_spec(model, signature, version, label)
+                version: int | None = None, label: str | None = None, key=None,
+                timeout: float | None = None):
+        spec = wire.model_spec(model, signature, version, self._label(label, version, key))
         request_input = wire.examples_input(examples, context)
         if self.protocol == "grpc":
             request = regression_pb2.RegressionRequest(model_spec=spec, input=request_input)

@@ -82,6 +82,13 @@ def _response_spec(spec: model_pb2.ModelSpec, version: int, signature: str) -> m
     return out
 
 
+def predict_response(spec: model_pb2.ModelSpec, outputs: dict) -> predict_pb2.PredictResponse:
+    response = predict_pb2.PredictResponse(model_spec=spec)
+    for name, value in outputs.items():
+        codec.to_tensor_proto(value, out=response.outputs[name])
+    return response
+
+
 class ServingCore:
     """Predict, Classify, Regress, MultiInference, metadata, status and config reload."""
 
@@ -134,10 +141,7 @@ class ServingCore:
 
         spec, outputs = self.run_predict(request.model_spec, decode,
                                          output_filter=list(request.output_filter), timeout=timeout)
-        response = predict_pb2.PredictResponse(model_spec=spec)
-        for name, value in outputs.items():
-            codec.to_tensor_proto(value, out=response.outputs[name])
-        return response
+        return predict_response(spec, outputs)
 
     def _examples_output(self, servable: Servable, batcher, signature: str, request_input, timeout):
         examples = serialized_examples(request_input)

@@ -6,8 +6,8 @@ background thread), both behind --ssl_config_file's TLS and --auth_token_file's
 tokens when given (tls.py, auth.py), each run requests on their own HandlerPool, and both hand
 them to one ServingCore. A poll thread rescans model base paths (and the model config
 file) so versions hot-load and unload. `stop()` drains: readiness goes false,
-listeners close, in-flight requests get `drain_seconds` to finish, then
-models unload.
+listeners close, in-flight requests get `drain_seconds` to finish, the request
+log writes what it holds, then models unload.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from tfbig.serving.server.handler_pool import HandlerPool
 from tfbig.serving.server.health import ServerHealth
 from tfbig.serving.server.metrics import ServerMetrics
 from tfbig.serving.server.models import ModelManager
+from tfbig.serving.server.request_logger import RequestLogger
 from tfbig.serving.server.rest_api import RestApi
 
 log = logging.getLogger("tfbig.serving")
@@ -75,6 +76,8 @@ class EmbeddedServer:
             load_retry_interval_s=options.load_retry_interval_micros / 1e6,
             saved_model_tags=config_files.saved_model_tags(options), on_change=self._update_health,
             verify_key=load_public_key(options.verify_key, "--verify_key") if options.verify_key else None)
+        self.request_log = RequestLogger(options, lambda: self.manager.config, registry=self.metrics.registry,
+                                         saved_model_tags=config_files.saved_model_tags(options))
         # --num_request_iterations_for_warmup=0 means once, as in TF Serving.
         self.core = ServingCore(self.manager, warmup_iterations=options.num_request_iterations_for_warmup or 1,
                                 max_request_batch_size=options.max_request_batch_size,
@@ -135,7 +138,7 @@ class EmbeddedServer:
         self._grpc_pool = HandlerPool(threads, name="grpc")
         interceptors = [self._guard.grpc_interceptor()] if self._guard else []
         self._grpc = grpc.server(self._grpc_pool, options=options, interceptors=interceptors)
-        add_services(self._grpc, self.core, self.metrics)
+        add_services(self._grpc, self.core, self.metrics, self.request_log)
         if self._health is not None:
             self._health.add_to(self._grpc)
         address = f"{self.options.host}:{self.options.port}"
@@ -157,7 +160,8 @@ class EmbeddedServer:
                       timeout_s=self.options.rest_api_timeout_in_ms / 1000,
                       max_request_bytes=self.options.max_request_bytes,
                       prometheus_path=prometheus.path if prometheus.enable else None,
-                      cors=self.options.rest_api_enable_cors_support, is_ready=self.ready, guard=self._guard)
+                      cors=self.options.rest_api_enable_cors_support, is_ready=self.ready, guard=self._guard,
+                      request_log=self.request_log)
         ssl_context = tls.rest_server_context(self._ssl) if self._ssl is not None else None
         started = concurrent.futures.Future()
         self._loop = asyncio.new_event_loop()
@@ -249,6 +253,7 @@ class EmbeddedServer:
             thread.join()
         if self._rest_pool is not None:
             self._rest_pool.shutdown()
+        self.request_log.close()  # every request is answered: what it queued is all there is
         self.manager.unload_all()
 
     def __enter__(self) -> "EmbeddedServer":

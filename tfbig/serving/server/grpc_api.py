@@ -8,6 +8,7 @@ Requests arrive as bytes and are parsed here, not by grpcio: grpcio answers a
 message that does not parse with INTERNAL "Exception deserializing request!",
 which blames the server for the client's bytes; parsed here, it is
 INVALID_ARGUMENT naming the message type, and counted like any other request.
+A request the request log samples is handed to it with its outcome and latency.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tensorflow_serving.apis import model_service_pb2, prediction_service_pb2
 from tfbig.serving.errors import ServingError, invalid_argument
 from tfbig.serving.server.core import ServingCore, server_fault
 from tfbig.serving.server.metrics import ServerMetrics
+from tfbig.serving.server.request_logger import RequestLogger
 
 
 def time_remaining(context: grpc.ServicerContext) -> float | None:
@@ -43,9 +45,10 @@ class _Service:
 
     descriptor = None  # the service's ServiceDescriptor
 
-    def __init__(self, core: ServingCore, metrics: ServerMetrics):
+    def __init__(self, core: ServingCore, metrics: ServerMetrics, request_log: RequestLogger | None = None):
         self._core = core
         self._metrics = metrics
+        self._request_log = request_log
         self._request_types = {method.name: message_factory.GetMessageClass(method.input_type)
                                for method in self.descriptor.methods}
 
@@ -62,21 +65,29 @@ class _Service:
         def call(raw: bytes, context: grpc.ServicerContext):
             """One RPC; `api` is its method name, the API label TF Serving gives its latency."""
             start = time.perf_counter()
-            code, text, model_name = grpc.StatusCode.OK, "", ""
+            code, text, model_name, sample = grpc.StatusCode.OK, "", "", None
             try:
                 try:
                     request = request_type.FromString(raw)
                 except message.DecodeError:
                     raise invalid_argument(f"the request is not a valid {request_type.DESCRIPTOR.name}") from None
                 model_name = _model_name(request)
-                return run(request, context)
+                if self._request_log is not None and (sample := self._request_log.sample(api, model_name)):
+                    sample.request, sample.size = request, len(raw)
+                response = run(request, context)
+                if sample is not None:
+                    sample.response = response
+                return response
             except ServingError as error:
                 code, text = error.code, error.message
             except Exception as error:  # a fault of the server's answers INTERNAL, not a dropped connection
                 fault = server_fault(api, error)
                 code, text = fault.code, fault.message
             finally:
-                self._metrics.record(model_name, api, "GRPC", code, time.perf_counter() - start)
+                seconds = time.perf_counter() - start
+                self._metrics.record(model_name, api, "GRPC", code, seconds)
+                if sample is not None:
+                    self._request_log.submit(sample, code, text, seconds, "GRPC")
             context.abort(code, text)
 
         return call
@@ -111,6 +122,7 @@ class ModelService(_Service):
         return self._core.reload_config(request)
 
 
-def add_services(server: grpc.Server, core: ServingCore, metrics: ServerMetrics) -> None:
-    server.add_generic_rpc_handlers([PredictionService(core, metrics).handler(),
+def add_services(server: grpc.Server, core: ServingCore, metrics: ServerMetrics,
+                 request_log: RequestLogger | None = None) -> None:
+    server.add_generic_rpc_handlers([PredictionService(core, metrics, request_log).handler(),
                                      ModelService(core, metrics).handler()])

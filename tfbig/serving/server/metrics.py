@@ -119,5 +119,5 @@ class ServerMetrics:
                 name = metric.name if metric.type == "counter" else sample.name
                 value = int(sample.value) if sample.value.is_integer() else repr(sample.value)
                 text = ",".join(f'{key}="{_escaped(label)}"' for key, label in labels.items())
-                lines.append(f"{name}{{{text}}} {value}")
+                lines.append(f"{name}{{{text}}} {value}" if text else f"{name} {value}")
         return ("\n".join(lines) + "\n").encode()

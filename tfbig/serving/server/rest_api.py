@@ -7,12 +7,15 @@ ServingCore. Work runs on a thread pool so the event loop only moves bytes.
 tfbig adds what TF Serving users ask for: `GET /v1/models` lists the models,
 `/healthz` answers while the process lives, `/readyz` while every model has an
 AVAILABLE version and the server is not draining, and `:generate_stream`
-streams a language model's text as it is generated (rest_stream.py).
+streams a language model's text as it is generated (rest_stream.py). The request
+log records a REST request as the gRPC request it is equivalent to.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import re
 import time
 
@@ -26,9 +29,10 @@ from tensorflow_serving.apis import (
 from tfbig.serving import codec
 from tfbig.serving.errors import ServingError, deadline_exceeded, invalid_argument
 from tfbig.protocol import SIGNATURE_DEF_FIELD
-from tfbig.serving.server.core import ServingCore, server_fault
+from tfbig.serving.server.core import ServingCore, predict_response, server_fault
 from tfbig.serving.server.handler_pool import HandlerPool, in_pool
 from tfbig.serving.server.metrics import ServerMetrics
+from tfbig.serving.server.request_logger import RequestLogger, Sample, predict_request
 from tfbig.serving.server.rest_json import (
     columns_to_inputs, examples_input, instances_to_inputs, model_spec, parse_json,
 )
@@ -51,9 +55,11 @@ class RestApi:
     """The request handlers; `app()` wires them into an aiohttp application."""
 
     def __init__(self, core: ServingCore, metrics: ServerMetrics, *, pool: HandlerPool, timeout_s: float,
-                 max_request_bytes: int, prometheus_path: str | None, cors: bool, is_ready, guard=None):
+                 max_request_bytes: int, prometheus_path: str | None, cors: bool, is_ready, guard=None,
+                 request_log: RequestLogger | None = None):
         self._core = core
         self._metrics = metrics
+        self._request_log = request_log
         self._pool = pool  # requests run here: a model call or a batch wait would block the loop
         self._timeout = timeout_s if timeout_s > 0 else None
         self._max_bytes = max_request_bytes
@@ -108,18 +114,24 @@ class RestApi:
         path = request.rel_url.raw_path
         if request.method == "POST" and (match := STREAM_PATH.fullmatch(path)):
             return await self._streams.handle(request, match, body)
-        work = in_pool(self._pool, self._process, request.method, path, body)
+        sampled: list[Sample] = []  # the request log's sample, if it takes this request
+        work = in_pool(self._pool, self._process, request.method, path, body, sampled)
         try:
             model_name, api, payload = await asyncio.wait_for(work, self._timeout)
             code = grpc.StatusCode.OK
         except asyncio.TimeoutError:
             model_name, api, payload = "", "", deadline_exceeded()
+            sampled[:] = [dataclasses.replace(s, response=None) for s in sampled]  # it still runs
         if isinstance(payload, ServingError):
             code = payload.code
             response = self._reply(payload.http_status, {"error": payload.message})
         else:
             response = self._reply(200, payload)
-        self._metrics.record(model_name, api, "REST", code, time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        self._metrics.record(model_name, api, "REST", code, seconds)
+        for sample in sampled:
+            self._request_log.submit(sample, code, "" if code == grpc.StatusCode.OK else payload.message,
+                                     seconds, "REST")
         return response
 
     def _headers(self) -> dict[str, str]:
@@ -139,15 +151,21 @@ class RestApi:
             return web.Response(status=200, headers=self._headers())
         return self._reply(400, {"error": "Origin header is missing in CORS preflight"})
 
-    def _process(self, method: str, path: str, body: bytes):
-        """Returns (model name, api, JSON payload or ServingError); runs on the pool."""
+    def _process(self, method: str, path: str, body: bytes, sampled: list):
+        """Returns (model name, api, JSON payload or ServingError); runs on the pool. A request
+        the request log samples is put in `sampled`."""
         model_name, api = "", ""
         try:
             if method == "POST" and (match := PREDICTION_PATH.fullmatch(path)):
                 name, version, label, api = match.groups()
                 spec = model_spec(name, version, label)
                 model_name = spec.name
-                return model_name, api, self._post(api.lower(), spec, body)
+                sample = self._request_log.sample(api, model_name) if self._request_log else None
+                if sample is not None:
+                    sample.name_model(spec)
+                    sample.size = len(body)
+                    sampled.append(sample)
+                return model_name, api, self._post(api.lower(), spec, body, sample)
             # The API label is the URL's :method, as tensorflow_model_server records it; a GET has none.
             if method == "GET" and (match := STATUS_PATH.fullmatch(path)):
                 name, version, label, metadata = match.groups()
@@ -164,21 +182,31 @@ class RestApi:
         except Exception as error:  # a fault of the server's answers 500; it lives on
             return model_name, api, server_fault(api, error)
 
-    def _post(self, method: str, spec: model_pb2.ModelSpec, body: bytes):
+    def _post(self, method: str, spec: model_pb2.ModelSpec, body: bytes, sample: Sample | None):
+        """`sample`, when the request log takes this request, receives its gRPC equivalents."""
         doc = parse_json(body)
         spec.signature_name = doc.get("signature_name", "")
         if method == "classify":
             request = classification_pb2.ClassificationRequest(model_spec=spec, input=examples_input(doc, method))
-            result = self._core.classify(request, self._timeout).result
+            response = self._run_sampled(sample, request, self._core.classify)
             return {"results": [[[c.label, codec.float_to_json(c.score)] for c in item.classes]
-                                for item in result.classifications]}
+                                for item in response.result.classifications]}
         if method == "regress":
             request = regression_pb2.RegressionRequest(model_spec=spec, input=examples_input(doc, method))
-            result = self._core.regress(request, self._timeout).result
-            return {"results": [codec.float_to_json(r.value) for r in result.regressions]}
-        return self._predict(spec, doc)
+            response = self._run_sampled(sample, request, self._core.regress)
+            return {"results": [codec.float_to_json(r.value) for r in response.result.regressions]}
+        return self._predict(spec, doc, sample)
 
-    def _predict(self, spec: model_pb2.ModelSpec, doc: dict):
+    def _run_sampled(self, sample: Sample | None, request, run):
+        """`run(request)`, the request and its response handed to the request log's sample if any."""
+        if sample is not None:
+            sample.request = request
+        response = run(request, self._timeout)
+        if sample is not None:
+            sample.response = response
+        return response
+
+    def _predict(self, spec: model_pb2.ModelSpec, doc: dict, sample: Sample | None):
         if "instances" in doc and "inputs" in doc:
             raise invalid_argument("Not formatted correctly expecting only one of 'inputs' or "
                                    "'instances' keys to exist")
@@ -200,9 +228,14 @@ class RestApi:
         def decode(servable, signature):
             if signature not in servable.signature_defs:  # as TF Serving words it over REST
                 raise invalid_argument(f"Serving signature name: \"{signature}\" not found in signature def")
-            return to_inputs(servable.input_specs(signature), signature)
+            inputs = to_inputs(servable.input_specs(signature), signature)
+            if sample is not None:
+                sample.request = functools.partial(predict_request, spec, inputs)
+            return inputs
 
-        _, outputs = self._core.run_predict(spec, decode, timeout=self._timeout)
+        served, outputs = self._core.run_predict(spec, decode, timeout=self._timeout)
+        if sample is not None:
+            sample.response = functools.partial(predict_response, served, outputs)
         if "instances" in doc:
             return {"predictions": codec.rows_to_json(outputs)}
         return {"outputs": codec.columns_to_json(outputs)}
