@@ -17,6 +17,21 @@ GENERATE_INPUTS = ("text", "max_new_tokens", "temperature", "top_k", "seed")
 # The one field of GetModelMetadata TF Serving answers: the SignatureDefs.
 SIGNATURE_DEF_FIELD = "signature_def"
 
+# The fields of TF Serving's REST API bodies ("RESTful API" in its docs): a
+# request names its signature and gives rows (`instances`) or columns
+# (`inputs`); predict answers rows as `predictions`, columns as `outputs`;
+# classify and regress take `examples` (and a shared `context`) and answer
+# `results`; any failure is `{"error": message}`.
+REST_SIGNATURE_NAME = "signature_name"
+REST_INSTANCES = "instances"
+REST_INPUTS = "inputs"
+REST_PREDICTIONS = "predictions"
+REST_OUTPUTS = "outputs"
+REST_EXAMPLES = "examples"
+REST_CONTEXT = "context"
+REST_RESULTS = "results"
+REST_ERROR = "error"
+
 # A signature's method name: TF Serving sends Classify and Regress requests
 # only to signatures with the matching one.
 PREDICT_METHOD = "tensorflow/serving/predict"

@@ -11,7 +11,9 @@ import time
 
 import numpy as np
 
-from tfbig.protocol import DEFAULT_SIGNATURE, GENERATE_SIGNATURE, INPUT_KEY, LOGITS
+from tfbig.protocol import (
+    DEFAULT_SIGNATURE, GENERATE_SIGNATURE, INPUT_KEY, LOGITS, REST_INPUTS, REST_SIGNATURE_NAME,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,7 +26,7 @@ class GenerateRequest:
 
     def rest_body(self) -> str:
         """The `:predict` JSON body of TF Serving's REST API (the signature's row format)."""
-        return json.dumps({"signature_name": GENERATE_SIGNATURE, "inputs": {
+        return json.dumps({REST_SIGNATURE_NAME: GENERATE_SIGNATURE, REST_INPUTS: {
             "text": [self.prompt], "max_new_tokens": self.max_new_tokens, "temperature": 0.0,
             "top_k": 0, "seed": 0}})
 

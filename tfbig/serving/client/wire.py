@@ -19,8 +19,9 @@ from tensorflow_serving.apis import (
 )
 
 from tfbig.protocol import (
-    CLASSES, CLASSIFY_METHOD, DEFAULT_SIGNATURE, GENERATE_SIGNATURE, REGRESS_METHOD, SCORES,
-    SIGNATURE_DEF_FIELD,
+    CLASSES, CLASSIFY_METHOD, DEFAULT_SIGNATURE, GENERATE_SIGNATURE, REGRESS_METHOD,
+    REST_CONTEXT, REST_ERROR, REST_EXAMPLES, REST_INPUTS, REST_OUTPUTS, REST_RESULTS,
+    REST_SIGNATURE_NAME, SCORES, SIGNATURE_DEF_FIELD,
 )
 from tfbig.serving import codec, sse
 from tfbig.serving.errors import ServingError, invalid_argument
@@ -67,9 +68,10 @@ def predict_request(spec: model_pb2.ModelSpec, inputs: dict[str, np.ndarray]) ->
 
 def predict_body(spec: model_pb2.ModelSpec, inputs: dict[str, np.ndarray]) -> dict:
     """Columnar format; strings always as `{"b64": ...}` so any bytes survive."""
-    body = {"inputs": {name: codec.array_to_json(value, strings_as_b64=True) for name, value in inputs.items()}}
+    columns = {name: codec.array_to_json(value, strings_as_b64=True) for name, value in inputs.items()}
+    body = {REST_INPUTS: columns}
     if spec.signature_name:
-        body["signature_name"] = spec.signature_name
+        body[REST_SIGNATURE_NAME] = spec.signature_name
     return body
 
 
@@ -79,7 +81,7 @@ def tensor_outputs(response: predict_pb2.PredictResponse) -> dict[str, np.ndarra
 
 def rest_outputs(doc: dict, signature: meta_graph_pb2.SignatureDef) -> dict[str, np.ndarray]:
     """`{"outputs": ...}` back to arrays with the signature's dtypes."""
-    outputs = doc["outputs"]
+    outputs = doc[REST_OUTPUTS]
     if len(signature.outputs) == 1:
         outputs = {next(iter(signature.outputs)): outputs}
     return {name: codec.json_to_output(value, signature.outputs[name].dtype) for name, value in outputs.items()}
@@ -128,7 +130,7 @@ class StreamReader:
         name, payload = event
         if name == sse.ERROR:
             code = getattr(grpc.StatusCode, str(payload.get("code")), grpc.StatusCode.UNKNOWN)
-            raise ServingError(code, payload.get("error", ""))
+            raise ServingError(code, payload.get(REST_ERROR, ""))
         if name == sse.DONE:
             self.done = True
             return ""
@@ -155,13 +157,13 @@ def examples_input(examples, context=None) -> input_pb2.Input:
 def examples_body(spec: model_pb2.ModelSpec, request_input: input_pb2.Input) -> dict:
     body = {}
     if spec.signature_name:
-        body["signature_name"] = spec.signature_name
+        body[REST_SIGNATURE_NAME] = spec.signature_name
     if request_input.HasField("example_list_with_context"):
         listed = request_input.example_list_with_context
-        body["context"] = codec.example_to_json(listed.context)
+        body[REST_CONTEXT] = codec.example_to_json(listed.context)
     else:
         listed = request_input.example_list
-    body["examples"] = [codec.example_to_json(e) for e in listed.examples]
+    body[REST_EXAMPLES] = [codec.example_to_json(e) for e in listed.examples]
     return body
 
 
@@ -186,7 +188,7 @@ def reload_config_request(config) -> model_management_pb2.ReloadConfigRequest:
 
 def classification_from_json(doc: dict) -> classification_pb2.ClassificationResult:
     result = classification_pb2.ClassificationResult()
-    for row in doc["results"]:
+    for row in doc[REST_RESULTS]:
         classes = result.classifications.add()
         for label, score in row:
             classes.classes.add(label=label, score=score)
@@ -195,7 +197,7 @@ def classification_from_json(doc: dict) -> classification_pb2.ClassificationResu
 
 def regression_from_json(doc: dict) -> regression_pb2.RegressionResult:
     result = regression_pb2.RegressionResult()
-    for value in doc["results"]:
+    for value in doc[REST_RESULTS]:
         result.regressions.add(value=value)
     return result
 
@@ -280,8 +282,8 @@ def rest_result(status: int, content: bytes) -> dict:
     try:
         doc = codec.loads(content) if content else {}
     except ValueError:
-        doc = {"error": text}
+        doc = {REST_ERROR: text}
     if status != 200:
-        message = doc.get("error", text) if isinstance(doc, dict) else text
+        message = doc.get(REST_ERROR, text) if isinstance(doc, dict) else text
         raise ServingError.from_http(status, message)
     return doc

@@ -29,7 +29,7 @@ import time
 import grpc
 from aiohttp import web
 
-from tfbig.protocol import AUTHORIZATION_HEADER, BEARER_SCHEME
+from tfbig.protocol import AUTHORIZATION_HEADER, BEARER_SCHEME, REST_ERROR
 from tfbig.serving.errors import ServeConfigError, ServingError
 from tfbig.serving.tokens import bearer_token, read_tokens
 
@@ -140,7 +140,7 @@ class Guard:
                 reason = self.refusal(request.headers.get(AUTHORIZATION_HEADER), "REST")
                 if reason is not None:
                     error, challenge = REFUSALS[reason]
-                    response = reply(error.http_status, {"error": error.message})
+                    response = reply(error.http_status, {REST_ERROR: error.message})
                     response.headers["WWW-Authenticate"] = challenge
                     return response
             return await handler(request)

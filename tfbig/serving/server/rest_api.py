@@ -28,7 +28,10 @@ from tensorflow_serving.apis import (
 
 from tfbig.serving import codec
 from tfbig.serving.errors import ServingError, deadline_exceeded, invalid_argument
-from tfbig.protocol import SIGNATURE_DEF_FIELD
+from tfbig.protocol import (
+    REST_ERROR, REST_INPUTS, REST_INSTANCES, REST_OUTPUTS, REST_PREDICTIONS, REST_RESULTS,
+    REST_SIGNATURE_NAME, SIGNATURE_DEF_FIELD,
+)
 from tfbig.serving.server.core import ServingCore, predict_response, server_fault
 from tfbig.serving.server.handler_pool import HandlerPool, in_pool
 from tfbig.serving.server.metrics import ServerMetrics
@@ -99,17 +102,17 @@ class RestApi:
     async def _v1(self, request: web.Request) -> web.Response:
         start = time.perf_counter()
         if not API_PREFIX.match(request.path):
-            return self._reply(404, {"error": f"Not found: {request.method} {request.path}"})
+            return self._reply(404, {REST_ERROR: f"Not found: {request.method} {request.path}"})
         if request.method == "OPTIONS":
             return self._preflight(request)
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            return self._reply(413, {"error": f"Request body is larger than the {self._max_bytes} "
+            return self._reply(413, {REST_ERROR: f"Request body is larger than the {self._max_bytes} "
                                               f"bytes this server accepts (--max_request_bytes)"})
         except web.RequestPayloadError as error:  # e.g. a Content-Encoding the body is not in
             reason = str(error).strip().splitlines()[-1].strip()
-            return self._reply(400, {"error": f"Request body could not be read: {reason}"})
+            return self._reply(400, {REST_ERROR: f"Request body could not be read: {reason}"})
         # The undecoded path, as TF Serving matches it: %2F inside a model name stays in the name.
         path = request.rel_url.raw_path
         if request.method == "POST" and (match := STREAM_PATH.fullmatch(path)):
@@ -124,7 +127,7 @@ class RestApi:
             sampled[:] = [dataclasses.replace(s, response=None) for s in sampled]  # it still runs
         if isinstance(payload, ServingError):
             code = payload.code
-            response = self._reply(payload.http_status, {"error": payload.message})
+            response = self._reply(payload.http_status, {REST_ERROR: payload.message})
         else:
             response = self._reply(200, payload)
         seconds = time.perf_counter() - start
@@ -149,7 +152,7 @@ class RestApi:
         preflight that names an origin, with the CORS headers when they are enabled."""
         if PREFLIGHT_ORIGIN.search(request.headers.get("Origin", "")):
             return web.Response(status=200, headers=self._headers())
-        return self._reply(400, {"error": "Origin header is missing in CORS preflight"})
+        return self._reply(400, {REST_ERROR: "Origin header is missing in CORS preflight"})
 
     def _process(self, method: str, path: str, body: bytes, sampled: list):
         """Returns (model name, api, JSON payload or ServingError); runs on the pool. A request
@@ -185,16 +188,16 @@ class RestApi:
     def _post(self, method: str, spec: model_pb2.ModelSpec, body: bytes, sample: Sample | None):
         """`sample`, when the request log takes this request, receives its gRPC equivalents."""
         doc = parse_json(body)
-        spec.signature_name = doc.get("signature_name", "")
+        spec.signature_name = doc.get(REST_SIGNATURE_NAME, "")
         if method == "classify":
             request = classification_pb2.ClassificationRequest(model_spec=spec, input=examples_input(doc, method))
             response = self._run_sampled(sample, request, self._core.classify)
-            return {"results": [[[c.label, codec.float_to_json(c.score)] for c in item.classes]
+            return {REST_RESULTS: [[[c.label, codec.float_to_json(c.score)] for c in item.classes]
                                 for item in response.result.classifications]}
         if method == "regress":
             request = regression_pb2.RegressionRequest(model_spec=spec, input=examples_input(doc, method))
             response = self._run_sampled(sample, request, self._core.regress)
-            return {"results": [codec.float_to_json(r.value) for r in response.result.regressions]}
+            return {REST_RESULTS: [codec.float_to_json(r.value) for r in response.result.regressions]}
         return self._predict(spec, doc, sample)
 
     def _run_sampled(self, sample: Sample | None, request, run):
@@ -207,11 +210,11 @@ class RestApi:
         return response
 
     def _predict(self, spec: model_pb2.ModelSpec, doc: dict, sample: Sample | None):
-        if "instances" in doc and "inputs" in doc:
+        if REST_INSTANCES in doc and REST_INPUTS in doc:
             raise invalid_argument("Not formatted correctly expecting only one of 'inputs' or "
                                    "'instances' keys to exist")
-        if "instances" in doc:
-            instances = doc["instances"]
+        if REST_INSTANCES in doc:
+            instances = doc[REST_INSTANCES]
             if not isinstance(instances, list):
                 raise invalid_argument("Expecting 'instances' to be an list/array")
             if not instances:
@@ -219,9 +222,9 @@ class RestApi:
 
             def to_inputs(specs, signature):
                 return instances_to_inputs(instances, specs, signature, self._core.budget())
-        elif "inputs" in doc:
+        elif REST_INPUTS in doc:
             def to_inputs(specs, signature):
-                return columns_to_inputs(doc["inputs"], specs, signature, self._core.budget())
+                return columns_to_inputs(doc[REST_INPUTS], specs, signature, self._core.budget())
         else:
             raise invalid_argument("Missing 'inputs' or 'instances' key")
 
@@ -236,9 +239,9 @@ class RestApi:
         served, outputs = self._core.run_predict(spec, decode, timeout=self._timeout)
         if sample is not None:
             sample.response = functools.partial(predict_response, served, outputs)
-        if "instances" in doc:
-            return {"predictions": codec.rows_to_json(outputs)}
-        return {"outputs": codec.columns_to_json(outputs)}
+        if REST_INSTANCES in doc:
+            return {REST_PREDICTIONS: codec.rows_to_json(outputs)}
+        return {REST_OUTPUTS: codec.columns_to_json(outputs)}
 
     def _status(self, spec: model_pb2.ModelSpec) -> dict:
         response = self._core.status(get_model_status_pb2.GetModelStatusRequest(model_spec=spec))

@@ -13,6 +13,7 @@ import urllib.parse
 import numpy as np
 from tensorflow_serving.apis import input_pb2, model_pb2
 
+from tfbig.protocol import REST_CONTEXT, REST_EXAMPLES, REST_SIGNATURE_NAME
 from tfbig.serving import codec
 from tfbig.serving.errors import ServingError, invalid_argument
 from tfbig.serving.server.inputs import InputBudget, InputSpec, json_input
@@ -39,7 +40,7 @@ def parse_json(body: bytes) -> dict:
         raise invalid_argument(f"JSON Parse error: {error}") from None
     if not isinstance(doc, dict):
         raise invalid_argument(f"JSON Value: {body[:100]!r} Is not object")
-    signature = doc.get("signature_name", "")
+    signature = doc.get(REST_SIGNATURE_NAME, "")
     if not isinstance(signature, str):
         raise invalid_argument("'signature_name' key must be a string value.")
     return doc
@@ -105,16 +106,16 @@ def columns_to_inputs(value, specs: dict[str, InputSpec], signature: str,
 def examples_input(doc: dict, method: str):
     """A classify/regress request's `examples` (and optional `context`) as an Input proto."""
     request_input = input_pb2.Input()
-    examples = doc.get("examples")
+    examples = doc.get(REST_EXAMPLES)
     if examples is None:
         raise invalid_argument(f"When method is {method}, key 'examples' is expected and was not found")
     if not isinstance(examples, list):
         raise invalid_argument("Expecting 'examples' value to be an list/array")
     if not examples:
         raise invalid_argument("'examples' value is an empty array")
-    if "context" in doc:
+    if REST_CONTEXT in doc:
         target = request_input.example_list_with_context
-        target.context.CopyFrom(codec.example_from_json(doc["context"]))
+        target.context.CopyFrom(codec.example_from_json(doc[REST_CONTEXT]))
     else:
         target = request_input.example_list
     target.examples.extend(codec.example_from_json(example) for example in examples)

@@ -25,7 +25,9 @@ import time
 import grpc
 from aiohttp import web
 
-from tfbig.protocol import GENERATE_SIGNATURE as GENERATE
+from tfbig.protocol import (
+    GENERATE_SIGNATURE as GENERATE, REST_ERROR, REST_INPUTS, REST_SIGNATURE_NAME,
+)
 from tfbig.serving import sse
 from tfbig.serving.errors import ServingError, deadline_exceeded, invalid_argument
 from tfbig.serving.server.core import server_fault
@@ -42,14 +44,14 @@ API = "generate_stream"  # the URL's :method, as the other REST requests are lab
 def stream_body(doc: dict) -> dict:
     """The `inputs` of a stream's body: a `generate` Predict's, whose `text` may also be one
     string rather than a list of one."""
-    if doc.get("signature_name", GENERATE) not in ("", GENERATE):
+    if doc.get(REST_SIGNATURE_NAME, GENERATE) not in ("", GENERATE):
         raise invalid_argument(f"generate_stream runs the generate signature, not "
                                f"'{doc['signature_name']}'; leave signature_name out")
-    if "inputs" not in doc:
+    if REST_INPUTS not in doc:
         raise invalid_argument("generate_stream takes the columnar body of a generate :predict: "
                                "{\"inputs\": {\"text\": ..., \"max_new_tokens\": ..., \"temperature\": ..., "
                                "\"top_k\": ..., \"seed\": ...}}")
-    inputs = doc["inputs"]
+    inputs = doc[REST_INPUTS]
     if isinstance(inputs, dict) and isinstance(inputs.get("text"), (str, dict)):  # dict: {"b64": ...}
         inputs = {**inputs, "text": [inputs["text"]]}
     return inputs
@@ -115,7 +117,7 @@ class RestStreams:
             opened = deadline_exceeded()
         if isinstance(opened, ServingError):
             self._metrics.record(model_name, API, "REST", opened.code, time.perf_counter() - start)
-            return self._reply(opened.http_status, {"error": opened.message})
+            return self._reply(opened.http_status, {REST_ERROR: opened.message})
         stream, step = opened
         code = grpc.StatusCode.CANCELLED  # unless the stream is done or fails
         try:
@@ -133,7 +135,7 @@ class RestStreams:
                 step = await in_pool(self._pool, _step, stream)
                 if isinstance(step, ServingError):
                     code = step.code
-                    await response.write(sse.event(sse.ERROR, {"error": step.message, "code": code.name}))
+                    await response.write(sse.event(sse.ERROR, {REST_ERROR: step.message, "code": code.name}))
                     break
         except ConnectionError:  # the client went while an event was written
             pass
