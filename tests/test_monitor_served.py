@@ -17,8 +17,8 @@ from tfbig.cli import main
 from tfbig.data import load_data
 from tfbig.serving import Client
 
-from runs import make_config
-from serving_models import DIGITS_CNN, export_digits, start_server
+from runs import GPT, make_config
+from serving_models import DIGITS_CNN, export_digits, export_gpt, start_server
 
 pytestmark = pytest.mark.slow
 
@@ -27,9 +27,9 @@ BATCH = 20
 FAILED = 2  # requests of the wrong shape sent to held_out
 
 
-def eval_digits(folder) -> np.ndarray:
-    """The digits data set's eval split, as the exported version's reference saw it."""
-    source = load_data(make_config(folder, model=DIGITS_CNN, data={"name": "digits"}).data)
+def eval_rows(config) -> np.ndarray:
+    """A data set's eval split, as the exported version's reference saw it."""
+    source = load_data(config.data)
     dataset = source.eval.make_dataset(batch_size=10_000, shuffle=False, seed=0, repeat=False,
                                        drop_remainder=False)
     return next(iter(dataset))[0].numpy()
@@ -48,7 +48,7 @@ def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("monitor")
     base = root / "digits"
     export_digits(root / "run", base)
-    images = eval_digits(root / "data")
+    images = eval_rows(make_config(root / "data", model=DIGITS_CNN, data={"name": "digits"}))
     entries = "".join(f'config {{ name: "{name}" base_path: "{base}" model_platform: "tensorflow" '
                       f'version_labels {{ key: "stable" value: 1 }} }}\n' for name in ("held_out", "shifted", "mixed"))
     config = root / "models.config"
@@ -170,3 +170,52 @@ def test_prometheus_alert_rules_use_only_metrics_that_exist(served, tmp_path):
     used = {name for group in groups.values() for rule in group
             for name in re.findall(r"(:tensorflow:serving:\w+|:tfbig:serving:\w+|tfbig_monitor_\w+)", rule["expr"])}
     assert used and used <= exported, used - exported
+
+
+# --- a language model: a text of another domain -------------------------------------------------
+
+RUSSIAN = "Съешь же ещё этих мягких французских булок, да выпей чаю. Широкая электрификация южных губерний. "
+
+
+@pytest.fixture(scope="module")
+def served_gpt(tmp_path_factory):
+    """The byte GPT (trained on English prose, CPython's pydoc topics) sent 64 windows of its eval
+    text as `prose`, and 64 windows of Russian as `russian`; token ids are UTF-8 bytes."""
+    root = tmp_path_factory.mktemp("monitor-gpt")
+    base = root / "gpt"
+    export_gpt(root / "run", base)
+    rows, width = 64, GPT["max_len"]
+    prose = eval_rows(make_config(root / "data"))[:rows, :width]
+    text = np.frombuffer((RUSSIAN * 40).encode(), np.uint8)
+    russian = np.stack([text[i * width:(i + 1) * width] for i in range(rows)]).astype(np.int32)
+    entries = "".join(f'config {{ name: "{name}" base_path: "{base}" model_platform: "tensorflow" }}\n'
+                      for name in ("prose", "russian"))
+    config = root / "models.config"
+    config.write_text(f"model_config_list {{\n{entries}}}\n")
+    server = start_server(config, f"--request_log_dir={root / 'logs'}")
+    try:
+        with Client(f"127.0.0.1:{server.grpc_port}") as client:
+            for name, tokens in (("prose", prose), ("russian", russian)):
+                for start in range(0, rows, 8):
+                    client.predict(name, tokens[start:start + 8])
+    finally:
+        server.stop()
+    thresholds = root / "thresholds.yaml"  # over 256 byte ids L-infinity moves little: judge by JSD
+    thresholds.write_text("tokens: {jsd: 0.3}\npredicted_token: {jsd: 0.3}\n")
+    return {"root": root, "base": base, "logs": root / "logs", "thresholds": thresholds}
+
+
+def test_a_text_of_another_domain_is_flagged_by_its_token_frequencies(served_gpt, capsys):
+    results = {}
+    for name in ("prose", "russian"):
+        code, result, _ = run_monitor(served_gpt, name, "--thresholds", str(served_gpt["thresholds"]))
+        results[name] = (code, result["versions"][0]["skew"]["features"])
+    code, prose = results["prose"]
+    assert code == 0, capsys.readouterr().out
+    assert prose["tokens"]["status"] == "ok" and prose["tokens"]["count"] == 64 * GPT["max_len"]
+    assert prose["tokens"]["distances"]["jsd"] < 0.1
+    code, russian = results["russian"]
+    assert code == 1
+    assert "jsd" in russian["tokens"]["crossed"] and russian["tokens"]["distances"]["jsd"] > 0.5
+    # The model's answers move too, enough for the default L-infinity threshold on their own.
+    assert "linf" in russian["predicted_token"]["crossed"]
