@@ -50,7 +50,8 @@ def served(tmp_path_factory):
     export_digits(root / "run", base)
     images = eval_rows(make_config(root / "data", model=DIGITS_CNN, data={"name": "digits"}))
     entries = "".join(f'config {{ name: "{name}" base_path: "{base}" model_platform: "tensorflow" '
-                      f'version_labels {{ key: "stable" value: 1 }} }}\n' for name in ("held_out", "shifted", "mixed"))
+                      f'version_labels {{ key: "stable" value: 1 }} }}\n'
+                      for name in ("held_out", "shifted", "mixed"))
     config = root / "models.config"
     config.write_text(f"model_config_list {{\n{entries}}}\n")
     logs = root / "logs"
@@ -167,8 +168,8 @@ def test_prometheus_alert_rules_use_only_metrics_that_exist(served, tmp_path):
     assert run_monitor(served, "shifted", "--prometheus-textfile", str(textfile))[0] == 1
     exported = {line.split("{")[0].split(" ")[0] for text in (served["metrics"], textfile.read_text())
                 for line in text.splitlines() if line and not line.startswith("#")}
-    used = {name for group in groups.values() for rule in group
-            for name in re.findall(r"(:tensorflow:serving:\w+|:tfbig:serving:\w+|tfbig_monitor_\w+)", rule["expr"])}
+    names = re.compile(r":tensorflow:serving:\w+|:tfbig:serving:\w+|tfbig_monitor_\w+")
+    used = {name for group in groups.values() for rule in group for name in names.findall(rule["expr"])}
     assert used and used <= exported, used - exported
 
 

@@ -58,7 +58,8 @@ def histograms_png(version: dict) -> bytes | None:
     figure, panels = new_figure(len(shown))
     for axes, name in zip(panels, shown):
         entry = features[name]
-        for counts, label, offset in ((entry["baseline_counts"], "reference", -0.2), (entry["counts"], "traffic", 0.2)):
+        sides = ((entry["baseline_counts"], "reference", -0.2), (entry["counts"], "traffic", 0.2))
+        for counts, label, offset in sides:
             counts = np.asarray(counts, np.float64)
             axes.bar(np.arange(len(counts)) + offset, counts / max(counts.sum(), 1), width=0.4, label=label)
         measure, value, _ = primary(entry)

@@ -118,7 +118,8 @@ def monitor(options: MonitorOptions) -> dict:
         when = log_time(log)
         versions[version].add(log, ["all"] + [name for name, (start, stop) in windows.items()
                                               if start <= when < stop])
-    results = [_version_result(options, version, traffic, windows) for version, traffic in sorted(versions.items())]
+    results = [_version_result(options, version, traffic, windows)
+               for version, traffic in sorted(versions.items())]
     return {
         "format": FORMAT, "model": options.name, "model_base_path": os.path.abspath(options.model_base_path),
         "log_dir": os.path.abspath(options.log_dir), "generated": iso(time.time()),
@@ -148,7 +149,7 @@ def _version_result(options: MonitorOptions, version: int, traffic: _VersionTraf
              for name, counts in traffic.features.items()}
     result[SKEW] = {"records": traffic.records["all"], "features": skew}
     result[DRIFT] = {"window_seconds": options.window,
-                     "previous": [iso(t) for t in windows["previous"]], "latest": [iso(t) for t in windows["latest"]],
+                     **{name: [iso(t) for t in windows[name]] for name in ("previous", "latest")},
                      "records": {"previous": traffic.records["previous"], "latest": traffic.records["latest"]},
                      "features": drift}
     result["crossed"] = any(f["status"] == CROSSED for part in (skew, drift) for f in part.values())
