@@ -11,6 +11,9 @@ Two comparisons per exported version that served traffic:
 A comparison with fewer than `min_count` values on either side is reported
 as too few to tell rather than computed: on a handful of values any two
 distributions look different.
+
+Records are kept by the model name in their model_spec, not by file prefix:
+a logging_config may name any prefix, and one directory may hold many models.
 """
 
 from __future__ import annotations
@@ -188,7 +191,7 @@ def _notes(options: MonitorOptions, model: RequestSummary, results: list[dict]) 
     for result in results:
         if not result["has_reference"]:
             notes.append(f"version {result['version']} has no reference statistics (exported before "
-                         f"tfbig wrote them): only its requests are summarized")
+                         f"tfbig wrote them, or no longer in the base path): only its requests are summarized")
     names = {name for result in results for name in (result.get(SKEW) or {}).get("features", {})}
     for glob in options.thresholds.unmatched(names) if names else []:
         notes.append(f"{options.thresholds.origin}: {glob!r} matches no feature")
