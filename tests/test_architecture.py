@@ -38,15 +38,17 @@ ALLOWED = {
     "serving": ("config", "distribute", "export"),
     "lifecycle": ("export", "serving"),
     "report": (),
+    "monitor": ("export", "serving", "report"),
     "pipeline": ("config", "data", "models", "distribute", "train", "compress", "export", "serving",
                  "lifecycle", "report"),
     "cli": ("config", "data", "models", "distribute", "train", "compress", "export", "serving",
-            "lifecycle", "report", "pipeline"),
+            "lifecycle", "report", "monitor", "pipeline"),
     **{leaf: () for leaf in LEAVES},
 }
 
 # (unit, unit it must never reach, through any chain of imports), and why.
 NEVER = [
+    ("monitor", "train", "a monitor reads logs and exported files: it runs where no training code is"),
     ("serving", "train", "the exported SavedModel is the only contract between training and serving"),
     ("export", "compress", "compression methods sit below export: a compressed run exports like any run"),
 ]

@@ -36,6 +36,7 @@ examples:
   tfbig models rollback --model-base-path models/digits --server localhost:8500
   tfbig keys generate --output keys/ && tfbig export runs/digits --sign-key keys/signing_key.pem
   tfbig report runs/quickstart
+  tfbig monitor --model-base-path models/digits --log-dir /var/log/tfbig --window 1h
   tfbig launch --workers 2 -- tfbig train cfg.yaml --set distribute.strategy=multi_worker
   tfbig launch --workers 2 --ps 1 --evaluator --max-restarts 2 -- tfbig train cfg.yaml
   tfbig launch --workers 2 --data-service-workers 2 -- tfbig train cfg.yaml   # tf.data service
@@ -345,6 +346,28 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_monitor(args) -> int:
+    """Compare a model's logged traffic with its versions' reference statistics (skew, drift);
+    exit 1 when a threshold is crossed."""
+    from tfbig.monitor import (MonitorOptions, Thresholds, format_result, monitor, parse_duration,
+                               parse_time, write_outputs, write_textfile)
+
+    if args.min_count < 1:
+        return _usage_error(args, f"--min-count must be at least 1, got {args.min_count}")
+    options = MonitorOptions(
+        model_base_path=args.model_base_path, log_dir=args.log_dir, model_name=args.model_name,
+        version=args.version, since=None if args.since is None else parse_time(args.since),
+        until=None if args.until is None else parse_time(args.until), window=parse_duration(args.window),
+        min_count=args.min_count, thresholds=Thresholds.from_file(args.thresholds))
+    result = monitor(options)
+    files = write_outputs(result, args.output)
+    if args.prometheus_textfile:
+        write_textfile(args.prometheus_textfile, result)
+    print(format_result(result))
+    print(f"wrote {files.json} and {files.html}")
+    return 1 if result["crossed"] else 0
+
+
 def _usage_error(args, message: str) -> int:
     print(f"tfbig {args.command}: error: {message}", file=sys.stderr)
     return 2
@@ -482,6 +505,28 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--no-open", dest="open", action="store_false",
                         help="only write the report, do not open a browser")
     report.set_defaults(handler=cmd_report, loads_tensorflow=False)
+
+    watch = commands.add_parser("monitor", help=cmd_monitor.__doc__, description=cmd_monitor.__doc__)
+    watch.add_argument("--model-base-path", required=True, metavar="DIR",
+                       help="the model's version directories (as tfbig serve --model_base_path)")
+    watch.add_argument("--log-dir", required=True, metavar="DIR", help="the server's request log directory")
+    watch.add_argument("--model-name", metavar="NAME",
+                       help="the served model's name (default: the base path's last directory)")
+    watch.add_argument("--version", type=int, metavar="N",
+                       help="only the traffic served by version N (default: each version that served)")
+    watch.add_argument("--since", metavar="TIME", help="ISO 8601, epoch seconds, or -DURATION (write --since=-1d)")
+    watch.add_argument("--until", metavar="TIME", help="as --since; also where the drift windows end "
+                       "(default: now)")
+    watch.add_argument("--window", default="1h", metavar="DURATION",
+                       help="drift: the latest window against the one before it (default 1h)")
+    watch.add_argument("--min-count", type=int, default=50, metavar="N",
+                       help="values a side needs before a distance is computed (default 50)")
+    watch.add_argument("--thresholds", metavar="FILE", help="YAML or JSON: {feature or glob: {linf, jsd, nad}}")
+    watch.add_argument("--output", default="monitor", metavar="DIR",
+                       help="where monitor.json and monitor.html go (default ./monitor)")
+    watch.add_argument("--prometheus-textfile", metavar="PATH",
+                       help="also write the distances for node_exporter's textfile collector (*.prom)")
+    watch.set_defaults(handler=cmd_monitor)
 
     data = commands.add_parser("data", help="prepare training data: tfbig data prepare ...",
                                description="Prepare training data.")

@@ -36,13 +36,13 @@ def training_png(train: list[dict], evals: list[dict]) -> bytes | None:
     lines = [line for line in lines if line[0][0]]
     if not lines:
         return None
-    figure, (axes,) = _figure(1)
+    figure, (axes,) = new_figure(1)
     for (steps, values), label, style in lines:
         axes.plot(steps, values, style, label=label)
     if all(v > 0 for (_, values), _, _ in lines for v in values):
         axes.set_yscale("log")
-    _finish(axes, "loss", title="training loss", legend=True)
-    return _png(figure)
+    finish_axes(axes, "loss", title="training loss", legend=True)
+    return to_png(figure)
 
 
 def eval_png(evals: list[dict]) -> bytes | None:
@@ -51,11 +51,11 @@ def eval_png(evals: list[dict]) -> bytes | None:
     metrics = [(key, series) for key, series in metrics if series[0]]
     if not metrics:
         return None
-    figure, panels = _figure(len(metrics))
+    figure, panels = new_figure(len(metrics))
     for axes, (key, (steps, values)) in zip(panels, metrics):
         axes.plot(steps, values, "o-")
-        _finish(axes, key.removeprefix("eval_"), title=key.replace("_", " "))
-    return _png(figure)
+        finish_axes(axes, key.removeprefix("eval_"), title=key.replace("_", " "))
+    return to_png(figure)
 
 
 def throughput_png(train: list[dict]) -> bytes | None:
@@ -63,10 +63,10 @@ def throughput_png(train: list[dict]) -> bytes | None:
     for key in ("tokens_per_s", "examples_per_s"):
         steps, values = _series(train, key)
         if steps:
-            figure, (axes,) = _figure(1)
+            figure, (axes,) = new_figure(1)
             axes.plot(steps, values, "-")
-            _finish(axes, key.replace("_per_s", "/s"), title="training throughput")
-            return _png(figure)
+            finish_axes(axes, key.replace("_per_s", "/s"), title="training throughput")
+            return to_png(figure)
     return None
 
 
@@ -75,7 +75,7 @@ def serving_latency_png(latency: list[dict]) -> bytes | None:
     rows = [row for row in latency if isinstance(row, dict) and _number(row.get("concurrency"))]
     if not rows:
         return None
-    figure, (left, right) = _figure(2)
+    figure, (left, right) = new_figure(2)
     protocols = sorted({str(row.get("protocol", "?")) for row in rows})
     for color, protocol in enumerate(protocols):
         own = sorted((row for row in rows if str(row.get("protocol", "?")) == protocol),
@@ -85,9 +85,9 @@ def serving_latency_png(latency: list[dict]) -> bytes | None:
                       label=f"{protocol} {key[:3]}")
         right.plot(*_series(own, "requests_per_s", x="concurrency"), "o-", color=f"C{color}",
                    label=protocol)
-    _finish(left, "latency (ms)", x="concurrency", title="serving latency", legend=True)
-    _finish(right, "requests/s", x="concurrency", title="serving throughput", legend=True)
-    return _png(figure)
+    finish_axes(left, "latency (ms)", x="concurrency", title="serving latency", legend=True)
+    finish_axes(right, "requests/s", x="concurrency", title="serving throughput", legend=True)
+    return to_png(figure)
 
 
 def _series(records: list[dict], key: str, *, x: str = "step") -> tuple[list, list]:
@@ -100,13 +100,13 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
 
 
-def _figure(panels: int) -> tuple[Figure, list]:
+def new_figure(panels: int) -> tuple[Figure, list]:
     figure = Figure(figsize=FIGSIZE, dpi=DPI)
     FigureCanvasAgg(figure)
     return figure, [figure.add_subplot(1, panels, i + 1) for i in range(panels)]
 
 
-def _finish(axes, ylabel: str, *, title: str, x: str = "step", legend: bool = False) -> None:
+def finish_axes(axes, ylabel: str, *, title: str, x: str = "step", legend: bool = False) -> None:
     axes.set_title(title, fontsize=10)
     axes.set_xlabel(x)
     axes.set_ylabel(ylabel)
@@ -115,7 +115,7 @@ def _finish(axes, ylabel: str, *, title: str, x: str = "step", legend: bool = Fa
         axes.legend(fontsize=8)
 
 
-def _png(figure: Figure) -> bytes:
+def to_png(figure: Figure) -> bytes:
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")

@@ -78,7 +78,7 @@ def render_html(run: dict, pngs: dict[str, bytes]) -> str:
     }
     title = escape(f"tfbig report — {run['name']}")
     notes = "".join(f"<li>{escape(note)}</li>" for note in run["notes"])
-    body = [f"<h1>{title}</h1>", _kv_table(_headline(run))]
+    body = [f"<h1>{title}</h1>", kv_table(_headline(run))]
     if notes:
         body.append(f'<div class="notes"><p>Skipped while reading:</p><ul>{notes}</ul></div>')
     body += [f"<h2>{name}</h2>\n{content}" for name, content in sections.items() if content is not None]
@@ -115,7 +115,7 @@ def _headline(run: dict) -> dict:
 def _pipeline(stages: list[dict] | None) -> str:
     if stages is None:
         return _not_run(f"no {RunDir.pipeline.name}")
-    return _table(("stage", "status", "time", "summary", "error"),
+    return table(("stage", "status", "time", "summary", "error"),
                   [(s["stage"], s["status"], _seconds(s["seconds"]), _compact(s["summary"]), s["error"])
                    for s in stages])
 
@@ -125,10 +125,10 @@ def _data(data: dict) -> str:
     rows = [(name, split.get("documents"), split.get("tokens"), _bytes(split.get("bytes")),
              _ratio_of(split.get("bytes"), split.get("tokens")))
             for name, split in data["splits"].items()]
-    return (_kv_table({"dataset": data["dataset"], "tokenizer": tokenizer.get("kind"),
+    return (kv_table({"dataset": data["dataset"], "tokenizer": tokenizer.get("kind"),
                        "vocabulary": tokenizer.get("vocab_size"), "sha256": tokenizer.get("sha256"),
                        "source files": data["sources"]})
-            + _table(("split", "documents", "tokens", "text", "bytes per token"), rows))
+            + table(("split", "documents", "tokens", "text", "bytes per token"), rows))
 
 
 def _tokenizer(tokenizer: dict) -> str | None:
@@ -141,10 +141,10 @@ def _tokenizer(tokenizer: dict) -> str | None:
 def _training(run: dict, pngs: dict[str, bytes]) -> str:
     if not run["train"] and not run["eval"]:
         return _not_run(f"no {RunDir.metrics.name} records")
-    parts = [_img(name, pngs[name]) for name in ("training", "eval", "throughput") if name in pngs]
+    parts = [img(name, pngs[name]) for name in ("training", "eval", "throughput") if name in pngs]
     for label, records in (("Last train record", run["train"]), ("Last eval record", run["eval"])):
         if records:
-            parts.append(f"<h3>{label}</h3>" + _kv_table(_drop(records[-1], "time")))
+            parts.append(f"<h3>{label}</h3>" + kv_table(_drop(records[-1], "time")))
     return "\n".join(parts)
 
 
@@ -163,12 +163,12 @@ def _compression(compression: dict | None, png: bytes | None) -> str:
                  _artifact(after.get("artifact")), ""))
     parts = [f"<p>method <b>{escape(_fmt(report.get('method')))}</b>, in "
              f"<code>{escape(compression['dir'])}</code></p>",
-             _table(("", "before", "after", "change"), rows)]
+             table(("", "before", "after", "change"), rows)]
     if png:
-        parts.append(_img("compression", png))
+        parts.append(img("compression", png))
     if compression["final_eval"]:
         parts.append("<h3>Fine-tuning: last eval record</h3>"
-                     + _kv_table(compression["final_eval"]))
+                     + kv_table(compression["final_eval"]))
     return "\n".join(parts)
 
 
@@ -177,7 +177,7 @@ def _export(export: dict | None) -> str:
         return _not_run("no exported version")
     manifest = export["manifest"]
     training = _get(manifest, "training")
-    parts = [_kv_table({
+    parts = [kv_table({
         "version": export["version"], "path": export["path"], "created": manifest.get("created"),
         "tfbig": manifest.get("tfbig_version"), "tensorflow": manifest.get("tensorflow_version"),
         "trained step": training.get("step"), "eval metrics": training.get("eval_metrics"),
@@ -195,7 +195,7 @@ def _export(export: dict | None) -> str:
             ("Export parity", ("artifact", "max abs error", "top-1 agreement"), parity),
             ("Artifacts", ("artifact", "path", "size"), artifacts)):
         if rows:
-            parts.append(f"<h3>{title}</h3>" + _table(header, rows))
+            parts.append(f"<h3>{title}</h3>" + table(header, rows))
     return "\n".join(parts)
 
 
@@ -204,27 +204,27 @@ def _validation(validation: dict | None) -> str:
         return _not_run("no validation checks")
     rows = [(c.get("signature"), c.get("output"), c.get("max_abs_error"), c.get("top1_agreement"))
             for c in validation["checks"] if isinstance(c, dict)]
-    return (_kv_table({"engine": validation.get("engine"), "version": validation.get("version"),
+    return (kv_table({"engine": validation.get("engine"), "version": validation.get("version"),
                        "load time": _seconds(validation.get("load_seconds"))})
-            + _table(("signature", "output", "max abs error", "top-1 agreement"), rows))
+            + table(("signature", "output", "max abs error", "top-1 agreement"), rows))
 
 
 def _serving(serving: dict | None, png: bytes | None) -> str:
     if serving is None:
         return _not_run(f"no {RunDir.serving.name}")
-    parts = [_kv_table({key: serving.get(key) for key in ("engine", "model", "label", "target")})]
+    parts = [kv_table({key: serving.get(key) for key in ("engine", "model", "label", "target")})]
     smoke = _get(serving, "smoke")
     if smoke:
-        parts.append("<h3>Smoke request</h3>" + _kv_table(
+        parts.append("<h3>Smoke request</h3>" + kv_table(
             {**smoke, "latency_ms": _ms(smoke.get("latency_ms"))}))
     rows = [(r.get("protocol"), r.get("concurrency"), r.get("requests"), _ms(r.get("p50_ms")),
              _ms(r.get("p99_ms")), r.get("requests_per_s"), r.get("errors"))
             for r in serving.get("latency") or [] if isinstance(r, dict)]
     if rows:
-        parts.append("<h3>Latency</h3>" + _table(
+        parts.append("<h3>Latency</h3>" + table(
             ("protocol", "concurrency", "requests", "p50", "p99", "requests/s", "errors"), rows))
     if png:
-        parts.append(_img("serving_latency", png))
+        parts.append(img("serving_latency", png))
     return "\n".join(parts)
 
 
@@ -232,8 +232,8 @@ def _environment(environment: dict | None) -> str:
     if environment is None:
         return _not_run(f"no {RunDir.environment.name}")
     packages = _get(environment, "packages")
-    return (_kv_table(_drop(environment, "packages"))
-            + (_table(("package", "version"), packages.items()) if packages else ""))
+    return (kv_table(_drop(environment, "packages"))
+            + (table(("package", "version"), packages.items()) if packages else ""))
 
 
 # ------------------------------------------------------------------- helpers
@@ -273,12 +273,12 @@ def _not_run(why: str) -> str:
     return f'<p class="not-run">{NOT_RUN}: {escape(why)}</p>'
 
 
-def _img(name: str, png: bytes) -> str:
+def img(name: str, png: bytes) -> str:
     data = base64.b64encode(png).decode("ascii")
     return f'<figure><img alt="{escape(name)}" src="data:image/png;base64,{data}"></figure>'
 
 
-def _table(header, rows) -> str:
+def table(header, rows) -> str:
     """An HTML table; every cell is formatted with `_fmt` and escaped."""
     head = "".join(f"<th>{escape(_fmt(cell))}</th>" for cell in header)
     body = "".join("<tr>" + "".join(f"<td>{escape(_fmt(cell))}</td>" for cell in row) + "</tr>"
@@ -286,7 +286,7 @@ def _table(header, rows) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _kv_table(mapping: dict) -> str:
+def kv_table(mapping: dict) -> str:
     """Two columns, name and value, for the keys that have a value."""
     rows = "".join(f"<tr><th>{escape(_fmt(k))}</th><td>{escape(_fmt(v))}</td></tr>"
                    for k, v in mapping.items() if v is not None)
