@@ -23,10 +23,11 @@ vs the previous one) defines, and tfbig computes the same way:
 The buckets are the reference's: below the first edge, each bin, above the
 last edge, and for categories one count per category plus one for all others;
 values that are NaN or infinite form one more bucket on both sides. TFDV
-leaves every comparator off until a schema sets its threshold; BigQuery ML's
-TFDV functions (ML.VALIDATE_DATA_SKEW, ML.VALIDATE_DATA_DRIFT) default to
-L-infinity for categorical and Jensen-Shannon for numeric features at 0.3,
-which is what `tfbig.monitor.thresholds` takes as defaults.
+leaves every comparator off until a schema sets its threshold; tfbig turns
+L-infinity on for categorical and Jensen-Shannon on for numeric features, at
+0.3 each (`tfbig.monitor.thresholds`), so a monitor says something without a
+thresholds file. 0.3 is a starting point to tune per feature, not a
+statistical bound: see the README's monitor section for what it flags.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Per-feature thresholds: which distance, past which value, counts as a crossing.
 
-Defaults follow BigQuery ML's TFDV functions (see `tfbig.monitor.compare`):
-L-infinity 0.3 for categorical features, Jensen-Shannon 0.3 for numeric ones;
+Defaults (see `tfbig.monitor.compare`): L-infinity 0.3 for categorical
+features, Jensen-Shannon 0.3 for numeric ones;
 the other distances are computed and reported but cross nothing until a
 thresholds file gives them a value. A file (YAML or JSON) maps a feature name
 or a glob to distances:
