@@ -89,7 +89,7 @@ def start_server(config_file, *flags) -> EmbeddedServer:
     options = parse_serve_args([
         "--host=127.0.0.1", "--port=0", f"--rest_api_port={free_port()}",
         f"--model_config_file={config_file}", "--file_system_poll_wait_seconds=0", *flags])
-    return EmbeddedServer(options).start()
+    return EmbeddedServer.from_options(options).start()
 
 
 def digits_images(n: int, seed: int = 0) -> np.ndarray:

@@ -865,7 +865,7 @@ def test_hot_reload_under_load_loses_no_request(bases, tmp_path):
     shutil.copytree(os.path.join(bases["digits"], "1"), base / "1")
     options = parse_serve_args(["--host=127.0.0.1", "--port=0", f"--model_base_path={base}",
                                 "--model_name=digits", "--file_system_poll_wait_seconds=1"])
-    srv = EmbeddedServer(options).start()
+    srv = EmbeddedServer.from_options(options).start()
     stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(f"127.0.0.1:{srv.grpc_port}"))
     request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name="digits"))
     request.inputs["inputs"].CopyFrom(codec.to_tensor_proto(digits_images(2)))
@@ -908,7 +908,7 @@ def test_a_failed_load_is_retried_and_a_version_out_of_retries_loads_when_publis
     options = parse_serve_args(["--host=127.0.0.1", "--port=0", f"--model_base_path={base}", "--model_name=digits",
                                 "--file_system_poll_wait_seconds=1", "--max_num_load_retries=1",
                                 "--load_retry_interval_micros=1000000"])
-    srv = EmbeddedServer(options).start()
+    srv = EmbeddedServer.from_options(options).start()
 
     def state_of(client, version, wanted):
         """The version's state once it is `wanted` (or after 30 s); None while the server has not seen it."""
@@ -972,7 +972,7 @@ def test_config_file_polling_adds_models_and_tampered_versions_are_refused(bases
 
 def test_nothing_outside_a_base_path_is_loaded(bases, tmp_path):
     with pytest.raises(ServeConfigError, match="not allowed"):
-        parse_and_build = EmbeddedServer(parse_serve_args([f"--model_base_path={bases['digits']}",
+        parse_and_build = EmbeddedServer.from_options(parse_serve_args([f"--model_base_path={bases['digits']}",
                                                            "--model_name=../digits"]))
         del parse_and_build
     base = tmp_path / "escape"
@@ -980,7 +980,7 @@ def test_nothing_outside_a_base_path_is_loaded(bases, tmp_path):
     os.symlink(os.path.join(bases["digits"], "1"), base / "3")  # points outside the base path
     options = parse_serve_args(["--host=127.0.0.1", "--port=0", f"--model_base_path={base}",
                                 "--model_name=escape", "--file_system_poll_wait_seconds=0"])
-    srv = EmbeddedServer(options).start()
+    srv = EmbeddedServer.from_options(options).start()
     try:
         with Client(f"127.0.0.1:{srv.grpc_port}") as c, pytest.raises(ServingError) as error:
             c.status("escape")
@@ -996,7 +996,7 @@ def test_a_port_in_use_is_a_clear_error_and_leaves_nothing_running(bases, taken_
     taken = socket.create_server(("127.0.0.1", 0))  # without SO_REUSEPORT, so no one else can bind it
     port = taken.getsockname()[1]
     ports = {"--port": 0, "--rest_api_port": 0, taken_flag: port}
-    srv = EmbeddedServer(parse_serve_args(["--host=127.0.0.1", f"--model_base_path={bases['digits']}",
+    srv = EmbeddedServer.from_options(parse_serve_args(["--host=127.0.0.1", f"--model_base_path={bases['digits']}",
                                            "--model_name=digits", "--file_system_poll_wait_seconds=0",
                                            *(f"{flag}={value}" for flag, value in ports.items())]))
     threads_before = {thread.ident for thread in threading.enumerate()}
@@ -1016,7 +1016,7 @@ def test_only_names_that_parse_as_int64_are_versions(bases, tmp_path):
         (base / name).mkdir()
     options = parse_serve_args(["--host=127.0.0.1", "--port=0", f"--model_base_path={base}",
                                 "--model_name=digits", "--file_system_poll_wait_seconds=0"])
-    with Client_for(EmbeddedServer(options).start()) as (c, _):
+    with Client_for(EmbeddedServer.from_options(options).start()) as (c, _):
         assert [(s["version"], s["state"]) for s in c.status("digits")] == [(1, "AVAILABLE")]
 
 
@@ -1030,16 +1030,16 @@ def test_saved_model_tags_choose_the_meta_graph_as_in_tf_serving(tmp_path):
     with open(os.path.join(path, "saved_model.pb"), "wb") as f:
         f.write(saved_model.SerializeToString())
     flags = ["--host=127.0.0.1", "--port=0", f"--model_base_path={tmp_path / 'pair'}", "--model_name=pair"]
-    with Client_for(EmbeddedServer(parse_serve_args(flags)).start()) as (c, _):
+    with Client_for(EmbeddedServer.from_options(parse_serve_args(flags)).start()) as (c, _):
         [status] = c.status("pair")
     assert status["state"] == "END" and status["error_code"] == grpc.StatusCode.NOT_FOUND.value[0]
     assert status["error_message"] == ("Could not find meta graph def matching supplied tags: { serve }. "
                                        "The SavedModel's tag sets: { gpu serve } (pick one with --saved_model_tags)")
-    with Client_for(EmbeddedServer(parse_serve_args(flags + ["--saved_model_tags=serve,gpu"])).start()) as (c, _):
+    with Client_for(EmbeddedServer.from_options(parse_serve_args(flags + ["--saved_model_tags=serve,gpu"])).start()) as (c, _):
         outputs = c.predict("pair", {"x": np.ones((1, 2), np.float32), "tag": np.array([b"a"], dtype=object)})
     np.testing.assert_array_equal(outputs["total"], [2.0])
     with pytest.raises(ServeConfigError, match="--saved_model_tags 'serve,'"):
-        EmbeddedServer(parse_serve_args(flags + ["--saved_model_tags=serve,"]))
+        EmbeddedServer.from_options(parse_serve_args(flags + ["--saved_model_tags=serve,"]))
 
 
 def test_readyz_answers_503_until_every_model_has_an_available_version(bases, tmp_path):
@@ -1187,7 +1187,7 @@ def test_version_policies_choose_versions(bases, tmp_path):
         options = parse_serve_args(["--host=127.0.0.1", "--port=0", f"--model_base_path={base}",
                                     "--model_name=digits", f"--model_version_policy={policy}",
                                     "--file_system_poll_wait_seconds=0", "--enable_model_warmup=false"])
-        with Client_for(EmbeddedServer(options).start()) as (c, _):
+        with Client_for(EmbeddedServer.from_options(options).start()) as (c, _):
             assert [s["version"] for s in c.status("digits")] == versions, policy
             assert c.predict("digits", digits_images(1), version=versions[-1])["logits"].shape == (1, 10)
 
@@ -1203,12 +1203,12 @@ def test_warmup_records_are_replayed_before_a_version_is_available(bases, tmp_pa
     assert os.path.exists(base / "1" / WARMUP_FILE)
     options = parse_serve_args(["--host=127.0.0.1", "--port=0", f"--model_base_path={base}",
                                 "--model_name=digits", "--file_system_poll_wait_seconds=0"])
-    with Client_for(EmbeddedServer(options).start()) as (c, _):
+    with Client_for(EmbeddedServer.from_options(options).start()) as (c, _):
         [status] = c.status("digits")
     assert status["state"] == "END" and "Sent extra: {pixels}" in status["error_message"]
     skipped = parse_serve_args(["--host=127.0.0.1", "--port=0", f"--model_base_path={base}",
                                 "--model_name=digits", "--enable_model_warmup=false"])
-    with Client_for(EmbeddedServer(skipped).start()) as (c, _):
+    with Client_for(EmbeddedServer.from_options(skipped).start()) as (c, _):
         assert c.status("digits")[0]["state"] == "AVAILABLE"
 
 
@@ -1237,7 +1237,7 @@ def test_grpc_over_tls(bases, tmp_path):
     options = parse_serve_args(["--host=127.0.0.1", "--port=0", f"--model_base_path={bases['digits']}",
                                 "--model_name=digits", f"--ssl_config_file={ssl_config}",
                                 "--file_system_poll_wait_seconds=0"])
-    srv = EmbeddedServer(options).start()
+    srv = EmbeddedServer.from_options(options).start()
     try:
         with Client(f"127.0.0.1:{srv.grpc_port}", root_certificates=cert) as secure:
             assert secure.predict("digits", digits_images(1))["logits"].shape == (1, 10)

@@ -55,7 +55,7 @@ def serve(base, *flags) -> EmbeddedServer:
     """The embedded server on free ports, serving `base` as model `pair` (or what flags name)."""
     models = [] if any(f.startswith("--model_config_file") for f in flags) else [
         "--model_name=pair", f"--model_base_path={base}"]
-    return EmbeddedServer(parse_serve_args([
+    return EmbeddedServer.from_options(parse_serve_args([
         "--host=127.0.0.1", "--port=0", f"--rest_api_port={free_port()}", *models,
         "--file_system_poll_wait_seconds=0", *flags])).start()
 

@@ -9,6 +9,7 @@ tfbig's flags otherwise; the launcher writes them back out in text format for
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 
@@ -217,3 +218,20 @@ def ssl_config(options: ServeOptions):
     config = read_text_proto(options.ssl_config_file, SSLConfig(), "ssl_config_file")
     check_ssl_config(config)
     return config
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerFiles:
+    """What the flags' files say (and the flags standing in for them), read and checked
+    once, before any part of a server is built: a bad file stops `tfbig serve` at start."""
+
+    model_config: model_server_config_pb2.ModelServerConfig
+    batching: object  # BatchingParameters, or None without --enable_batching
+    monitoring: object  # MonitoringConfig
+    ssl: object  # SSLConfig, or None without --ssl_config_file
+    saved_model_tags: frozenset[str]
+
+    @classmethod
+    def read(cls, options: ServeOptions) -> "ServerFiles":
+        return cls(model_server_config(options), batching_parameters(options), monitoring_config(options),
+                   ssl_config(options), saved_model_tags(options))

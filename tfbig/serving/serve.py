@@ -79,7 +79,7 @@ def serve_embedded(options: ServeOptions) -> int:
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        server = EmbeddedServer(options).start()
+        server = EmbeddedServer.from_options(options).start()
         print(describe(server), file=sys.stderr, flush=True)
         stop.wait()
         print(f"draining (up to {options.drain_seconds:g} s) ...", file=sys.stderr, flush=True)

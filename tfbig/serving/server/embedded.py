@@ -1,6 +1,8 @@
 """tfbig's embedded model server: TF Serving's gRPC and REST APIs in one process.
 
-Started with the same ServeOptions as `tensorflow_model_server` flags. The
+Started with the same ServeOptions as `tensorflow_model_server` flags
+(`EmbeddedServer.from_options`: the flags' files are read, then the serving
+parts built from them, see `parts.py`; the server wires them to listeners). The
 gRPC server (grpcio) and the REST server (aiohttp, its event loop on a
 background thread), both behind --ssl_config_file's TLS and --auth_token_file's
 tokens when given (tls.py, auth.py), each run requests on their own HandlerPool, and both hand
@@ -25,18 +27,12 @@ from aiohttp import web
 from google.protobuf import text_format
 
 from tfbig.atoi import simple_atoi
-from tfbig.export.signing import load_public_key
 from tfbig.serving import config_files, tls
 from tfbig.serving.errors import ServingError
 from tfbig.serving.options import ServeOptions
-from tfbig.serving.server import auth
-from tfbig.serving.server.core import ServingCore
 from tfbig.serving.server.grpc_api import add_services
 from tfbig.serving.server.handler_pool import HandlerPool
-from tfbig.serving.server.health import ServerHealth
-from tfbig.serving.server.metrics import ServerMetrics
-from tfbig.serving.server.models import ModelManager
-from tfbig.serving.server.request_logger import RequestLogger
+from tfbig.serving.server.parts import ServingParts, assemble
 from tfbig.serving.server.rest_api import RestApi
 
 log = logging.getLogger("tfbig.serving")
@@ -59,29 +55,17 @@ def _channel_arguments(text: str) -> list[tuple[str, object]]:
 class EmbeddedServer:
     """Serve the models described by `options` until `stop()`."""
 
-    def __init__(self, options: ServeOptions):
+    def __init__(self, options: ServeOptions, parts: ServingParts):
+        """`parts` serve the requests (see `assemble`); `options` say where and how to listen."""
         self.options = options
-        self._model_config = config_files.model_server_config(options)
-        self._batching = config_files.batching_parameters(options)
-        self._monitoring = config_files.monitoring_config(options)
-        self._ssl = config_files.ssl_config(options)
-        self.metrics = ServerMetrics(is_served=lambda name: name in self.manager.model_names())
-        self._guard = auth.guard(options.auth_token_file, self.metrics.record_auth_refusal)
-        self._health = ServerHealth() if options.enable_grpc_healthcheck_service else None
-        self.manager = ModelManager(
-            self._model_config, batching=self._batching,
-            warmup=self._warmup if options.enable_model_warmup else None,
-            allow_labels_for_unavailable=options.allow_version_labels_for_unavailable_models,
-            on_batch=self.metrics.record_batch, load_retries=options.max_num_load_retries,
-            load_retry_interval_s=options.load_retry_interval_micros / 1e6,
-            saved_model_tags=config_files.saved_model_tags(options), on_change=self._update_health,
-            verify_key=load_public_key(options.verify_key, "--verify_key") if options.verify_key else None)
-        self.request_log = RequestLogger(options, lambda: self.manager.config, registry=self.metrics.registry,
-                                         saved_model_tags=config_files.saved_model_tags(options))
-        # --num_request_iterations_for_warmup=0 means once, as in TF Serving.
-        self.core = ServingCore(self.manager, warmup_iterations=options.num_request_iterations_for_warmup or 1,
-                                max_request_batch_size=options.max_request_batch_size,
-                                max_tensor_bytes=options.max_tensor_bytes or options.max_request_bytes)
+        self.parts = parts
+        self.metrics = parts.metrics
+        self.manager = parts.manager
+        self.core = parts.core
+        self.request_log = parts.request_log
+        self._ssl = parts.files.ssl
+        self._guard = parts.guard
+        self._health = parts.health
         self.grpc_port: int | None = None
         self.rest_port: int | None = None
         self._draining = False
@@ -94,15 +78,14 @@ class EmbeddedServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
 
-    def _warmup(self, servable) -> None:
-        self.core.warmup(servable)
+    @classmethod
+    def from_options(cls, options: ServeOptions) -> "EmbeddedServer":
+        """The server `tfbig serve` runs: the files the flags name are read (and checked)
+        first, then the parts are built from them."""
+        return cls(options, assemble(options, config_files.ServerFiles.read(options)))
 
     def ready(self) -> bool:
         return not self._draining and self.manager.ready()
-
-    def _update_health(self) -> None:
-        if self._health is not None:
-            self._health.update(self.ready())
 
     # --- start -----------------------------------------------------------------
 
@@ -154,7 +137,7 @@ class EmbeddedServer:
         self._grpc.start()
 
     def _start_rest(self) -> None:
-        prometheus = self._monitoring.prometheus_config
+        prometheus = self.parts.files.monitoring.prometheus_config
         self._rest_pool = HandlerPool(self.options.rest_api_num_threads or REQUEST_THREADS, name="rest")
         api = RestApi(self.core, self.metrics, pool=self._rest_pool,
                       timeout_s=self.options.rest_api_timeout_in_ms / 1000,
@@ -223,7 +206,7 @@ class EmbeddedServer:
 
     def _reload_config_file(self) -> None:
         config = config_files.read_text_proto(
-            self.options.model_config_file, type(self._model_config)(), "model_config_file")
+            self.options.model_config_file, type(self.manager.config)(), "model_config_file")
         if text_format.MessageToString(config) != text_format.MessageToString(self.manager.config):
             log.info("model config file changed: reloading %s", self.options.model_config_file)
             self.manager.apply_config(config)
