@@ -1,8 +1,10 @@
 """Package names imported on first use, so that importing the package stays cheap.
 
 `tfbig --help` must answer without waiting for TensorFlow, and a server reading
-an exported version's manifest must not load the exporter: `tfbig.serving`,
-`tfbig.export` and `tfbig.distribute` export their names through `lazy_exports`.
+an exported version's manifest must not load the exporter, and a `tfbig data
+prepare` worker process must not load TensorFlow: `tfbig.serving`,
+`tfbig.export`, `tfbig.distribute` and `tfbig.data` export their names through
+`lazy_exports`.
 """
 
 from __future__ import annotations

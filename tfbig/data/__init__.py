@@ -10,16 +10,7 @@ it in (they run in fresh worker processes that should start in a blink).
 
 import importlib
 
-_EXPORTS = {
-    "from_arrays": "tfbig.data.images",
-    "distribute": "tfbig.data.pipeline",
-    "input_pipeline": "tfbig.data.pipeline",
-    "write_tfrecords": "tfbig.data.records",
-    "DataError": "tfbig.data.errors",
-    "DataSource": "tfbig.data.source",
-    "Split": "tfbig.data.source",
-    "DataSpec": "tfbig.data.spec",
-}
+from tfbig.lazy import lazy_exports
 
 _LOADERS = {
     "text": ("tfbig.data.text", "load_text"),
@@ -36,10 +27,12 @@ def load_data(cfg):
     return getattr(importlib.import_module(module), function)(cfg)
 
 
-def __getattr__(name):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'tfbig.data' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-
-
-__all__ = ["load_data", *_EXPORTS]
+__getattr__, _lazy_names = lazy_exports(__name__, {
+    "tfbig.data.images": ("from_arrays",),
+    "tfbig.data.pipeline": ("distribute", "input_pipeline"),
+    "tfbig.data.records": ("write_tfrecords",),
+    "tfbig.data.errors": ("DataError",),
+    "tfbig.data.source": ("DataSource", "Split"),
+    "tfbig.data.spec": ("DataSpec",),
+})
+__all__ = ["load_data", *_lazy_names]
