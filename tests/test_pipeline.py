@@ -8,6 +8,7 @@ import pytest
 from tfbig.cli import main
 from tfbig.config import replace, save_config
 from tfbig.export import read_manifest
+from tfbig.export.signing import generate_key_pair, load_public_key, signature_problem
 from tfbig.lifecycle import ModelRegistry
 from tfbig.pipeline import STAGES, PipelineError, run_pipeline
 
@@ -33,8 +34,9 @@ def test_gpt_pipeline_runs_every_stage_then_skips_them_when_rerun(tmp_path, caps
     monkeypatch.chdir(tmp_path)
     run_dir = tmp_path / "run"
     (tmp_path / "tokens.txt").write_text("pipeline-token\n")  # every request of the pipeline's bears it
+    private_key, public_key = generate_key_pair(str(tmp_path / "keys"))
     config = replace(gpt_pipeline_config("run"),  # relative, as scripts/quickstart.sh gives it
-                     {"pipeline.auth_token_file": "tokens.txt"})
+                     {"pipeline.auth_token_file": "tokens.txt", "pipeline.sign_key": private_key})
     said = []
     result = run_pipeline(config, say=said.append)
 
@@ -43,6 +45,8 @@ def test_gpt_pipeline_runs_every_stage_then_skips_them_when_rerun(tmp_path, caps
     registry = ModelRegistry(result.model_base_path)
     assert registry.labels() == {"canary": 1, "stable": 1}
     assert registry.validation(1)["passed"]
+    # Exported signed; validation would have refused it unsigned or changed.
+    assert signature_problem(registry.version_path(1), load_public_key(public_key)) is None
     # The exported model is the pruned one, fine-tuned from the trained run.
     with open(run_dir / "compressed" / "report.json", encoding="utf-8") as f:
         assert json.load(f)["after"]["nonzero_fraction"] < 0.8
