@@ -72,30 +72,39 @@ class GPTDecoder:
         query_positions = start + tf.range(length)
         mask = query_positions[:, None] >= tf.range(self.max_len)[None, :]
         mask = tf.broadcast_to(mask[None], [tf.shape(tokens)[0], length, self.max_len])
+        slots = _cache_slots(tf.shape(tokens)[0], length, start)
         new_cache = []
         for block, (keys, values) in zip(self.blocks, cache):
             attention = block["attention"]
             x = block["ln1"](h)
-            keys = _write(keys, attention._key_dense(x), start)
-            values = _write(values, attention._value_dense(x), start)
+            keys = tf.tensor_scatter_nd_update(keys, slots, attention._key_dense(x))
+            values = tf.tensor_scatter_nd_update(values, slots, attention._value_dense(x))
             new_cache.append((keys, values))
             context, _ = attention._compute_attention(
                 attention._query_dense(x), keys, values, mask, training=False)
             h = h + attention._output_dense(context)
-            h = h + block["mlp_out"](block["mlp_in"](block["ln2"](h)))
+            h = h + _rows(block["mlp_out"], _rows(block["mlp_in"], block["ln2"](h)))
         last = self.final_ln(h[:, -1:])
         # Tied: the embedding projects back, and `logits` is a float32 cast.
         logits = self.head(self.embedding(last, reverse=True) if self.tied else last)
         return tf.cast(logits[:, 0], tf.float32), new_cache
 
 
-def _write(buffer, block, start):
-    """`buffer` (batch, max_len, ...) with positions start.. replaced by `block`."""
-    length = tf.shape(block)[1]
-    after = tf.shape(buffer)[1] - start - length
-    padding = [[0, 0], [start, after], [0, 0], [0, 0]]
-    inside = tf.pad(tf.ones_like(block), padding)
-    return buffer * (1 - inside) + tf.pad(block, padding)
+def _cache_slots(batch, length, start):
+    """The (row, position) index of every new key and value in a (batch, max_len, ...) cache:
+    shape (batch, length, 2), so one scatter writes a block's keys (batch, length, ...)."""
+    rows = tf.broadcast_to(tf.range(batch)[:, None], [batch, length])
+    positions = tf.broadcast_to(start + tf.range(length)[None, :], [batch, length])
+    return tf.stack([rows, positions], axis=-1)
+
+
+def _rows(dense, x):
+    """`dense` applied to (batch, T, d) as to batch * T rows: the model's own layer on the
+    same matmul Keras runs for 3-D inputs (tensordot reshapes to rows too), without the
+    shape arithmetic tensordot repeats at every call, which a one-token step pays for."""
+    shape = tf.shape(x)
+    out = dense(tf.reshape(x, [-1, x.shape[-1]]))
+    return tf.reshape(out, tf.concat([shape[:-1], tf.shape(out)[-1:]], axis=0))
 
 
 def length_checks(lengths, max_new_tokens, max_len: int) -> list:
