@@ -1,6 +1,8 @@
 """The embedded server's request handler pools: what grpc.server relies on from its thread pool."""
 
 import threading
+import time
+import weakref
 
 import tfbig  # noqa: F401  (Keras 2 before TensorFlow loads)
 
@@ -48,3 +50,22 @@ def test_a_failing_call_leaves_its_thread_serving_and_still_completes(caplog):
     pool.shutdown()
     assert results == ["next"]
     assert completed == [failing] and "a request handler failed" in caplog.text
+
+
+def test_an_idle_thread_holds_nothing_of_the_call_it_ran():
+    # Through a call's arguments and its answer the embedded server's handlers reach the
+    # request's decoded body: a thread that kept its last call kept that body alive.
+    class Body:
+        pass
+
+    pool = HandlerPool(1, name="test")
+    body, answered = Body(), threading.Event()
+    released = weakref.ref(body)
+    pool.submit(lambda request: answered.set(), body)
+    del body
+    answered.wait()
+    deadline = time.monotonic() + 5
+    while released() is not None and time.monotonic() < deadline:  # the worker is past the call
+        time.sleep(0.01)
+    assert released() is None
+    pool.shutdown()

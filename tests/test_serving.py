@@ -4,6 +4,7 @@ hot reload under load, manifest checks, path safety, drain on SIGTERM."""
 
 import asyncio
 import concurrent.futures
+import gc
 import json
 import os
 import shutil
@@ -583,6 +584,24 @@ def test_a_body_not_in_its_content_encoding_and_lone_surrogates_are_client_error
     status, reply = rest(server, "POST", "/v1/models/pair:predict",
                          raw=b'{"inputs": {"x": [[NaN, 1]], "tag": ["\\ud83d"]}}')
     assert status == 400 and "lone UTF-16 surrogate" in reply["error"]
+
+
+def test_a_refused_request_leaves_nothing_of_its_body_alive(server):
+    # A client error is answered as a value without its traceback, whose frames hold the
+    # decoded body; before, every REST thread kept its last refused body (about 10x the
+    # bytes on the wire) for as long as it stayed idle.
+    count = 54_321  # no other list in this process has this length
+    body = b'{"instances": [' + b",".join([b"1.5"] * count) + b"]}"
+    for _ in range(4):
+        assert rest(server, "POST", "/v1/models/digits:predict", raw=body)[0] == 400
+
+    def alive():
+        return sum(isinstance(o, list) and len(o) == count for o in gc.get_objects())
+
+    deadline = time.monotonic() + 5
+    while alive() and time.monotonic() < deadline:  # a pool thread may be just past its answer
+        time.sleep(0.05)
+    assert alive() == 0
 
 
 def test_no_hostile_request_above_was_answered_as_a_server_fault(server):

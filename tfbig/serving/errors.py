@@ -59,6 +59,11 @@ class ServingError(RunError):
     def http_status(self) -> int:
         return HTTP_STATUS.get(self.code, 500)
 
+    def answer(self) -> "ServingError":
+        """This error as a value to answer with: no traceback and no chained errors, whose
+        frames would hold the request's decoded data for as long as the answer lives."""
+        return ServingError(self.code, self.message)
+
     @classmethod
     def from_http(cls, status: int, message: str) -> "ServingError":
         return cls(_CODE_FOR_HTTP.get(status, grpc.StatusCode.UNKNOWN), message)

@@ -84,6 +84,9 @@ class HandlerPool:
             except Exception:  # handlers answer their own errors; anything else must not end the thread
                 log.exception("a request handler failed")
             call._finish()
+            # An idle thread must not hold its last call: through its arguments and its answer
+            # that would keep the request's decoded body alive, up to one body per thread.
+            del call
 
 
 def in_pool(pool: HandlerPool, function: Callable, *args, on_abandoned: Callable | None = None) -> asyncio.Future:

@@ -181,7 +181,7 @@ class RestApi:
                 return model_name, api, self._metadata(spec) if metadata else self._status(spec)
             raise invalid_argument(f"Malformed request: {method} {path}")
         except ServingError as error:
-            return model_name, api, error
+            return model_name, api, error.answer()
         except Exception as error:  # a fault of the server's answers 500; it lives on
             return model_name, api, server_fault(api, error)
 

@@ -68,7 +68,7 @@ def _open(core, spec, body: bytes):
     except Exception as error:
         if stream is not None:
             stream.close()
-        return error if isinstance(error, ServingError) else server_fault(API, error)
+        return error.answer() if isinstance(error, ServingError) else server_fault(API, error)
 
 
 def _step(stream: GenerationStream):
@@ -76,7 +76,7 @@ def _step(stream: GenerationStream):
     try:
         return stream.step()
     except ServingError as error:
-        return error
+        return error.answer()
     except Exception as error:
         return server_fault(API, error)
 
