@@ -8,12 +8,14 @@ each prompt as `text` (string) and `tokens` (int32, one row per prompt).
 
 With the key/value cache each new token costs one position: every
 attention layer keeps the keys and values of all positions so far in a
-(batch, max_len, heads, head_dim) buffer and only the newest position runs
-through the network. The arithmetic is the model's own layers (its
-projections, `MultiHeadAttention._compute_attention`, LayerNorms, MLP), so
-greedy output equals step-by-step argmax decoding of the full model.
+(batch, heads, max_len, head_dim) buffer and only the newest position runs
+through the network. The prompt is prefilled by the model's own layers
+(projections, `MultiHeadAttention._compute_attention`, LayerNorms, MLP); a
+step does the same layers' arithmetic on one row per prompt with their own
+weights, so greedy output equals step-by-step argmax decoding of the full
+model (to float rounding, which the tests compare on trained models).
 `use_cache=False` recomputes the whole prefix per token instead; it exists to
-measure what the cache saves (scripts/bench_export.py).
+measure what the cache saves (scripts/bench_export.py, scripts/bench_lm.py).
 
 Prompts of different lengths share one loop: the common prefix (the
 shortest prompt) is run in one pass, after which each row takes its own
@@ -41,7 +43,8 @@ def block_layers(model, index: int) -> dict:
 
 
 class GPTDecoder:
-    """The GPT's forward pass split into prefill and one-position steps over a cache."""
+    """The GPT's forward pass split into a prefill of the prompt and one-token steps over a
+    key/value cache of shape (batch, heads, max_len, head_dim) per block and kind."""
 
     def __init__(self, model, gpt_config):
         self.max_len = gpt_config.max_len
@@ -51,60 +54,94 @@ class GPTDecoder:
         self.blocks = [block_layers(model, i) for i in range(gpt_config.num_layers)]
         self.final_ln = model.get_layer("final_ln")
         self.head = model.get_layer("logits")
+        attention = self.blocks[0]["attention"]
+        self.heads, self.head_dim = attention._num_heads, attention._key_dim
+        self.dtype = tf.as_dtype(attention.compute_dtype)
 
     def empty_cache(self, batch_size) -> list:
-        attention = self.blocks[0]["attention"]
-        shape = [batch_size, self.max_len, attention._num_heads, attention._key_dim]
-        dtype = attention.compute_dtype
-        return [(tf.zeros(shape, dtype), tf.zeros(shape, dtype)) for _ in self.blocks]
+        shape = [batch_size, self.heads, self.max_len, self.head_dim]
+        return [(tf.zeros(shape, self.dtype), tf.zeros(shape, self.dtype)) for _ in self.blocks]
 
-    def forward(self, tokens, start, cache):
-        """Logits of the last of `tokens` (batch, T) at positions start..start+T-1.
-
-        Their keys and values are written into `cache`, which also supplies
-        those of all earlier positions. Returns (logits, new cache).
-        """
+    def prefill(self, tokens):
+        """Logits (batch, vocab) after `tokens` (batch, T) from position 0, and the cache
+        holding their keys and values. The model's own layers, on the whole prompt at once."""
         length = tf.shape(tokens)[1]
         h = self.embedding(tokens)
-        positions = tf.cast(self.positions.embeddings[start:start + length], h.dtype)
-        h = h + positions[None]
-        # Query position start+t may attend to key positions 0..start+t.
-        query_positions = start + tf.range(length)
-        mask = query_positions[:, None] >= tf.range(self.max_len)[None, :]
-        mask = tf.broadcast_to(mask[None], [tf.shape(tokens)[0], length, self.max_len])
-        slots = _cache_slots(tf.shape(tokens)[0], length, start)
-        new_cache = []
-        for block, (keys, values) in zip(self.blocks, cache):
+        h = h + tf.cast(self.positions.embeddings[:length], h.dtype)[None]
+        mask = tf.linalg.band_part(tf.ones([length, length], tf.bool), -1, 0)[None]
+        pad = [[0, 0], [0, 0], [0, self.max_len - length], [0, 0]]
+        cache = []
+        for block in self.blocks:
             attention = block["attention"]
             x = block["ln1"](h)
-            keys = tf.tensor_scatter_nd_update(keys, slots, attention._key_dense(x))
-            values = tf.tensor_scatter_nd_update(values, slots, attention._value_dense(x))
-            new_cache.append((keys, values))
+            keys, values = attention._key_dense(x), attention._value_dense(x)
+            cache.append(tuple(tf.pad(tf.transpose(t, [0, 2, 1, 3]), pad) for t in (keys, values)))
             context, _ = attention._compute_attention(
                 attention._query_dense(x), keys, values, mask, training=False)
             h = h + attention._output_dense(context)
-            h = h + _rows(block["mlp_out"], _rows(block["mlp_in"], block["ln2"](h)))
-        last = self.final_ln(h[:, -1:])
-        # Tied: the embedding projects back, and `logits` is a float32 cast.
+            h = h + block["mlp_out"](block["mlp_in"](block["ln2"](h)))
+        last = self.final_ln(h[:, -1:])[:, 0]
+        return self._logits(last), cache
+
+    def step(self, ids, position, cache):
+        """Logits (batch, vocab) for one token per row, `ids` (batch,), at `position`, and
+        the cache with its keys and values written in.
+
+        Each layer's arithmetic done on one row: a decoding step is bound by
+        reading the weights, and the Keras layers' shape handling for 3-D
+        inputs costs as many graph ops again, which a step pays each token.
+        """
+        batch = tf.shape(ids)[0]
+        h = tf.gather(tf.cast(self.embedding.embeddings, self.dtype), ids)
+        h = h + tf.cast(self.positions.embeddings[position], self.dtype)
+        visible = tf.range(self.max_len) <= position  # the key positions this token sees
+        rows = tf.range(batch * self.heads)
+        slots = tf.stack([rows // self.heads, rows % self.heads,
+                          tf.fill([batch * self.heads], position)], axis=1)
+        new_cache = []
+        for block, (keys, values) in zip(self.blocks, cache):
+            attention = block["attention"]
+            x = _norm(block["ln1"], h)
+            query = _project(attention._query_dense, x) * (1.0 / float(self.head_dim) ** 0.5)
+            keys = tf.tensor_scatter_nd_update(
+                keys, slots, tf.reshape(_project(attention._key_dense, x), [-1, self.head_dim]))
+            values = tf.tensor_scatter_nd_update(
+                values, slots, tf.reshape(_project(attention._value_dense, x), [-1, self.head_dim]))
+            new_cache.append((keys, values))
+            scores = tf.matmul(tf.reshape(query, [batch, self.heads, 1, self.head_dim]), keys,
+                               transpose_b=True)
+            weights = tf.nn.softmax(tf.where(visible, scores, scores.dtype.min))
+            context = tf.reshape(tf.matmul(weights, values), [batch, self.heads * self.head_dim])
+            h = h + _project(attention._output_dense, context)
+            h = h + _project(block["mlp_out"], _project(block["mlp_in"], _norm(block["ln2"], h)))
+        return self._logits(_norm(self.final_ln, h)), new_cache
+
+    def _logits(self, last):
+        """float32 logits of final-LayerNorm rows (batch, d_model). Tied: the embedding
+        projects back, and `logits` is a float32 cast."""
         logits = self.head(self.embedding(last, reverse=True) if self.tied else last)
-        return tf.cast(logits[:, 0], tf.float32), new_cache
+        return tf.cast(logits, tf.float32)
 
 
-def _cache_slots(batch, length, start):
-    """The (row, position) index of every new key and value in a (batch, max_len, ...) cache:
-    shape (batch, length, 2), so one scatter writes a block's keys (batch, length, ...)."""
-    rows = tf.broadcast_to(tf.range(batch)[:, None], [batch, length])
-    positions = tf.broadcast_to(start + tf.range(length)[None, :], [batch, length])
-    return tf.stack([rows, positions], axis=-1)
+def _norm(layer, x):
+    """A LayerNormalization layer's arithmetic on rows, statistics in float32 as Keras keeps
+    them under a float16 policy."""
+    rows = tf.cast(x, tf.float32)
+    mean, variance = tf.nn.moments(rows, [-1], keepdims=True)
+    return tf.cast(tf.nn.batch_normalization(rows, mean, variance, layer.beta, layer.gamma,
+                                             layer.epsilon), x.dtype)
 
 
-def _rows(dense, x):
-    """`dense` applied to (batch, T, d) as to batch * T rows: the model's own layer on the
-    same matmul Keras runs for 3-D inputs (tensordot reshapes to rows too), without the
-    shape arithmetic tensordot repeats at every call, which a one-token step pays for."""
-    shape = tf.shape(x)
-    out = dense(tf.reshape(x, [-1, x.shape[-1]]))
-    return tf.reshape(out, tf.concat([shape[:-1], tf.shape(out)[-1:]], axis=0))
+def _project(layer, rows):
+    """A Dense or EinsumDense layer on rows (batch, inputs): its kernel as one matrix (the
+    attention projections' (d_model, heads, head_dim) and (heads, head_dim, d_model) are
+    reshaped, not copied), its bias and activation."""
+    kernel = tf.cast(tf.reshape(layer.kernel, [rows.shape[-1], -1]), rows.dtype)
+    out = tf.matmul(rows, kernel)
+    if getattr(layer, "bias", None) is not None:
+        out = out + tf.cast(tf.reshape(layer.bias, [-1]), rows.dtype)
+    activation = getattr(layer, "activation", None)
+    return activation(out) if activation is not None else out
 
 
 def length_checks(lengths, max_new_tokens, max_len: int) -> list:
@@ -160,14 +197,12 @@ def make_generate(model, gpt_config, *, codec=None, use_cache: bool = True):
     ])
     def generate(text, max_new_tokens, temperature, top_k, seed):
         prompts, lengths = codec.encode(text)
-        batch = tf.shape(prompts)[0]
         shortest = tf.reduce_min(lengths)
         end = tf.reduce_max(lengths) + max_new_tokens
         with tf.control_dependencies(length_checks(lengths, max_new_tokens, max_len)):
             tokens = tf.pad(prompts, [[0, 0], [0, max_len - tf.shape(prompts)[1]]])
         if use_cache:
-            cache = decoder.empty_cache(batch)
-            logits, cache = decoder.forward(tokens[:, :shortest], 0, cache)
+            logits, cache = decoder.prefill(tokens[:, :shortest])
         else:
             cache = []
             logits = uncached_forward(tokens, shortest)
@@ -181,7 +216,7 @@ def make_generate(model, gpt_config, *, codec=None, use_cache: bool = True):
         def body(position, logits, tokens, cache):
             tokens, chosen = choose(position, logits, tokens)
             if use_cache:
-                logits, cache = decoder.forward(chosen[:, None], position, cache)
+                logits, cache = decoder.step(chosen, position, cache)
             else:
                 logits = uncached_forward(tokens, position + 1)
             return position + 1, logits, tokens, cache

@@ -89,7 +89,7 @@ def make_stream_functions(model, gpt_config, *, codec) -> dict:
         prompt, lengths = codec.encode(text[None])
         with tf.control_dependencies(length_checks(lengths, max_new_tokens, max_len)):
             prompt = tf.identity(prompt)
-        logits, cache = decoder.forward(prompt, 0, decoder.empty_cache(1))
+        logits, cache = decoder.prefill(prompt)
         state = {"cache": cache, "tokens": tf.zeros([0], tf.int32), "sent": tf.constant(0),
                  "max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k,
                  "seed": seed}
@@ -101,7 +101,7 @@ def make_stream_functions(model, gpt_config, *, codec) -> dict:
             "generate_next: the stream is done (it has max_new_tokens tokens)"))
         with tf.control_dependencies([check]):
             last = tf.identity(state["tokens"][-1:])
-        logits, cache = decoder.forward(last[None], state["position"], state["cache"])
+        logits, cache = decoder.step(last, state["position"], state["cache"])
         return choose(logits, state["position"] + 1, {**state, "cache": cache})
 
     return {GENERATE_START: generate_start, GENERATE_NEXT: generate_next}
