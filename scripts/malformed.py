@@ -10,8 +10,9 @@ the same requests every run.
 
 gRPC requests are sent as bytes (`channel.unary_unary(method)` without a
 serializer), which lets random and truncated bytes go out as well as protos
-no client library would build. ReloadConfig is never sent: a malformed one
-that happened to parse could unload the models under test.
+no client library would build. A ReloadConfig request is sent only when it is
+certainly refused (bytes that do not parse as one, or a config that tfbig's
+own check refuses): a well-formed one would change the models under test.
 """
 
 from __future__ import annotations
@@ -26,11 +27,14 @@ import tfbig  # noqa: F401  (Keras 2 before TensorFlow loads)
 
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, types_pb2
+from google.protobuf.message import DecodeError
 from tensorflow_serving.apis import (
     classification_pb2, get_model_metadata_pb2, get_model_status_pb2, inference_pb2, input_pb2,
-    predict_pb2, regression_pb2,
+    model_management_pb2, predict_pb2, regression_pb2,
 )
 import tensorflow as tf
+
+from tfbig.serving.config_files import ServeConfigError, check_models
 
 PREDICTION_SERVICE = "/tensorflow.serving.PredictionService/"
 MODEL_SERVICE = "/tensorflow.serving.ModelService/"
@@ -909,7 +913,54 @@ def grpc_many_values(g: Generator) -> Case:
     return case
 
 
+def grpc_reload_config(g: Generator) -> Case | None:
+    """A ReloadConfig that must be refused, the models served staying as they were: bytes that
+    are not a ReloadConfigRequest, no config or a custom one, or a model list with one thing
+    wrong (a bad or repeated name, no base path, another platform, a bad logging_config)."""
+    request = model_management_pb2.ReloadConfigRequest()
+    choice = g.rng.randrange(4)
+    if choice == 0:
+        payload = bytes(g.rng.getrandbits(8) for _ in range(g.rng.randint(1, 200)))
+        try:
+            model_management_pb2.ReloadConfigRequest.FromString(payload)
+            return None  # it parses: what it would do is not known to be a refusal
+        except DecodeError:
+            return Case("grpc", "grpc_reload_config_bytes", rpc=MODEL_SERVICE + "HandleReloadConfigRequest",
+                        payload=payload)
+    if choice == 1:
+        if g.rng.random() < 0.5:
+            request.config.custom_model_config.type_url = "type.googleapis.com/x.Y"
+    else:
+        models = request.config.model_config_list.config
+        for name in g.models:
+            models.add(name=name, base_path=f"/nonexistent/{name}", model_platform="tensorflow")
+        model = models[g.rng.randrange(len(models))]
+        wrong = g.rng.randrange(6)
+        if wrong == 0:
+            model.name = g.pick(["", "a/b", "..", "x" * 5000, "nul\x00", "../etc", " "])
+        elif wrong == 1:
+            models.add().CopyFrom(model)
+        elif wrong == 2:
+            model.base_path = ""
+        elif wrong == 3:
+            model.model_platform = g.pick(["pytorch", "TENSORFLOW", "tensorflow "])
+        elif wrong == 4:
+            model.logging_config.sampling_config.sampling_rate = g.pick([1.5, -0.1, float("nan"), 1e300])
+        else:
+            model.logging_config.log_collector_config.type = g.pick(["kafka", "x" * 300])
+    try:
+        check_models(request.config)
+    except ServeConfigError:
+        return Case("grpc", "grpc_reload_config", rpc=MODEL_SERVICE + "HandleReloadConfigRequest",
+                    payload=request.SerializeToString())
+    if request.config.WhichOneof("config") != "model_config_list":
+        return Case("grpc", "grpc_reload_config", rpc=MODEL_SERVICE + "HandleReloadConfigRequest",
+                    payload=request.SerializeToString())
+    return None  # accepted by the check: it would change what is served
+
+
 GRPC_KINDS = [(f.__name__, f) for f in (
     grpc_wrong_dtype, grpc_odd_dtype, grpc_bad_dims, grpc_huge_dims, grpc_content_length, grpc_value_count,
     grpc_wrong_field, grpc_unknown_rank, grpc_inputs, grpc_spec, grpc_random_bytes, grpc_bad_examples,
-    grpc_multi_inference, grpc_metadata_status, grpc_unknown_method, grpc_strings, grpc_many_values)]
+    grpc_multi_inference, grpc_metadata_status, grpc_unknown_method, grpc_strings, grpc_many_values,
+    grpc_reload_config)]
