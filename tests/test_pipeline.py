@@ -66,6 +66,9 @@ def test_gpt_pipeline_runs_every_stage_then_skips_them_when_rerun(tmp_path, caps
     assert any(line.startswith("[pipeline] promote: done") for line in said)
     serve_log = (run_dir / "serve.log").read_text()
     assert "bearer tokens from" in serve_log and "pipeline-token" not in serve_log
+    assert f"versions signed by {run_dir / 'verify_key.pem'} only" in serve_log  # the key's public half
+    assert load_public_key(str(run_dir / "verify_key.pem")).public_bytes_raw() == \
+        load_public_key(public_key).public_bytes_raw()
 
     # Again, from the command line: nothing to redo; it says how to serve the model again.
     config_file = tmp_path / "pipeline.yaml"

@@ -67,6 +67,8 @@ class RunDir:
                    "`lifecycle.json`)")
     validate_log = Entry("validate.log", "the output of the server the validate stage started")
     serve_log = Entry("serve.log", "the output of the server the serve stage started")
+    verify_key = Entry("verify_key.pem", "the public half of `pipeline.sign_key`: the serve stage's "
+                       "server loads only versions it signed")
     serving = Entry("serving.json", "the smoke query, and latency per protocol and concurrency")
     environment = Entry("environment.json", "versions, devices and strategy")
     # Made by `tfbig report RUN` (the pipeline's last stage).

@@ -59,9 +59,14 @@ def generate_key_pair(directory: str) -> tuple[str, str]:
     write_atomic(private_path, key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption()), mode=0o600)
-    write_atomic(public_path, key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    write_atomic(public_path, public_pem(key))
     return private_path, public_path
+
+
+def public_pem(private_key: Ed25519PrivateKey) -> bytes:
+    """The PEM file a server is given (--verify_key) for versions `private_key` signs."""
+    return private_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def _read_key_file(path: str, flag: str) -> bytes:

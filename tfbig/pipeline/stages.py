@@ -272,7 +272,19 @@ def serve_command(ctx: PipelineContext) -> list[str]:
              f"--model_config_file_poll_wait_seconds={CONFIG_POLL_S}"]
     if ctx.config.pipeline.auth_token_file:
         flags.append(f"--auth_token_file={os.path.abspath(ctx.config.pipeline.auth_token_file)}")
+    if ctx.config.pipeline.sign_key and ctx.config.pipeline.engine != "tensorflow_model_server":
+        # The binary checks no signatures: with it, validation's check is the only one.
+        flags.append(f"--verify_key={os.path.abspath(write_verify_key(ctx))}")
     return flags
+
+
+def write_verify_key(ctx: PipelineContext) -> str:
+    """The public half of `pipeline.sign_key`, written into the run for the server."""
+    from tfbig.export.signing import load_private_key, public_pem
+    from tfbig.files import write_atomic
+
+    return write_atomic(ctx.run.verify_key, public_pem(load_private_key(ctx.config.pipeline.sign_key,
+                                                                        "pipeline.sign_key")))
 
 
 def serve_up_to_date(ctx: PipelineContext) -> ServeSummary | None:

@@ -250,5 +250,6 @@ def describe(server: EmbeddedServer) -> str:
     names = ", ".join(server.manager.model_names())
     rest = f", REST :{server.rest_port}" if server.rest_port else ""
     tokens = f", bearer tokens from {server.options.auth_token_file}" if server.options.auth_token_file else ""
-    return (f"serving {names} with tfbig's embedded server on gRPC :{server.grpc_port}{rest}{tokens} "
+    signed = f", versions signed by {server.options.verify_key} only" if server.options.verify_key else ""
+    return (f"serving {names} with tfbig's embedded server on gRPC :{server.grpc_port}{rest}{tokens}{signed} "
             f"(pid {os.getpid()})")
