@@ -19,6 +19,8 @@ import requests
 from tfbig.export import export_model
 from tfbig.serving import AsyncClient, Client, ServingError, sse
 from tfbig.serving.client import wire
+from tfbig.serving.codec import from_tensor_proto
+from tfbig.serving.request_log import outcome, read_logs
 from tfbig.serving.server.streaming import GenerationStream
 
 from readme import readme_block, run_block
@@ -121,6 +123,30 @@ def test_each_event_carries_its_token_and_the_last_the_whole_text(server):
         assert {name for name, _ in steps} == {"message"} and name == "done"
         assert "".join(payload["text"] for _, payload in steps) == done["text"] == text
         assert done["tokens"] == 12
+
+
+def test_the_request_log_records_a_stream_as_the_generate_predict_it_equals(server, tmp_path):
+    logs = tmp_path / "logs"
+    logged = start_server(server.options.model_config_file, f"--request_log_dir={logs}")
+    try:
+        with Client(f"127.0.0.1:{logged.rest_port}", protocol="rest") as client:
+            text = "".join(client.generate_stream("gpt", "def ", max_new_tokens=8))
+        refused = requests.post(f"http://127.0.0.1:{logged.rest_port}/v1/models/gpt:generate_stream",
+                                json={"inputs": {"text": "x", "max_new_tokens": 0}}, timeout=60)
+        assert refused.status_code == 400
+    finally:
+        logged.stop()  # drains the log
+    done, failed = read_logs(str(logs))
+    assert (outcome(done).code, outcome(done).entrypoint) == (0, "REST")
+    request, response = done.predict_log.request, done.predict_log.response
+    assert (request.model_spec.name, request.model_spec.signature_name) == ("gpt", "generate")
+    assert from_tensor_proto(request.inputs["text"]).tolist() == [b"def "]
+    assert int(from_tensor_proto(request.inputs["max_new_tokens"])) == 8
+    assert from_tensor_proto(response.outputs["text"]).tolist() == [text.encode()]
+    assert from_tensor_proto(response.outputs["tokens"]).shape == (1, 8)
+    assert response.model_spec.version.value == 1 and done.log_metadata.model_spec.signature_name == "generate"
+    assert outcome(failed).code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert not failed.predict_log.HasField("response") and outcome(failed).error_message
 
 
 def test_a_client_that_stops_reading_stops_the_generation(server):

@@ -71,7 +71,7 @@ class RestApi:
         self._is_ready = is_ready
         self._guard = guard  # auth.Guard under --auth_token_file
         self._streams = RestStreams(core, metrics, pool=pool, timeout_s=self._timeout, reply=self._reply,
-                                    headers=self._headers())
+                                    headers=self._headers(), request_log=request_log)
 
     def app(self) -> web.Application:
         middlewares = [self._guard.rest_middleware(self._is_open, self._reply)] if self._guard else []

@@ -14,11 +14,16 @@ many streams share it without holding a thread each. A client that has gone
 is noticed before the next step is asked for, so its generation stops there.
 `--rest_api_timeout_in_ms` bounds the wait for the first token (the rest of a
 stream's length is the client's choice, bounded by the model's max_len).
+
+The request log records a stream as the `generate` Predict it equals: the
+request's inputs, and (when it ran to the end) the text and token ids the
+signature would have returned.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
 
@@ -30,9 +35,11 @@ from tfbig.protocol import (
 )
 from tfbig.serving import sse
 from tfbig.serving.errors import ServingError, deadline_exceeded, invalid_argument
-from tfbig.serving.server.core import server_fault
+from tfbig.serving.server.core import predict_response, server_fault
 from tfbig.serving.server.handler_pool import HandlerPool, in_pool
 from tfbig.serving.server.metrics import ServerMetrics
+from tfbig.serving.server.request_logger import RequestLogger, Sample, predict_request
+from tfbig.serving.server.runner import response_spec
 from tfbig.serving.server.rest_json import columns_to_inputs, model_spec, parse_json
 from tfbig.serving.server.streaming import GenerationStream, open_stream
 
@@ -94,9 +101,10 @@ class RestStreams:
     """The `:generate_stream` handler; `reply(status, payload)` answers JSON as the other URLs do."""
 
     def __init__(self, core, metrics: ServerMetrics, *, pool: HandlerPool, timeout_s: float | None,
-                 reply, headers: dict[str, str]):
+                 reply, headers: dict[str, str], request_log: RequestLogger | None = None):
         self._core = core
         self._metrics = metrics
+        self._request_log = request_log
         self._pool = pool
         self._timeout = timeout_s
         self._reply = reply
@@ -105,10 +113,12 @@ class RestStreams:
     async def handle(self, request: web.Request, match: re.Match, body: bytes) -> web.StreamResponse:
         """Answer a request whose path matched STREAM_PATH."""
         start = time.perf_counter()
-        model_name = ""
+        model_name, sample = "", None
         try:
             spec = model_spec(*match.groups())
+            spec.signature_name = GENERATE
             model_name = spec.name
+            sample = self._sample(spec, body)
             opened = await asyncio.wait_for(in_pool(self._pool, _open, self._core, spec, body,
                                                     on_abandoned=_close_opened), self._timeout)
         except ServingError as error:
@@ -116,10 +126,12 @@ class RestStreams:
         except asyncio.TimeoutError:
             opened = deadline_exceeded()
         if isinstance(opened, ServingError):
-            self._metrics.record(model_name, API, "REST", opened.code, time.perf_counter() - start)
+            self._finish(model_name, sample, opened.code, opened.message, start)
             return self._reply(opened.http_status, {REST_ERROR: opened.message})
         stream, step = opened
-        code = grpc.StatusCode.CANCELLED  # unless the stream is done or fails
+        if sample is not None:
+            sample.request = functools.partial(predict_request, spec, stream.inputs)
+        code, message = grpc.StatusCode.CANCELLED, "the client went"  # unless the stream is done or fails
         try:
             response = web.StreamResponse(headers=self._headers)
             await response.prepare(request)
@@ -128,18 +140,36 @@ class RestStreams:
                 await response.write(sse.event(sse.STEP, {"text": step.text, "token": step.token}))
                 if step.done:
                     await response.write(sse.event(sse.DONE, {"text": stream.text, "tokens": stream.tokens}))
-                    code = grpc.StatusCode.OK
+                    code, message = grpc.StatusCode.OK, ""
+                    if sample is not None:
+                        sample.response = functools.partial(
+                            predict_response, response_spec(spec, stream.version, GENERATE), stream.outputs())
                     break
                 if _disconnected(request):
                     break
                 step = await in_pool(self._pool, _step, stream)
                 if isinstance(step, ServingError):
-                    code = step.code
+                    code, message = step.code, step.message
                     await response.write(sse.event(sse.ERROR, {REST_ERROR: step.message, "code": code.name}))
                     break
         except ConnectionError:  # the client went while an event was written
             pass
         finally:
             stream.close()
-            self._metrics.record(model_name, API, "REST", code, time.perf_counter() - start)
+            self._finish(model_name, sample, code, message, start)
         return response
+
+    def _sample(self, spec, body: bytes) -> Sample | None:
+        """The request log's sample of this stream, logged as a generate Predict, if it takes it."""
+        sample = self._request_log.sample("predict", spec.name) if self._request_log else None
+        if sample is not None:
+            sample.name_model(spec)
+            sample.size = len(body)
+        return sample
+
+    def _finish(self, model_name: str, sample: Sample | None, code: grpc.StatusCode, message: str,
+                start: float) -> None:
+        seconds = time.perf_counter() - start
+        self._metrics.record(model_name, API, "REST", code, seconds)
+        if sample is not None:
+            self._request_log.submit(sample, code, message, seconds, "REST")

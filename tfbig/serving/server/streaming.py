@@ -44,8 +44,12 @@ class GenerationStream:
     thread at any time, and only releases the version: a step that is running finishes.
     """
 
-    def __init__(self, functions: tuple, inputs: dict[str, np.ndarray], release=lambda: None):
+    def __init__(self, functions: tuple, inputs: dict[str, np.ndarray], release=lambda: None,
+                 version: int = 0):
         self._start, self._next = functions
+        self.inputs = inputs  # the generate signature's, as a Predict of this stream would send
+        self.version = version
+        self.ids: list[int] = []
         # generate_start's arguments (the one prompt as a scalar string).
         self._arguments = [tf.constant(inputs[name][0] if name == "text" else inputs[name])
                            for name in GENERATE_INPUTS]
@@ -69,7 +73,13 @@ class GenerationStream:
         text = self._decoder.decode(out["piece"].numpy(), final=done)
         self.tokens += 1
         self.text += text
-        return StreamStep(int(out["token"]), text, done)
+        self.ids.append(int(out["token"]))
+        return StreamStep(self.ids[-1], text, done)
+
+    def outputs(self) -> dict[str, np.ndarray]:
+        """What the generate signature returns for this prompt: its text and token ids."""
+        return {"text": np.array([self.text.encode()], dtype=object),
+                "tokens": np.array([self.ids], dtype=np.int32)}
 
     def close(self) -> None:
         with self._lock:
@@ -85,13 +95,13 @@ def open_stream(manager, spec, decode_inputs) -> GenerationStream:
     held = contextlib.ExitStack()
     try:
         entry = held.enter_context(manager.acquire(spec))
-        return _stream(entry.servable, decode_inputs, held.close)
+        return _stream(entry.servable, decode_inputs, held.close, entry.version)
     except BaseException:
         held.close()
         raise
 
 
-def _stream(servable: Servable, decode_inputs, release) -> GenerationStream:
+def _stream(servable: Servable, decode_inputs, release, version: int = 0) -> GenerationStream:
     functions = servable.stream_functions()  # first: "cannot stream" says more than a missing signature
     inputs = decode_inputs(servable, GENERATE)
     servable.check_inputs(GENERATE, inputs)
@@ -99,7 +109,7 @@ def _stream(servable: Servable, decode_inputs, release) -> GenerationStream:
         raise invalid_argument(f"a stream generates for one prompt; 'text' holds {inputs['text'].size} "
                                f"(send one request per prompt, or all at once to the generate "
                                f"signature's :predict)")
-    return GenerationStream(functions, inputs, release)
+    return GenerationStream(functions, inputs, release, version)
 
 
 def warm_stream(servable: Servable, inputs: dict[str, np.ndarray]) -> None:
