@@ -136,10 +136,11 @@ def _project(layer, rows):
     """A Dense or EinsumDense layer on rows (batch, inputs): its kernel as one matrix (the
     attention projections' (d_model, heads, head_dim) and (heads, head_dim, d_model) are
     reshaped, not copied), its bias and activation."""
-    kernel = tf.cast(tf.reshape(layer.kernel, [rows.shape[-1], -1]), rows.dtype)
-    out = tf.matmul(rows, kernel)
+    kernel = layer.kernel if layer.kernel.shape.rank == 2 else tf.reshape(layer.kernel, [rows.shape[-1], -1])
+    out = tf.matmul(rows, tf.cast(kernel, rows.dtype))
     if getattr(layer, "bias", None) is not None:
-        out = out + tf.cast(tf.reshape(layer.bias, [-1]), rows.dtype)
+        bias = layer.bias if layer.bias.shape.rank == 1 else tf.reshape(layer.bias, [-1])
+        out = tf.nn.bias_add(out, tf.cast(bias, rows.dtype))  # Grappler fuses MatMul + BiasAdd
     activation = getattr(layer, "activation", None)
     return activation(out) if activation is not None else out
 
