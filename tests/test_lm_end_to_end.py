@@ -45,7 +45,7 @@ def exported(tmp_path_factory):
                          data={"name": "tokens", "paths": [str(root / "data")], "seq_len": 32},
                          steps=20, checkpoint_every=20)
     train(config)
-    return export_run(str(root / "run"), str(root / "models" / "lm")).path
+    return export_run(str(root / "run"), str(root / "models" / "lm"), onnx=True, tflite=("float32",)).path
 
 
 def in_process_texts(path) -> list[str]:
@@ -74,6 +74,26 @@ def test_the_exported_tokenizer_is_the_prepared_one(exported):
     out = generate(text=tf.constant([b"import json"]), max_new_tokens=tf.constant(4),
                    temperature=tf.constant(0.0), top_k=tf.constant(0), seed=tf.constant(0, tf.int64))
     assert out["tokens"].shape == (1, 4) and int(np.max(out["tokens"])) < 400
+
+
+def test_onnx_and_tflite_take_the_ids_of_the_tokenizer_shipped_beside_them(exported):
+    # They carry the token-level forward only; the manifest says so, and the shipped
+    # SentencePiece model turns text into the ids they take.
+    import onnxruntime
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tfbig import saved_model
+
+    manifest = json.load(open(os.path.join(exported, "assets.extra", "tfbig_manifest.json")))
+    assert {kind.split("_")[0] for kind in manifest["artifacts"]} == {"onnx", "tflite"}
+    assert {"onnx", "tflite"} <= set(manifest["tokenizer"]["token_ids"])
+    tokenizer = sentencepiece.SentencePieceProcessor(model_file=os.path.join(exported, manifest["tokenizer"]["file"]))
+    ids = np.array([tokenizer.encode("import json\nclass Decoder:\n")[:16]], np.int32)
+    expected = saved_model.load(exported).signatures["serving_default"](inputs=ids)["logits"].numpy()
+    onnx = onnxruntime.InferenceSession(os.path.join(exported, manifest["artifacts"]["onnx"]))
+    np.testing.assert_allclose(onnx.run(None, {"inputs": ids})[0], expected, atol=1e-4)
+    tflite = Interpreter(model_path=os.path.join(exported, manifest["artifacts"]["tflite_float32"]))
+    np.testing.assert_allclose(tflite.get_signature_runner()(inputs=ids)["logits"], expected, atol=1e-4)
 
 
 def test_a_fresh_process_with_only_tensorflow_and_tensorflow_text_generates_the_same_text(exported):
