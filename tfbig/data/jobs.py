@@ -40,13 +40,30 @@ MAX_UNIT_BYTES = 64 << 20
 class FileScan:
     """What the first pass learns about one input file."""
 
+    # Counts are plain fields, not a dict per split: a dict costs about 180 bytes a file.
     path: str
     bytes: int = 0
     sha256: str = ""
-    documents: dict = dataclasses.field(default_factory=lambda: {"train": 0, "eval": 0})
-    text_bytes: dict = dataclasses.field(default_factory=lambda: {"train": 0, "eval": 0})
+    train_documents: int = 0
+    eval_documents: int = 0
+    train_text_bytes: int = 0
+    eval_text_bytes: int = 0
     skipped: str | None = None
-    sample: list = dataclasses.field(default_factory=list)  # (key, text) of train documents
+    sample: list | tuple = ()  # (key, text) of train documents, until the parent has taken them
+
+    def add_document(self, split: str, text_bytes: int) -> None:
+        if split == "train":
+            self.train_documents += 1
+            self.train_text_bytes += text_bytes
+        else:
+            self.eval_documents += 1
+            self.eval_text_bytes += text_bytes
+
+    def documents(self, split: str) -> int:
+        return self.train_documents if split == "train" else self.eval_documents
+
+    def text_bytes(self, split: str) -> int:
+        return self.train_text_bytes if split == "train" else self.eval_text_bytes
 
 
 class Sample:
@@ -94,8 +111,7 @@ def scan_file(path: str, text_field: str, eval_fraction: float, sample_below: in
         for text in read_documents(path, text_field=text_field, digest=digest):
             document = document_digest(text)
             split = split_of(document, eval_fraction)
-            scan.documents[split] += 1
-            scan.text_bytes[split] += len(text.encode("utf-8"))
+            scan.add_document(split, len(text.encode("utf-8")))
             key = duplicate_key(document)
             if split == "train" and key < sample_below:
                 sample.offer(key, text)

@@ -300,14 +300,17 @@ def _scan(files: list[str], options: Options, mapper, quiet: bool) -> tuple[list
         for scan in mapper(job, files):
             for key, text in scan.sample:
                 sample.offer(key, text)
-            scans.append(dataclasses.replace(scan, sample=[]))
-            bar.update(scan.bytes, sum(scan.documents.values()))
+            scans.append(dataclasses.replace(scan, sample=()))
+            bar.update(scan.bytes, scan.train_documents + scan.eval_documents)
     return scans, sample
 
 
 def _saved_scans(work: str) -> list[FileScan] | None:
     saved = _load_json(os.path.join(work, "scan.json"))
-    return None if saved is None else [FileScan(**scan) for scan in saved]
+    try:
+        return None if saved is None else [FileScan(**scan) for scan in saved]
+    except TypeError:  # written by a tfbig that kept other fields: scan again
+        return None
 
 
 def _identity(scans: list[FileScan], options: Options) -> dict:
@@ -320,7 +323,7 @@ def _identity(scans: list[FileScan], options: Options) -> dict:
 
 
 def _check_splits(scans: list[FileScan], file_count: int, skipped: dict) -> None:
-    documents = {split: sum(s.documents[split] for s in scans) for split in SPLITS}
+    documents = {split: sum(s.documents(split) for s in scans) for split in SPLITS}
     if not any(documents.values()):
         reason = f"; {_skipped_line(skipped)}" if skipped["count"] else ""
         raise DataError(f"the corpus is empty: no text in its {file_count} files{reason}")
@@ -381,7 +384,7 @@ def _finish(unit_files: list[str], work: str, output: str, tokenizer: Tokenizer,
     staged = os.path.join(work, "dataset")
     shutil.rmtree(staged, ignore_errors=True)  # a merge cut short
     os.makedirs(staged)
-    counts = {split: shard_count(sum(s.text_bytes[split] for s in scans)) for split in SPLITS}
+    counts = {split: shard_count(sum(s.text_bytes(split) for s in scans)) for split in SPLITS}
     splits, duplicates = write_shards(unit_files, staged, counts=counts, dtype=tokenizer.dtype,
                                       eos_id=tokenizer.eos_id, eval_fraction=options.eval_fraction)
     proto = tokenizer.model_proto()
