@@ -92,7 +92,7 @@ class GPTDecoder:
         inputs costs as many graph ops again, which a step pays each token.
         """
         batch = tf.shape(ids)[0]
-        h = tf.gather(tf.cast(self.embedding.embeddings, self.dtype), ids)
+        h = tf.cast(tf.gather(self.embedding.embeddings, ids), self.dtype)
         h = h + tf.cast(self.positions.embeddings[position], self.dtype)
         visible = tf.range(self.max_len) <= position  # the key positions this token sees
         rows = tf.range(batch * self.heads)
