@@ -30,6 +30,7 @@ from tfbig.atoi import simple_atoi
 from tfbig.serving import config_files, tls
 from tfbig.serving.errors import ServingError
 from tfbig.serving.options import ServeOptions
+from tfbig.serving.server.allocator import fix_mmap_threshold
 from tfbig.serving.server.grpc_api import add_services
 from tfbig.serving.server.handler_pool import HandlerPool
 from tfbig.serving.server.parts import ServingParts, assemble
@@ -91,6 +92,7 @@ class EmbeddedServer:
 
     def start(self) -> "EmbeddedServer":
         """Load every model, then open the ports; returns once both accept requests."""
+        fix_mmap_threshold()  # request-sized buffers must not pile up in the threads' heaps
         if self.options.tensorflow_intra_op_parallelism > 0:
             tf.config.threading.set_intra_op_parallelism_threads(self.options.tensorflow_intra_op_parallelism)
         if self.options.tensorflow_inter_op_parallelism > 0:

@@ -9,10 +9,20 @@ AVAILABLE, and versions that fall out of the policy are unloaded
 after the requests holding them have finished. Loading a new version before
 unloading the old one, and counting in-flight requests per version, is what
 lets a version roll over under load without a failed request.
+
+Loads and unloads all run on one thread of the manager's own, whichever thread
+asks (startup, the poll thread, a ReloadConfig request on any of the gRPC
+handler threads), as TF Serving's manager loads on its own threads. glibc gives
+each thread that allocates under contention an arena of its own (up to eight
+per core), and loading and warming a SavedModel allocates and frees a lot in
+TensorFlow: done on whichever thread asked, successive versions left freed
+memory held in every arena, and RSS rose about 0.4 MB per version loaded (the
+digits CNN, loads spread over 16 threads).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import logging
@@ -112,6 +122,24 @@ class ModelManager:
         self._lock = threading.Condition()
         self._reconcile_lock = threading.Lock()
         self._versions: dict[str, dict[int, LoadedVersion]] = {}
+        self._loader: concurrent.futures.ThreadPoolExecutor | None = None  # started by the first load
+        self._loader_lock = threading.Lock()
+        self._loader_thread: int | None = None
+
+    def _on_loader(self, function, *args):
+        """`function(*args)` on the manager's loader thread (see the module's docstring), its
+        result or exception returned to the calling thread."""
+        if threading.get_ident() == self._loader_thread:  # already there (an on_change callback)
+            return function(*args)
+        with self._loader_lock:
+            if self._loader is None:
+                self._loader = concurrent.futures.ThreadPoolExecutor(
+                    1, thread_name_prefix="model-loader", initializer=self._mark_loader_thread)
+            future = self._loader.submit(function, *args)
+        return future.result()
+
+    def _mark_loader_thread(self) -> None:
+        self._loader_thread = threading.get_ident()
 
     # --- configuration ---------------------------------------------------------
 
@@ -128,6 +156,9 @@ class ModelManager:
             check_models(config)
         except ValueError as error:
             raise invalid_argument(str(error)) from None
+        self._on_loader(self._apply_config, config)
+
+    def _apply_config(self, config: model_server_config_pb2.ModelServerConfig) -> None:
         with self._reconcile_lock:
             previous, self._config = self._config, config
             self._reconcile_locked()
@@ -152,6 +183,9 @@ class ModelManager:
 
     def reconcile(self) -> None:
         """One pass over every base path: load what the policies want, unload the rest."""
+        self._on_loader(self._reconcile)
+
+    def _reconcile(self) -> None:
         with self._reconcile_lock:
             self._reconcile_locked()
 
@@ -241,6 +275,14 @@ class ModelManager:
         log.info("model %s version %d unloaded", name, version)
 
     def unload_all(self) -> None:
+        """Unload every version and end the loader thread (a later load starts another)."""
+        self._on_loader(self._unload_all)
+        with self._loader_lock:
+            loader, self._loader, self._loader_thread = self._loader, None, None
+        if loader is not None:
+            loader.shutdown()
+
+    def _unload_all(self) -> None:
         with self._reconcile_lock:
             for name in list(self._versions):
                 for version in list(self._versions[name]):

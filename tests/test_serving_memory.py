@@ -1,0 +1,95 @@
+"""The embedded server's memory: what glibc's per-thread heaps keep must not grow.
+
+glibc raises its mmap threshold each time a mapped block is freed, after which
+request-sized blocks come from the heaps of the many threads that serve
+requests and stay there (see tfbig/serving/server/allocator.py); and what a
+version's load frees stays in the arena of the thread that loaded it, so loads
+run on one thread of the model manager's (tfbig/serving/server/models.py).
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+from tensorflow_serving.config import model_server_config_pb2
+
+from tfbig.serving.server.models import ModelManager
+from serving_models import save_two_inputs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Frees a 16 MiB mapped block (glibc would then raise its threshold to 16 MiB) and reports
+# whether a 1 MiB block allocated next got a mapping of its own (mallinfo2's hblks).
+CHECK = textwrap.dedent("""
+    import ctypes, json, sys
+    from tfbig.serving import EmbeddedServer, parse_serve_args
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in
+                    "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+
+    def mapped_after_a_large_free():
+        libc.free(libc.malloc(16 << 20))
+        before = libc.mallinfo2().hblks
+        block = libc.malloc(1 << 20)
+        mapped = libc.mallinfo2().hblks > before
+        libc.free(block)
+        return mapped
+
+    server = EmbeddedServer.from_options(parse_serve_args(
+        ["--host=127.0.0.1", "--port=0", "--model_name=two", f"--model_base_path={sys.argv[1]}"]))
+    server.start()
+    try:
+        print(json.dumps({"mapped": mapped_after_a_large_free()}))
+    finally:
+        server.stop(grace=0)
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_a_started_server_maps_large_blocks_of_its_own_even_after_a_larger_one_was_freed(tmp_path):
+    save_two_inputs(tmp_path / "two")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MALLOC_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
+    run = subprocess.run([sys.executable, "-c", CHECK, str(tmp_path / "two")], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().splitlines()[-1] == '{"mapped": true}'
+
+
+def test_versions_load_on_the_managers_one_thread_whichever_thread_asks(tmp_path):
+    base = tmp_path / "two"
+    save_two_inputs(base)  # version 7
+    config = model_server_config_pb2.ModelServerConfig()
+    config.model_config_list.config.add(name="two", base_path=str(base), model_platform="tensorflow")
+    loaded_on = []  # (version, thread) of every load, recorded by its warmup
+    manager = ModelManager(config, warmup=lambda servable: loaded_on.append(
+        (servable.version, threading.current_thread().ident)))
+    callers = []
+
+    def ask(function, *args):  # as the poll thread or a ReloadConfig handler would, each on its own thread
+        thread = threading.Thread(target=function, args=args)
+        thread.start()
+        thread.join()
+        callers.append(thread.ident)
+
+    ask(manager.reconcile)
+    for version in (8, 9):
+        shutil.copytree(base / str(version - 1), base / str(version))
+        ask(manager.reconcile)
+    shutil.copytree(base / "9", base / "10")
+    ask(manager.apply_config, config)
+    assert [version for version, _ in loaded_on] == [7, 8, 9, 10]
+    assert len({thread for _, thread in loaded_on}) == 1
+    assert not {thread for _, thread in loaded_on} & set(callers)
+    manager.unload_all()
+    assert not [thread for thread in threading.enumerate() if thread.name.startswith("model-loader")]
