@@ -58,7 +58,6 @@ class GenerationStream:
         self._closed = False
         self._out = None
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self.tokens = 0
         self.text = ""
 
     def step(self) -> StreamStep:
@@ -71,10 +70,14 @@ class GenerationStream:
         self._out = out
         done = bool(out["done"])
         text = self._decoder.decode(out["piece"].numpy(), final=done)
-        self.tokens += 1
         self.text += text
         self.ids.append(int(out["token"]))
         return StreamStep(self.ids[-1], text, done)
+
+    @property
+    def tokens(self) -> int:
+        """How many tokens the stream has produced."""
+        return len(self.ids)
 
     def outputs(self) -> dict[str, np.ndarray]:
         """What the generate signature returns for this prompt: its text and token ids."""
