@@ -17,9 +17,11 @@ Prints one JSON object.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 
@@ -55,7 +57,8 @@ def train_and_export(config_name: str, workdir: str, steps: int):
         f"train.checkpoint_every={steps}", "train.eval_every=0", "train.progress_bar=false",
         "distribute.strategy=one_device", f"output.dir={run_dir}",
     ])
-    train(config)
+    with contextlib.redirect_stdout(sys.stderr):  # stdout is for the JSON only
+        train(config)
     export = export_run(run_dir, os.path.join(workdir, "models", config_name), onnx=True,
                         tflite=("float32",))
     return restore_run(run_dir), export
