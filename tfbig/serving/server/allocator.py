@@ -1,4 +1,4 @@
-"""Keep the server's large, short-lived buffers out of glibc's heap.
+"""The server and glibc's allocator: large request buffers kept out of the heaps, freed memory given back.
 
 glibc's malloc serves a block of 128 KiB or more with its own mmap, returned to
 the system when freed, but each time such a block is freed it raises that
@@ -18,12 +18,20 @@ system when freed.
 
 `MALLOC_MMAP_THRESHOLD_` in the environment (glibc's own tunable) is left to
 decide; elsewhere than glibc nothing is done.
+
+What a version's unload frees is different: a restored SavedModel is a graph
+of objects with cycles, so its tensors and functions go only when Python's
+collector next runs its oldest generation, and what they leave free in the
+heaps is not returned on its own. `release_free_memory` gives both back at
+once (the model manager calls it after each unload), as TF Serving returns an
+unloaded servable's memory when it unloads it.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
 import os
 
@@ -34,16 +42,33 @@ M_MMAP_THRESHOLD = -3  # malloc.h
 MMAP_THRESHOLD_BYTES = 128 * 1024
 
 
+def _glibc(name: str):
+    """glibc's function `name`, or None elsewhere (macOS, musl)."""
+    try:
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None
+
+
 def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
     """Fix glibc's mmap threshold at `threshold` bytes; True when it was set here."""
     if "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return False
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):  # not glibc (macOS, musl without mallopt)
+    mallopt = _glibc("mallopt")
+    if mallopt is None:
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     if mallopt(M_MMAP_THRESHOLD, threshold) != 1:
         log.warning("mallopt(M_MMAP_THRESHOLD, %d) failed; large buffers may stay in the heap", threshold)
         return False
     return True
+
+
+def release_free_memory() -> None:
+    """Free what only Python's cycle collector would free, then hand the heaps' free pages
+    back to the system (`malloc_trim` goes through every arena, not only the top of each)."""
+    gc.collect()
+    malloc_trim = _glibc("malloc_trim")
+    if malloc_trim is not None:
+        malloc_trim.argtypes, malloc_trim.restype = (ctypes.c_size_t,), ctypes.c_int
+        malloc_trim(0)  # ctypes lets go of the GIL while glibc walks the arenas
