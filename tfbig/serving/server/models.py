@@ -20,8 +20,9 @@ memory held in every arena, and RSS rose about 0.4 MB per version loaded (the
 digits CNN, loads spread over 16 threads). After each unload the loader thread
 also collects the version's cyclic garbage and trims the heaps
 (`allocator.release_free_memory`): otherwise its graphs waited for Python's
-collector, and the memory they held for glibc, and RSS went up and down by tens
-of MB with each version in a soak.
+collector, and the memory they held for glibc: in a 40-minute soak (a version
+every 10 s) the heap's memory in use swung between 124 and 200 MB and the heap
+grew from 202 to 219 MB; with the release, 114-137 MB and 134-150 MB.
 """
 
 from __future__ import annotations
