@@ -19,12 +19,12 @@ system when freed.
 `MALLOC_MMAP_THRESHOLD_` in the environment (glibc's own tunable) is left to
 decide; elsewhere than glibc nothing is done.
 
-What a version's unload frees is different: a restored SavedModel is a graph
-of objects with cycles, so its tensors and functions go only when Python's
+What a version's unload frees is different: the functions traced for its
+signatures are graphs of objects with cycles, so they go only when Python's
 collector next runs its oldest generation, and what they leave free in the
 heaps is not returned on its own. `release_free_memory` gives both back at
-once (the model manager calls it after each unload), as TF Serving returns an
-unloaded servable's memory when it unloads it.
+once (the model manager calls it after each unload), as TF Serving frees a
+servable when it unloads it.
 """
 
 from __future__ import annotations
