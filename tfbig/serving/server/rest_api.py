@@ -119,8 +119,11 @@ class RestApi:
             return await self._streams.handle(request, match, body)
         sampled: list[Sample] = []  # the request log's sample, if it takes this request
         work = in_pool(self._pool, self._process, request.method, path, body, sampled)
+        # As in TF Serving, --rest_api_timeout_in_ms bounds what runs a model (POST), not a
+        # status or metadata GET: a tiny timeout must not make a healthy server look unavailable.
+        timeout = self._timeout if request.method == "POST" else None
         try:
-            model_name, api, payload = await asyncio.wait_for(work, self._timeout)
+            model_name, api, payload = await asyncio.wait_for(work, timeout)
             code = grpc.StatusCode.OK
         except asyncio.TimeoutError:
             model_name, api, payload = "", "", deadline_exceeded()
