@@ -73,9 +73,11 @@ def check_ports_free(options: ServeOptions) -> None:
 
 
 def serve_embedded(options: ServeOptions) -> int:
+    from tfbig.serving.server.allocator import exempt_startup_objects
     from tfbig.serving.server.embedded import EmbeddedServer, describe
 
     check_ports_free(options)
+    exempt_startup_objects()  # this process only serves: its imports stay for good
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:

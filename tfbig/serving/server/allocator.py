@@ -25,6 +25,14 @@ collector next runs its oldest generation, and what they leave free in the
 heaps is not returned on its own. `release_free_memory` gives both back at
 once (the model manager calls it after each unload), as TF Serving frees a
 servable when it unloads it.
+
+A full collection walks every object the collector tracks, and the server's
+imports (TensorFlow's above all) leave some 308,000 of them, alive for as long
+as the process is: serving the digits CNN and a small model, one pass took
+195-230 ms on an idle 2-core VM, every thread waiting on the GIL meanwhile. A
+process that only serves (`tfbig serve`) sets what its imports made aside once
+(`exempt_startup_objects`), and each pass walks what came after: 21,000
+objects, 2-4 ms.
 """
 
 from __future__ import annotations
@@ -72,3 +80,12 @@ def release_free_memory() -> None:
     if malloc_trim is not None:
         malloc_trim.argtypes, malloc_trim.restype = (ctypes.c_size_t,), ctypes.c_int
         malloc_trim(0)  # ctypes lets go of the GIL while glibc walks the arenas
+
+
+def exempt_startup_objects() -> None:
+    """Put every object alive now out of the collector's reach for good (`gc.freeze`), so
+    that its passes walk only what comes after. For a process that serves and nothing else,
+    before it loads a model: cyclic garbage among the exempted objects is never collected,
+    and a version loaded before the call could not be freed by its unload."""
+    gc.collect()
+    gc.freeze()
