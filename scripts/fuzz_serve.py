@@ -269,8 +269,9 @@ class Watcher(threading.Thread):
 
 # --- sending --------------------------------------------------------------------------------------
 
-class Answer(collections.namedtuple("Answer", "code message body")):
-    """`code`: a gRPC status name, an HTTP status as text, or "no_answer"; `body` the reply bytes."""
+class Answer(collections.namedtuple("Answer", "code message body seconds", defaults=(0.0,))):
+    """`code`: a gRPC status name, an HTTP status as text, or "no_answer"; `body` the reply bytes;
+    `seconds` from sending to the whole reply read."""
 
 
 class Sender:
@@ -281,11 +282,14 @@ class Sender:
         self.http: http.client.HTTPConnection | None = None
 
     def send(self, case: malformed.Case) -> Answer:
+        began = time.perf_counter()
         if case.protocol == "grpc":
-            return self._grpc(case)
-        if case.raw_http is not None:
-            return self._raw(case.raw_http)
-        return self._rest(case)
+            answer = self._grpc(case)
+        elif case.raw_http is not None:
+            answer = self._raw(case.raw_http)
+        else:
+            answer = self._rest(case)
+        return answer._replace(seconds=time.perf_counter() - began)
 
     def _grpc(self, case) -> Answer:
         call = self.channel.unary_unary(case.rpc)  # no serializers: bytes in, bytes out
@@ -385,6 +389,7 @@ class Tally:
         self.no_answer: list[dict] = []
         self.no_answer_count = 0
         self.valid_sent = 0
+        self.valid_seconds: list[float] = []  # of the valid requests answered as they should be
         self.valid_failed: list[dict] = []
         self.valid_failed_count = 0
         self.heavy_sent = 0
@@ -409,7 +414,9 @@ class Tally:
                     self.no_answer.append(example)
             if case.valid:
                 self.valid_sent += 1
-                if not answer_is_valid(case, answer):
+                if answer_is_valid(case, answer):
+                    self.valid_seconds.append(answer.seconds)
+                else:
                     self.valid_failed_count += 1
                     if len(self.valid_failed) < MAX_EXAMPLES:
                         self.valid_failed.append(example)
@@ -423,8 +430,22 @@ class Tally:
                               "examples": list(self.fault_examples.values()),
                               "messages": dict(self.fault_messages.most_common(MAX_MESSAGES))},
             "no_answer": {"count": self.no_answer_count, "examples": self.no_answer},
-            "valid": {"sent": self.valid_sent, "failed": self.valid_failed_count, "examples": self.valid_failed},
+            "valid": {"sent": self.valid_sent, "failed": self.valid_failed_count, "examples": self.valid_failed,
+                      "latency_ms": latency_ms(self.valid_seconds)},
         }
+
+
+def latency_ms(seconds: list[float]) -> dict:
+    """Percentiles of request latencies, in ms (nearest rank): the tail shows a stall that
+    stops every request at once (an allocation, a collection, a load) where the median hides it."""
+    if not seconds:
+        return {}
+    ordered = sorted(seconds)
+
+    def at(fraction: float) -> float:
+        return round(1000 * ordered[min(len(ordered) - 1, int(fraction * len(ordered)))], 2)
+
+    return {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "p99.9": at(0.999), "max": at(1.0)}
 
 
 def run_cases(cases, server: Server, watcher: Watcher, record, *, threads: int, timeout_s: float,
