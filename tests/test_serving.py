@@ -760,13 +760,15 @@ class Client_for:
 
 
 def gated_batcher(**fields):
-    """A Batcher with one batch thread whose model waits for `gate` and records each batch's rows in `seen`."""
+    """A Batcher with one batch thread whose model, once `running` is set, waits for `gate` and
+    records each batch's rows in `seen`."""
     from tfbig.serving.protos import BatchingParameters
     from tfbig.serving.server.batching import Batcher
 
-    gate, seen = threading.Event(), []
+    gate, running, seen = threading.Event(), threading.Event(), []
 
     def run(signature, inputs):
+        running.set()
         gate.wait(10)
         seen.append(inputs["x"].shape[0])
         return {"y": inputs["x"] * 2}
@@ -775,13 +777,13 @@ def gated_batcher(**fields):
     params.num_batch_threads.value = 1
     for field, value in fields.items():
         getattr(params, field).value = value
-    return Batcher(run, params), gate, seen
+    return Batcher(run, params), gate, running, seen
 
 
 def test_full_batch_queue_is_refused_with_resource_exhausted():
-    batcher, gate, _ = gated_batcher(max_batch_size=1, max_enqueued_batches=1)
+    batcher, gate, running, _ = gated_batcher(max_batch_size=1, max_enqueued_batches=1)
     first = batcher.submit("s", {"x": np.ones((1, 2))})
-    time.sleep(0.2)  # the only batch thread is now busy with `first`
+    assert running.wait(10)  # the only batch thread is now busy with `first`
     second = batcher.submit("s", {"x": np.ones((1, 2))})
     with pytest.raises(ServingError) as full:
         batcher.submit("s", {"x": np.ones((1, 2))})
@@ -795,9 +797,9 @@ def test_full_batch_queue_is_refused_with_resource_exhausted():
 
 
 def test_a_batched_request_past_its_deadline_is_answered_and_left_out_of_its_batch():
-    batcher, gate, seen = gated_batcher(max_batch_size=8)
+    batcher, gate, running, seen = gated_batcher(max_batch_size=8)
     busy = batcher.submit("s", {"x": np.ones((1, 2))})
-    time.sleep(0.2)  # the only batch thread is now busy with `busy`
+    assert running.wait(10)  # the only batch thread is now busy with `busy`
     late = batcher.submit("s", {"x": np.ones((2, 2))})
     kept = batcher.submit("s", {"x": np.full((1, 2), 3.0)})
     with pytest.raises(ServingError) as expired:
@@ -811,10 +813,10 @@ def test_a_batched_request_past_its_deadline_is_answered_and_left_out_of_its_bat
 
 
 def test_large_batch_splitting_tops_up_the_open_batch_and_joins_the_parts_back():
-    batcher, gate, seen = gated_batcher(max_batch_size=10, max_execution_batch_size=4,
-                                        enable_large_batch_splitting=True, max_enqueued_batches=3)
+    batcher, gate, running, seen = gated_batcher(max_batch_size=10, max_execution_batch_size=4,
+                                                 enable_large_batch_splitting=True, max_enqueued_batches=3)
     busy = batcher.submit("s", {"x": np.ones((1, 2))})
-    time.sleep(0.2)  # the only batch thread is now busy with `busy`
+    assert running.wait(10)  # the only batch thread is now busy with `busy`
     small = batcher.submit("s", {"x": np.ones((1, 2))})
     rows = np.arange(14.0).reshape(7, 2)
     large = batcher.submit("s", {"x": rows})  # 3 rows fill `small`'s batch, 4 make a batch of their own
@@ -831,10 +833,10 @@ def test_large_batch_splitting_tops_up_the_open_batch_and_joins_the_parts_back()
 
 
 def test_a_split_request_past_its_deadline_leaves_every_part_out():
-    batcher, gate, seen = gated_batcher(max_batch_size=10, max_execution_batch_size=4,
-                                        enable_large_batch_splitting=True)
+    batcher, gate, running, seen = gated_batcher(max_batch_size=10, max_execution_batch_size=4,
+                                                 enable_large_batch_splitting=True)
     busy = batcher.submit("s", {"x": np.ones((1, 2))})
-    time.sleep(0.2)
+    assert running.wait(10)
     late = batcher.submit("s", {"x": np.ones((6, 2))})  # parts of 4 and 2 rows
     with pytest.raises(ServingError) as expired:
         late.result(0.05)
@@ -975,9 +977,9 @@ def test_config_file_polling_adds_models_and_tampered_versions_are_refused(bases
         config.write_text(model_config_text({"digits": bases["digits"], "tampered": str(tampered)}))
         with Client(f"127.0.0.1:{srv.grpc_port}") as c:
             deadline = time.monotonic() + 20
-            while time.monotonic() < deadline and "tampered" not in srv.manager.model_names():
+            while time.monotonic() < deadline and not (
+                    "tampered" in srv.manager.model_names() and c.status("tampered")[0]["state"] == "END"):
                 time.sleep(0.2)
-            time.sleep(0.5)
             [status] = c.status("tampered")
             assert status["state"] == "END" and status["error_code"] == grpc.StatusCode.DATA_LOSS.value[0]
             assert "saved_model.pb: sha256 differs" in status["error_message"]
@@ -1161,6 +1163,14 @@ def test_cli_serve_predict_and_drain_on_sigterm(bases, tmp_path):
             process.wait()
 
 
+def accepts_connections(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
 @pytest.mark.slow
 def test_drain_finishes_requests_in_flight_and_refuses_new_ones(bases, tmp_path):
     config = tmp_path / "models.config"
@@ -1181,7 +1191,9 @@ def test_drain_finishes_requests_in_flight_and_refuses_new_ones(bases, tmp_path)
             assert time.monotonic() < deadline and not by_grpc.done() and not by_rest.done()
             time.sleep(0.02)
         stopping = pool.submit(srv.stop)
-        time.sleep(0.3)
+        deadline = time.monotonic() + 10
+        while accepts_connections(srv.rest_port) and time.monotonic() < deadline:
+            time.sleep(0.02)  # gRPC's listener closes first, then REST's
         assert not by_grpc.done() and not by_rest.done() and not srv.ready()
         with pytest.raises(ServingError) as refused:
             c.predict("digits", image, timeout=5)
