@@ -18,11 +18,12 @@ import textwrap
 import threading
 
 import pytest
+import tensorflow as tf
 from tensorflow_serving.apis import model_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from tfbig.serving.server.models import ModelManager, State
-from serving_models import save_two_inputs
+from serving_models import free_port, save_two_inputs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -83,13 +84,12 @@ TRIM_CHECK = textwrap.dedent("""
 """)
 
 
-# `tfbig serve`'s embedded path in a process of its own; once it announces that it serves (the
-# line it prints on stderr before it waits for a signal), reports how many objects were set aside
-# from the collector and how many loaded versions the collector still reaches.
-SERVE_CHECK = textwrap.dedent("""
-    import gc, json, os, signal, sys, threading
-    from tfbig.serving import parse_serve_args
-    from tfbig.serving.serve import serve_embedded
+# `tfbig serve` (the CLI's own entry) in a process of its own, reporting `report()` as JSON from
+# a thread once the server announces that it serves (the line it prints on stderr before it waits
+# for a signal), then stopping it. `serving_check(report)` is the script.
+SERVE_HEADER = textwrap.dedent("""
+    import ctypes, gc, json, os, signal, sys, threading
+    from tfbig import cli
 
     serving = threading.Event()
 
@@ -107,15 +107,74 @@ SERVE_CHECK = textwrap.dedent("""
 
     def report_once_serving():
         serving.wait(timeout=60)
-        versions = [o for o in gc.get_objects() if type(o).__name__ == "Servable"]
-        print(json.dumps({"frozen": gc.get_freeze_count(), "collectable_versions": len(versions)}))
-        os.kill(os.getpid(), signal.SIGTERM)
-
+        try:
+            print(json.dumps(report()))
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+""")
+SERVE_FOOTER = textwrap.dedent("""
     sys.stderr = Announcements(sys.stderr)
     threading.Thread(target=report_once_serving, daemon=True).start()
-    serve_embedded(parse_serve_args(["--host=127.0.0.1", "--port=0", "--model_name=two",
-                                     f"--model_base_path={sys.argv[1]}"]))
+    sys.exit(cli.main(["serve", "--host=127.0.0.1", *sys.argv[1:]]))
 """)
+
+
+def serving_check(report: str) -> str:
+    return SERVE_HEADER + textwrap.dedent(report) + SERVE_FOOTER
+
+
+# How many objects were set aside from the collector, and how many loaded versions it still reaches.
+COLLECTOR_REPORT = """
+    def report():
+        versions = [o for o in gc.get_objects() if type(o).__name__ == "Servable"]
+        return {"frozen": gc.get_freeze_count(), "collectable_versions": len(versions)}
+"""
+
+# Whether oneDNN's kernels run, and how much more of the heap is in use after the model ran on
+# 160 batch sizes it had not seen (each request 2 to 165 KB), once the request path is warm.
+KERNEL_CACHE_REPORT = """
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in
+                    "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+
+    def in_use_mb():
+        gc.collect()
+        info = libc.mallinfo2()
+        return (info.uordblks + info.hblkhd) / 2**20
+
+    def report():  # what imports TensorFlow comes after the server chose its kernels
+        import numpy as np
+        from tensorflow.python.util import _pywrap_util_port
+        from tfbig.serving import Client
+
+        port = next(arg.split("=")[1] for arg in sys.argv if arg.startswith("--port="))
+        with Client(f"127.0.0.1:{port}") as client:
+            for _ in range(100):
+                client.predict("conv", np.zeros([1, 16, 16, 1], np.float32))
+            before = in_use_mb()
+            for rows in range(2, 162):
+                client.predict("conv", np.zeros([rows, 16, 16, 1], np.float32))
+            grown = in_use_mb() - before
+        return {"switch": os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "onednn": _pywrap_util_port.IsMklEnabled(),
+                "grown_mb": grown}
+"""
+
+
+class TwoConvolutions(tf.Module):
+    """Conv2D twice: ops that oneDNN runs, with a primitive per input shape."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = tf.Variable(tf.random.stateless_normal([3, 3, 1, 32], seed=[1, 2]))
+        self.second = tf.Variable(tf.random.stateless_normal([3, 3, 32, 32], seed=[3, 4]))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 16, 16, 1], tf.float32, name="images")])
+    def serve(self, images):
+        hidden = tf.nn.relu(tf.nn.conv2d(images, self.first, 1, "SAME"))
+        return {"features": tf.nn.conv2d(hidden, self.second, 1, "SAME")}
 
 
 def run_check(script: str, *args: str) -> str:
@@ -144,9 +203,33 @@ def test_a_serving_process_sets_its_imports_aside_from_the_collector_but_not_its
     """TensorFlow's import leaves ~300,000 objects for every full collection to walk, each unload's
     included; they are exempted before the first load, so a version stays collectable."""
     save_two_inputs(tmp_path / "two")
-    report = json.loads(run_check(SERVE_CHECK, str(tmp_path / "two")))
+    report = json.loads(run_check(serving_check(COLLECTOR_REPORT), "--port=0", "--model_name=two",
+                                  f"--model_base_path={tmp_path / 'two'}"))
     assert report["frozen"] > 100_000, report  # 0 without the exemption
     assert report["collectable_versions"] == 1, report  # 0 had it come after the load
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallinfo2")
+@pytest.mark.parametrize("chosen", [None, "1"])
+def test_a_server_keeps_nothing_per_batch_size_a_client_sends_unless_onednn_is_chosen(tmp_path, monkeypatch, chosen):
+    """oneDNN's ops cache a primitive per input shape in each thread (up to 1,024): every batch
+    size a client picks would stay in the server's memory. `tfbig serve` runs without them
+    unless TF_ENABLE_ONEDNN_OPTS says otherwise (TensorFlow's own default turns them on for
+    CPUs with AVX-512 VNNI or BF16, AVX-VNNI or AMX, so on this test's machine it may not)."""
+    module = TwoConvolutions()
+    tf.saved_model.save(module, str(tmp_path / "conv" / "1"), signatures={"serving_default": module.serve})
+    if chosen is None:
+        monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    else:
+        monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", chosen)
+    report = json.loads(run_check(serving_check(KERNEL_CACHE_REPORT), f"--port={free_port()}",
+                                  "--model_name=conv", f"--model_base_path={tmp_path / 'conv'}"))
+    if chosen is None:
+        assert report["switch"] == "0" and report["onednn"] is False, report
+        assert report["grown_mb"] < 20, report  # 1.8-6.0 MB measured: request buffers, gRPC's pools
+    else:  # the user's choice stands, and with it the cache this test measures
+        assert report["switch"] == "1" and report["onednn"] is True, report
+        assert report["grown_mb"] > 30, report  # 55-61 MB measured
 
 
 def test_versions_load_on_the_managers_one_thread_whichever_thread_asks(tmp_path):

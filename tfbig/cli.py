@@ -146,7 +146,7 @@ def cmd_serve(args) -> int:
     from tfbig.serving.options import options_from_args
     from tfbig.serving.serve import serve
 
-    return serve(options_from_args(args))
+    return serve(options_from_args(args), verbose=args.verbose or verbose_from_env())
 
 
 def _predict_inputs(args, signature) -> dict:
@@ -450,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help=cmd_serve.__doc__, description=cmd_serve.__doc__)
     add_serve_flags(serve)
-    serve.set_defaults(handler=cmd_serve)
+    serve.set_defaults(handler=cmd_serve, loads_tensorflow=False)  # the embedded server chooses its kernels first
 
     predict = commands.add_parser("predict", help=cmd_predict.__doc__, description=cmd_predict.__doc__)
     predict.add_argument("target", help="server address: host:port (gRPC) or host:port / URL (REST)")

@@ -24,8 +24,12 @@ def uses_model_server(options: ServeOptions, binary: str | None) -> bool:
     return options.engine == "tensorflow_model_server"
 
 
-def serve(options: ServeOptions) -> int:
+def serve(options: ServeOptions, *, verbose: bool = False) -> int:
+    """Runs the binary (which needs no TensorFlow here) or the embedded server, importing
+    TensorFlow for that (without its start-up lines unless `verbose`)."""
     from tfbig.serving.model_server import find_model_server, run_model_server
+    from tfbig.serving.server.onednn import default_to_eigen_kernels
+    from tfbig.startup import import_tensorflow
 
     binary = find_model_server()
     if uses_model_server(options, binary):
@@ -35,6 +39,8 @@ def serve(options: ServeOptions) -> int:
             raise ServeConfigError("--engine tensorflow_model_server: the binary is not on PATH; "
                                    "install TF Serving or use --engine embedded")
         return run_model_server(options, binary=binary)
+    default_to_eigen_kernels()  # TensorFlow reads the switch once, as it is imported
+    import_tensorflow(verbose=verbose)
     if options.version:
         print(embedded_version())
         return 0
