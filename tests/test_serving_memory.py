@@ -1,11 +1,12 @@
-"""The embedded server's memory: what glibc's per-thread heaps keep must not grow.
+"""The embedded server's memory: what glibc's per-thread heaps and TensorFlow's kernels keep must not grow.
 
 glibc raises its mmap threshold each time a mapped block is freed, after which
 request-sized blocks come from the heaps of the many threads that serve
 requests and stay there (see tfbig/serving/server/allocator.py); and what a
 version's load frees stays in the arena of the thread that loaded it, so loads
 run on one thread of the model manager's (tfbig/serving/server/models.py), and
-what an unload frees is collected and handed back at once.
+what an unload frees is collected and handed back at once. oneDNN's kernels
+would keep a primitive per batch size a client sends (tfbig/serving/server/onednn.py).
 """
 
 import gc
