@@ -30,10 +30,8 @@ import sys
 SWITCH = "TF_ENABLE_ONEDNN_OPTS"
 
 
-def default_to_eigen_kernels() -> bool:
-    """Turn oneDNN off for this process unless the environment already chooses; True when set
-    here. Too late once TensorFlow is imported: then nothing is changed."""
-    if SWITCH in os.environ or "tensorflow" in sys.modules:
-        return False
-    os.environ[SWITCH] = "0"
-    return True
+def default_to_eigen_kernels() -> None:
+    """Turn oneDNN off for this process unless the environment already chooses. Too late once
+    TensorFlow is imported: then nothing is changed."""
+    if SWITCH not in os.environ and "tensorflow" not in sys.modules:
+        os.environ[SWITCH] = "0"
